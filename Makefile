@@ -1,0 +1,26 @@
+# The two commands a newcomer runs (README.md):
+#   make demo   -- pre-train on the embedded synthetic data (curriculum + demo gin)
+#   make test   -- install from scratch into .venv and run the whole test suite
+VENV   ?= .venv
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+PY     := $(VENV)/bin/python
+DEMO_DIR ?= /tmp/vatt_gh_demo
+
+.PHONY: install test demo bench clean
+
+$(VENV)/.installed: setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest
+
+demo: install
+	$(PY) tools/pretrain.py --gin_file=gin/curriculum.gin --gin_file=gin/demo.gin --model_dir=$(DEMO_DIR)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
