@@ -17,7 +17,7 @@ $(VENV)/.installed: setup.py
 install: $(VENV)/.installed
 
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 demo: install
 	$(PY) tools/pretrain.py --gin_file=gin/curriculum.gin --gin_file=gin/demo.gin --model_dir=$(DEMO_DIR)
