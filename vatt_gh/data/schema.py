@@ -85,7 +85,7 @@ def make_sequence_example(
     audio = np.asarray(audio, np.float32).reshape(-1)
     chunks = seq.feature_lists.feature_list[WAVEFORM].feature
     for start in range(0, len(audio), audio_chunk):
-      chunks.add().float_list.value.extend(audio[start:start + audio_chunk])
+      chunks.add().float_list.value.extend(audio[start:start + audio_chunk].tolist())
   return seq
 
 
