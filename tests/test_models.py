@@ -21,7 +21,7 @@ def random_inputs(config, batch=BATCH, k=K, seed=0, grid_scale=(1, 1, 1), audio_
   t, h, w = (int(g * s) * p for g, s, p in
              zip(config.video_grid, grid_scale, config.video_patch_size))
   samples = int(config.audio_grid * audio_scale) * config.audio_patch_size
-  length = text_length or config.text_grid
+  length = config.text_grid if text_length is None else text_length
   text = rng.integers(1, config.vocab_size, size=(batch, k, length))
   text[:, :, length // 2:] = 0                         # padded second half
   return {'video': tf.constant(rng.uniform(-1, 1, (batch, t, h, w, 3)), tf.float32),
