@@ -178,11 +178,12 @@ def parse_granularity(granularity: str, batch_size: int) -> int:
     """Number of groups G whose gradient pairs are harmonized separately.
 
     'replica' -> 1 (this replica's pair), 'example' -> batch_size, 'microbatch:K' -> K.
+    batch_size None checks the spelling only.
     """
     if granularity == "replica":
         return 1
     if granularity == "example":
-        return int(batch_size)
+        return None if batch_size is None else int(batch_size)
     if granularity.startswith("microbatch:"):
         try:
             groups = int(granularity.split(":", 1)[1])
@@ -191,12 +192,18 @@ def parse_granularity(granularity: str, batch_size: int) -> int:
         if groups < 1:
             raise ValueError(f"granularity {granularity!r}: K in 'microbatch:K' must be a "
                              "positive integer")
-        if batch_size % groups:
+        if batch_size is not None and batch_size % groups:
             raise ValueError(f"granularity {granularity!r}: the local batch of {batch_size} "
                              f"does not split into {groups} equal groups")
         return groups
     raise ValueError(f"unknown granularity {granularity!r}; use 'replica', 'example' or "
                      "'microbatch:K'")
+
+
+def check_config(method: str, granularity: str = "replica"):
+    """Raise a ValueError naming a bad method or granularity before any tracing."""
+    _check_method(method, gamma=0.0)
+    parse_granularity(granularity, batch_size=None)
 
 
 def harmonized_gradients(loss_fn: Callable, variables, method: str, granularity="replica",
