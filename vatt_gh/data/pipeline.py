@@ -210,33 +210,38 @@ def list_files(patterns: Patterns) -> List[str]:
   return sorted(set(files))
 
 
-def _read_shard(path: bytes, errors: DataErrors):
-  """Yields (record, shard, index); a DataLossError is reported with the shard's name."""
+def _readable_records(path: bytes, errors: DataErrors) -> int:
+  """Records of a shard readable before any corruption (every CRC checked); reports the rest.
+
+  Runs once per shard and epoch (a cheap sequential read that also warms the page cache), so a
+  corrupt or truncated shard is named, and under 'skip' its intact prefix is still used.
+  """
   path = path.decode("utf-8")
-  index = 0
+  count = 0
   try:
-    for record in tf.compat.v1.io.tf_record_iterator(path):
-      yield record, path, index
-      index += 1
+    for _ in tf.compat.v1.io.tf_record_iterator(path):
+      count += 1
   except tf.errors.DataLossError as e:
-    errors.report(path, index, CORRUPT_SHARD, e.message)
+    errors.report(path, count, CORRUPT_SHARD, e.message)
+  return count
 
 
 def read_records(files: Sequence[str], errors: DataErrors, cycle_length: int,
                  shuffle_files: bool, repeat: bool, seed: int) -> tf.data.Dataset:
   """(serialized, shard, index) triples, shards interleaved in parallel, deterministic order."""
-  signature = (tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.string),
-               tf.TensorSpec([], tf.int64))
   ds = tf.data.Dataset.from_tensor_slices(list(files))
   if shuffle_files:
     ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
   if repeat:
     ds = ds.repeat()
-  reader = functools.partial(_read_shard, errors=errors)
-  return ds.interleave(
-      lambda f: tf.data.Dataset.from_generator(reader, args=(f,), output_signature=signature),
-      cycle_length=min(cycle_length, len(files)), block_length=1,
-      num_parallel_calls=AUTOTUNE, deterministic=True)
+
+  def shard_records(path):
+    count = tf.py_function(lambda p: _readable_records(p.numpy(), errors), [path], tf.int64)
+    records = tf.data.TFRecordDataset(path).take(tf.reshape(count, []))
+    return records.enumerate().map(lambda i, r: (r, path, i))
+
+  return ds.interleave(shard_records, cycle_length=min(cycle_length, len(files)),
+                       block_length=1, num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
 # ---------------------------------------------------------------------------------------------
