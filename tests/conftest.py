@@ -2,3 +2,13 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same Python, NumPy and TensorFlow seeds."""
+    import tensorflow as tf
+    tf.keras.utils.set_random_seed(0)
+    yield
