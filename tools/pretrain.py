@@ -26,52 +26,16 @@ flags.mark_flag_as_required("model_dir")
 FLAGS = flags.FLAGS
 
 
-def parse_gin(files, params):
-    """Parse gin files/bindings with includes resolved from the repo; errors name the culprit."""
-    import gin
-    import vatt_gh.loop  # noqa: F401  registers every configurable
-    gin.add_config_file_search_path(REPO)
-    for path in files:
-        if not os.path.exists(path) and not os.path.exists(os.path.join(REPO, path)):
-            raise SystemExit(f"error: --gin_file {path!r} does not exist")
-    files = [p if os.path.exists(p) else os.path.join(REPO, p) for p in files]
-    try:
-        gin.parse_config_files_and_bindings(files, params)
-    except (ValueError, KeyError, IOError) as e:
-        raise SystemExit(f"error: bad gin configuration: {e}") from None
-
-
-def make_strategy(name, tpu):
-    """The tf.distribute strategy named by --strategy; a clear error if it cannot start."""
-    import tensorflow as tf
-    try:
-        if name == "default":
-            return tf.distribute.get_strategy()
-        if name == "mirrored":
-            return tf.distribute.MirroredStrategy()
-        if name == "multi_worker":
-            if "TF_CONFIG" not in os.environ:
-                raise ValueError("TF_CONFIG is not set (it lists the workers and this task)")
-            return tf.distribute.MultiWorkerMirroredStrategy()
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        tf.config.set_soft_device_placement(True)
-        return tf.distribute.TPUStrategy(resolver)
-    except (ValueError, RuntimeError, tf.errors.OpError) as e:
-        raise SystemExit(f"error: --strategy={name} cannot start: {e}") from None
-
-
 def main(argv):
     del argv
-    parse_gin(FLAGS.gin_file, FLAGS.gin_param)
-    from vatt_gh import loop
-    strategy = make_strategy(FLAGS.strategy, FLAGS.tpu)
-    logging.info("strategy %s with %d replica(s)", FLAGS.strategy,
-                 strategy.num_replicas_in_sync)
+    from vatt_gh import launch, loop
     try:
+        launch.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
+        strategy = launch.make_strategy(FLAGS.strategy, FLAGS.tpu)
+        logging.info("strategy %s with %d replica(s)", FLAGS.strategy,
+                     strategy.num_replicas_in_sync)
         loop.pretrain(FLAGS.model_dir, strategy)
-    except loop.ConfigError as e:
+    except (launch.LaunchError, loop.ConfigError) as e:
         raise SystemExit(f"error: {e}") from None
     print(f"\nDone. TensorBoard logs: {os.path.join(FLAGS.model_dir, 'train')}\n"
           f"  open them with: tensorboard --logdir={FLAGS.model_dir}")

@@ -19,7 +19,7 @@ from absl import logging
 
 from vatt_gh import trainer
 from vatt_gh.data import pipeline, synthetic
-from vatt_gh.models import build_vatt
+from vatt_gh.models import build_vatt, dummy_inputs
 
 HISTOGRAMS = ("cosines",)
 NOT_SCALARS = HISTOGRAMS + ("step_applied", "nonfinite")
@@ -96,6 +96,30 @@ def _is_chief(strategy) -> bool:
 def _dummy_batch(element_spec):
     """Zeros with the per-replica shapes of a batch: builds every variable before training."""
     return {k: tf.zeros(s.shape, s.dtype) for k, s in element_spec.items()}
+
+
+def load_pretrained(model_dir: str, checkpoint: Optional[str] = None, parse_config=True):
+    """(PretrainModel, step) restored from a pre-training run, for evaluation tools.
+
+    Rebuilds the model from `model_dir/operative_config.gin` (unless parse_config is False and
+    gin is already configured) and restores `checkpoint` (default: the newest one) without the
+    optimizer. Raises ConfigError naming what is missing.
+    """
+    if parse_config:
+        config_path = os.path.join(model_dir, "operative_config.gin")
+        if not tf.io.gfile.exists(config_path):
+            raise ConfigError(f"{config_path} not found: is {model_dir!r} a pre-training run?")
+        with gin.unlock_config():
+            gin.parse_config_file(config_path, skip_unknown=True)
+    path = checkpoint or tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    if not path:
+        raise ConfigError(f"no checkpoint in {os.path.join(model_dir, 'checkpoints')!r}")
+    model = trainer.PretrainModel(build_vatt())
+    model(dummy_inputs(model.vatt.vatt_config), training=False)  # build, then restore in place
+    tf.train.Checkpoint(model=model).restore(path).expect_partial() \
+        .assert_existing_objects_matched()
+    step = int(path.rsplit("-", 1)[-1]) if path.rsplit("-", 1)[-1].isdigit() else 0
+    return model, step
 
 
 def write_summaries(writer, step: int, logs: dict):

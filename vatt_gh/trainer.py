@@ -103,8 +103,8 @@ class PretrainModel(tf.keras.Model):
         return harmonize.linear_gamma(step, h.gamma_steps, h.gamma_start, h.gamma_end)
 
     # ------------------------------------------------------------------- the maths (XLA-able)
-    def _harmonized_update(self, data, gamma):
-        """Forward under two tapes, g_va and g_vt, harmonized. Returns (update, stats)."""
+    def _loss_fn(self, data):
+        """loss_fn for `harmonize.harmonized_gradients`: per-example shares of the two losses."""
         def loss_fn():
             out = self.vatt(data, training=True)
             mean_va, loss_va = losses.nce(out["video_va"], out["audio_va"], data["audio_mask"],
@@ -115,13 +115,27 @@ class PretrainModel(tf.keras.Model):
             loss_va = loss_va / tf.maximum(losses.global_valid_count(data["audio_mask"]), 1.0)
             loss_vt = loss_vt / tf.maximum(losses.global_valid_count(data["text_mask"]), 1.0)
             return loss_va, loss_vt, (mean_va, mean_vt)
+        return loss_fn
 
+    def _harmonized_update(self, data, gamma):
+        """Forward under two tapes, g_va and g_vt, harmonized. Returns (update, stats)."""
         h = self.harmonization
         update, stats, (mean_va, mean_vt) = harmonize.harmonized_gradients(
-            loss_fn, self.trainable_variables, h.method, h.granularity, gamma=gamma,
+            self._loss_fn(data), self.trainable_variables, h.method, h.granularity, gamma=gamma,
             reweight=h.reweight, phi_hat=self.phi_hat, gradvac_beta=h.gradvac_beta)
         stats.update(mean_va=mean_va, mean_vt=mean_vt)
         return update, stats
+
+    def gradient_stats(self, data, granularity="example"):
+        """cos(g_va, g_vt), dot and norms per example (or group) of a batch; nothing is applied.
+
+        What Figure 3 and the conflict inspection measure. Returns the stats dict of
+        `harmonize.harmonized_gradients` (vectors over groups).
+        """
+        _, stats, (mean_va, mean_vt) = harmonize.harmonized_gradients(
+            self._loss_fn(data), self.trainable_variables, "sum", granularity)
+        stats.update(mean_va=mean_va, mean_vt=mean_vt)
+        return stats
 
     # ------------------------------------------------------------------------- the step
     def train_step(self, data):
