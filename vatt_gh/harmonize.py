@@ -213,7 +213,12 @@ def harmonized_gradients(loss_fn: Callable, variables, method: str, granularity=
     loss_fn() -> (loss_va, loss_vt, aux): per-example loss vectors (B,) whose SUMS are the two
     losses to differentiate (e.g. loss_b / global_batch), and anything else (returned as is).
 
-    - 'replica': one pair, g_va = grad(sum loss_va), g_vt = grad(sum loss_vt).
+    - 'replica': one pair, g_va = grad(sum loss_va), g_vt = grad(sum loss_vt). Inside a
+      replica context with negatives gathered by `all_gather` (and synchronised BatchNorm),
+      this is the gradient of the GLOBAL losses with respect to this replica's copy of the
+      weights, i.e. the local examples' contribution through their own forward path
+      (SPEC.md section 2). It is not the same split as 'microbatch:R' on one device, which
+      takes each group's own loss terms through every path; both add up to the full gradient.
     - 'example' / 'microbatch:K': the B examples form G groups of B/G consecutive examples;
       per-group gradients of the group-summed losses come from one pfor Jacobian per loss
       (correct although negatives couple examples; TF_NOTES.md), and the update is
