@@ -141,6 +141,10 @@ def pretrain(model_dir: str, strategy: Optional[tf.distribute.Strategy] = None, 
     """Pre-train VATT with the gin-configured harmonization; resumes from model_dir."""
     strategy = strategy or tf.distribute.get_strategy()
     chief = _is_chief(strategy)
+    try:
+        harmonization = trainer.Harmonization()  # gin-configured; validates method/granularity
+    except ValueError as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
     check_writable(model_dir)
     config = data_config(model_dir, synthetic_data)
     if global_batch_size % strategy.num_replicas_in_sync:
@@ -150,7 +154,7 @@ def pretrain(model_dir: str, strategy: Optional[tf.distribute.Strategy] = None, 
     dataset = strategy.distribute_datasets_from_function(
         pipeline.make_pretrain_input_fn(config, global_batch_size))
     with strategy.scope():
-        model = trainer.PretrainModel(build_vatt(), xla_math=xla_math)
+        model = trainer.PretrainModel(build_vatt(), harmonization, xla_math=xla_math)
         local = pipeline.pretrain_dataset(config, global_batch_size //
                                           strategy.num_replicas_in_sync).element_spec
         strategy.run(lambda: model(_dummy_batch(local), training=False))

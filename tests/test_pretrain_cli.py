@@ -1,0 +1,98 @@
+"""tools/pretrain.py end to end: every method config, tiny model, synthetic TFRecords."""
+import glob
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 4
+# (config, gamma_start, gamma_end): the curriculum schedule each config must log.
+CONFIGS = [("baseline", None, None), ("reweight_va", None, None), ("reweight_vt", None, None),
+           ("realign", None, None), ("curriculum", -0.3, 0.0), ("both", -0.3, 0.0),
+           ("gradvac", None, None)]
+SCALARS = {"loss_va", "loss_vt", "learning_rate", "gamma", "cosine", "projected", "dropped",
+           "norm_va", "norm_vt", "skipped_all_dropped", "skipped_nonfinite"}
+SMALL = ["--gin_param=GLOBAL_BATCH=8", "--gin_param=SyntheticData.num_clips=32",
+         "--gin_param=SyntheticData.num_shards=2", "--gin_param=pretrain.summary_every=2",
+         "--gin_param=pretrain.checkpoint_every=2", "--gin_param=build_vatt.num_layers=1"]
+
+
+def pretrain(model_dir, *args, steps=STEPS, timeout=600):
+    cmd = [sys.executable, os.path.join(REPO, "tools", "pretrain.py"),
+           f"--model_dir={model_dir}", f"--gin_param=TRAIN_STEPS={steps}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def read_events(log_dir):
+    """{tag: {step: value}} from the TF2 summary event files (scalars and histograms)."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                out.setdefault(value.tag, {})[event.step] = tf.make_ndarray(value.tensor)
+    return out
+
+
+@pytest.mark.parametrize("config,gamma_start,gamma_end", CONFIGS)
+def test_method_config_end_to_end(tmp_path, config, gamma_start, gamma_end):
+    model_dir = str(tmp_path / config)
+    proc = pretrain(model_dir, f"--gin_file=gin/{config}.gin", "--gin_file=gin/demo.gin", *SMALL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = read_events(os.path.join(model_dir, "train"))
+    assert SCALARS <= {tag.split("/", 1)[1] for tag in events if tag.startswith("train/")}
+    for step in (2, STEPS):
+        assert np.isfinite(events["train/loss_va"][step]) and events["train/loss_va"][step] > 0
+        cosines = events["harmonize/cosines"][step]    # histogram buckets (left, right, count)
+        assert cosines.shape[-1] == 3 and cosines[:, 2].sum() == 1  # one group: replica
+        # The gamma a step used is the schedule at the step index before it completed.
+        if gamma_start is not None:
+            want = gamma_start + (gamma_end - gamma_start) * (step - 1) / STEPS
+            np.testing.assert_allclose(events["train/gamma"][step], want, atol=1e-6)
+    operative = open(os.path.join(model_dir, "operative_config.gin")).read()
+    assert "Harmonization.method" in operative and "build_vatt.preset = 'tiny'" in operative
+    assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith(
+        f"-{STEPS}")
+
+
+def test_resume_continues_from_the_newest_checkpoint(tmp_path):
+    model_dir = str(tmp_path / "run")
+    args = ["--gin_file=gin/curriculum.gin", "--gin_file=gin/demo.gin", *SMALL]
+    assert pretrain(model_dir, *args, steps=2).returncode == 0
+    proc = pretrain(model_dir, *args, steps=4)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from" in proc.stderr and "ckpt-2" in proc.stderr
+    events = read_events(os.path.join(model_dir, "train"))
+    assert sorted(events["train/loss_va"]) == [2, 4]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--gin_file=gin/curriculum.gin", "--gin_param=Harmonization.methd='both'"],
+     "doesn't have a parameter named 'methd'"),
+    (["--gin_file=gin/curriculum.gin", "--gin_param=Harmonization.method='pcgrad'"],
+     "unknown harmonization method 'pcgrad'"),
+    (["--gin_file=gin/no_such.gin"], "--gin_file 'gin/no_such.gin' does not exist"),
+    (["--gin_file=gin/curriculum.gin",
+      "--gin_param=howto100m/SourceConfig.file_pattern='/nonexistent/shard-*.tfrecord'"],
+     "/nonexistent/shard-*.tfrecord"),
+    (["--gin_file=gin/curriculum.gin", "--gin_file=gin/demo.gin", "--strategy=multi_worker"],
+     "--strategy=multi_worker cannot start: TF_CONFIG is not set"),
+])
+def test_bad_configuration_is_named_before_training(tmp_path, args, message):
+    proc = pretrain(str(tmp_path / "run"), *args, timeout=180)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_unwritable_model_dir_is_named(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = pretrain(str(blocker / "run"), "--gin_file=gin/curriculum.gin",
+                    "--gin_file=gin/demo.gin", timeout=180)
+    assert proc.returncode != 0
+    assert f"--model_dir '{blocker / 'run'}' cannot be written" in proc.stderr, proc.stderr[-2000:]
