@@ -1,0 +1,227 @@
+"""Fine-tuning the pre-trained video backbone with a linear classifier (paper Table 1, Kinetics-400).
+
+The VATT recipe (VATT code, `configs/experiment.py` Finetune): SGD with momentum 0.9, learning rate
+0.005 with 2.5k linear warm-up steps then cosine decay over 100k steps, gradients of the backbone
+clipped to global norm 0.75 (the classifier's are not clipped), label smoothing 0.1. The backbone
+runs in training mode, so DropToken stays on. Training clips use the pre-training augmentation
+(random window, scale jitter, crop, flip, colour jitter); test clips are scored on `eval_windows`
+evenly spaced windows (central crop), their softmax probabilities averaged.
+
+    classifier = VideoClassifier(model.vatt, num_classes)
+    finetune(classifier, train_pattern, test_pattern, output_dir, strategy)   # recipe from gin
+"""
+import dataclasses
+import os
+import time
+from typing import Dict, Optional
+
+import gin
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from official.modeling import optimization
+
+from vatt_gh.data import pipeline
+from vatt_gh.data import text as text_lib
+from vatt_gh.evaluation import accuracy, features, summaries
+
+SUM = tf.distribute.ReduceOp.SUM
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    """The fine-tuning recipe (defaults: VATT code's Kinetics-400 fine-tuning)."""
+    train_steps: int = 100_000
+    global_batch_size: int = 64
+    learning_rate: float = 0.005
+    warmup_steps: int = 2500
+    end_learning_rate: float = 0.0        # cosine decays to this
+    momentum: float = 0.9
+    label_smoothing: float = 0.1
+    backbone_clip_norm: float = 0.75      # clip by global norm; 0 = off
+    head_clip_norm: float = 0.0           # VATT: no clipping of the classifier
+    head_dropout: float = 0.0             # dropout on the pooled feature before the classifier
+    eval_windows: int = 4
+    eval_batch_size: int = 8
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    summary_every: int = 100
+    seed: int = 0
+
+
+class VideoClassifier(tf.keras.Model):
+    """Pooled video feature of the pre-trained backbone -> dropout -> linear layer -> logits."""
+
+    def __init__(self, vatt, num_classes: int, head_dropout: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.vatt = vatt
+        self.num_classes = num_classes
+        self.dropout = tf.keras.layers.Dropout(head_dropout)
+        self.classifier = tf.keras.layers.Dense(num_classes, name="classifier")
+
+    def call(self, video, training=False):
+        """(B, T, H, W, 3) in [-1, 1] -> (B, num_classes) logits."""
+        pooled = self.vatt.encode_video(video, training=training)["features"]   # (B, D)
+        return self.classifier(self.dropout(pooled, training=training))
+
+    def is_head(self, variable) -> bool:
+        return any(variable is v for v in self.classifier.trainable_variables)
+
+
+def make_optimizer(config: FinetuneConfig):
+    """SGD with momentum, linear warm-up then cosine decay (tf-models-official factory)."""
+    spec = optimization.OptimizationConfig({
+        # (not type 'sgd': its config always carries `decay`, which the new optimizers reject)
+        "optimizer": {"type": "sgd_experimental",
+                      "sgd_experimental": {"momentum": config.momentum}},
+        "learning_rate": {"type": "cosine", "cosine": {
+            "initial_learning_rate": config.learning_rate,
+            "decay_steps": config.train_steps,
+            "alpha": config.end_learning_rate / config.learning_rate}},
+        "warmup": {"type": "linear", "linear": {"warmup_steps": config.warmup_steps,
+                                                "warmup_learning_rate": 0.0}},
+    })
+    factory = optimization.OptimizerFactory(spec)
+    return factory.build_optimizer(factory.build_learning_rate(), use_legacy_optimizer=False)
+
+
+def smoothed_cross_entropy(logits, labels, num_classes: int, smoothing: float):
+    """(B, C) logits, (B,) int labels -> (B,) cross-entropy against (1 - s) one-hot + s / C."""
+    targets = tf.one_hot(labels, num_classes) * (1.0 - smoothing) + smoothing / num_classes
+    return tf.nn.softmax_cross_entropy_with_logits(targets, logits)
+
+
+def clip_by_global_norm(grads, clip_norm: float):
+    """tf.clip_by_global_norm, or the gradients unchanged when clip_norm <= 0."""
+    if clip_norm <= 0 or not grads:
+        return list(grads)
+    return tf.clip_by_global_norm(grads, clip_norm)[0]
+
+
+def make_train_step(model: VideoClassifier, optimizer, config: FinetuneConfig, strategy):
+    """tf.function(iterator) -> loss: one distributed step (all-reduce, clip, apply)."""
+    num_classes = model.num_classes
+
+    def replica_step(batch):
+        labels = batch["label"]
+        checks = [tf.debugging.assert_non_negative(
+                      labels, message="a training clip has no clip/label/index"),
+                  tf.debugging.assert_less(
+                      labels, num_classes, message="a training label is >= --num_classes")]
+        with tf.control_dependencies(checks):
+            video = tf.identity(batch["video"])
+        with tf.GradientTape() as tape:
+            logits = model(video, training=True)                          # (B, C)
+            per_example = smoothed_cross_entropy(logits, labels, num_classes,
+                                                 config.label_smoothing)  # (B,)
+            loss = tf.nn.compute_average_loss(per_example,
+                                              global_batch_size=config.global_batch_size)
+        variables = model.trainable_variables
+        pairs = [(g, v) for g, v in zip(tape.gradient(loss, variables), variables)
+                 if g is not None]                         # text / audio paths get no gradient
+        ctx = tf.distribute.get_replica_context()
+        grads = ctx.all_reduce(SUM, [g for g, _ in pairs])  # sum of per-replica shares = mean
+        head = [i for i, (_, v) in enumerate(pairs) if model.is_head(v)]
+        body = [i for i in range(len(pairs)) if i not in head]
+        clipped = dict(zip(body, clip_by_global_norm([grads[i] for i in body],
+                                                     config.backbone_clip_norm)))
+        clipped.update(zip(head, clip_by_global_norm([grads[i] for i in head],
+                                                     config.head_clip_norm)))
+        optimizer.apply_gradients([(clipped[i], pairs[i][1]) for i in range(len(pairs))],
+                                  skip_gradients_aggregation=True)
+        return ctx.all_reduce(SUM, loss)
+
+    @tf.function
+    def step(iterator):
+        losses = strategy.run(replica_step, args=(next(iterator),))
+        return strategy.experimental_local_results(losses)[0]
+
+    return step
+
+
+def evaluate_classifier(model: VideoClassifier, dataset: tf.data.Dataset) -> Dict[str, float]:
+    """Top-1 / top-5 (percent) with each clip's window probabilities averaged."""
+    @tf.function(reduce_retracing=True)
+    def probabilities(video):                                             # (B, W, T, H, W', 3)
+        shape = tf.shape(video)
+        logits = model(tf.reshape(video, tf.concat([[-1], shape[2:]], 0)), training=False)
+        return tf.reshape(tf.nn.softmax(logits), [shape[0], shape[1], -1])  # (B, W, C)
+
+    scores, labels = [], []
+    for batch in dataset:
+        scores.append(accuracy.average_views(probabilities(batch["video"]).numpy()))
+        labels.append(batch["label"].numpy())
+    scores, labels = np.concatenate(scores), np.concatenate(labels)
+    out = accuracy.topk_accuracy(scores, labels)
+    out.update(chance=100.0 / model.num_classes, num_test_clips=int(len(labels)))
+    return out
+
+
+def _train_config(train_pattern: str, vocab_path: str, seed: int) -> pipeline.PretrainConfig:
+    """The run's pre-training input (sizes, augmentation) over the labelled training records."""
+    base = pipeline.PretrainConfig()
+    source = dataclasses.replace(base.sources[0], file_pattern=train_pattern, weight=1.0,
+                                 name="finetune") if base.sources else \
+        pipeline.SourceConfig(file_pattern=train_pattern, name="finetune")
+    # Records with their own frame rate: bind EvalConfig.fps / EvalConfig.stride for both.
+    eval_base = pipeline.EvalConfig()
+    source = dataclasses.replace(source, fps=eval_base.fps, stride=eval_base.stride)
+    return dataclasses.replace(base, sources=(source,), vocab_path=vocab_path, num_captions=1,
+                               seed=seed, repeat=True, audio_seconds=None)
+
+
+def finetune(model: VideoClassifier, train_pattern: str, test_pattern: str, output_dir: str,
+             strategy: tf.distribute.Strategy, config: Optional[FinetuneConfig] = None,
+             optimizer=None) -> Dict[str, float]:
+    """Trains `model` (built under `strategy.scope()`) and returns the test metrics.
+
+    Resumes from the newest checkpoint in <output_dir>/checkpoints (model and optimizer; the data
+    restarts with a seed derived from the restored step). Writes train/ scalars, eval/ scalars
+    and <output_dir>/metrics-<step>.json.
+    """
+    config = config or FinetuneConfig()
+    tf.io.gfile.makedirs(output_dir)
+    vocab = os.path.join(output_dir, "vocab.txt")   # text is unused; the pipeline needs a vocab
+    if not tf.io.gfile.exists(vocab):
+        text_lib.write_word_vocab(vocab, [])
+    with strategy.scope():
+        optimizer = optimizer or make_optimizer(config)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(output_dir, "checkpoints"),
+                                         max_to_keep=config.keep_checkpoints)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        logging.info("resumed fine-tuning from %s", manager.latest_checkpoint)
+    step = int(optimizer.iterations.numpy())
+
+    train_config = _train_config(train_pattern, vocab, config.seed * 1_000_003 + step)
+    dataset = strategy.distribute_datasets_from_function(
+        pipeline.make_pretrain_input_fn(train_config, config.global_batch_size))
+    train_step = make_train_step(model, optimizer, config, strategy)
+    writer = tf.summary.create_file_writer(os.path.join(output_dir, "train"))
+    iterator, t0, start = iter(dataset), time.time(), step
+    while step < config.train_steps:
+        loss = float(train_step(iterator))
+        step += 1
+        if step % config.summary_every == 0 or step == config.train_steps:
+            with writer.as_default(step=step):
+                tf.summary.scalar("train/loss", loss)
+                tf.summary.scalar("train/learning_rate", optimizer.learning_rate)
+            logging.info("fine-tune step %d/%d  loss %.4f  (%.1f steps/s)", step,
+                         config.train_steps, loss, (step - start) / max(time.time() - t0, 1e-9))
+        if step % config.checkpoint_every == 0 and step < config.train_steps:
+            manager.save(checkpoint_number=step)
+    manager.save(checkpoint_number=step)
+    writer.close()
+
+    eval_config = features.eval_config_for_run(test_pattern, vocab,
+                                               num_windows=config.eval_windows)
+    metrics = evaluate_classifier(model, pipeline.eval_dataset(eval_config,
+                                                               config.eval_batch_size))
+    metrics["step"] = step
+    summaries.write_json(os.path.join(output_dir, f"metrics-{step}.json"), metrics)
+    summaries.write_scalars(os.path.join(output_dir, "eval"), step,
+                            {k: v for k, v in metrics.items() if k != "step"},
+                            prefix="eval/finetune")
+    return metrics
