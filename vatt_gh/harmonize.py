@@ -30,6 +30,8 @@ METHODS = ("sum", "reweight", "realign", "curriculum", "both", "gradvac")
 RW_VA = (2.5, 0.5)  # re-weighting baseline favouring video-audio (paper Table 1)
 RW_VT = (0.5, 2.5)  # re-weighting baseline favouring video-text
 GRADVAC_BETA = 0.01  # EMA rate of the GradVac target phi_hat
+# Per-example statistics without per-example gradients (vatt_gh.per_example; needs the model).
+EXAMPLE_FAST = "example_fast"
 
 Grads = Sequence[Optional[tf.Tensor]]
 
@@ -177,12 +179,13 @@ def _next_phi(phi_hat, cos, rate):
 def parse_granularity(granularity: str, batch_size: int) -> int:
     """Number of groups G whose gradient pairs are harmonized separately.
 
-    'replica' -> 1 (this replica's pair), 'example' -> batch_size, 'microbatch:K' -> K.
+    'replica' -> 1 (this replica's pair), 'example' and 'example_fast' -> batch_size,
+    'microbatch:K' -> K.
     batch_size None checks the spelling only.
     """
     if granularity == "replica":
         return 1
-    if granularity == "example":
+    if granularity in ("example", EXAMPLE_FAST):
         return None if batch_size is None else int(batch_size)
     if granularity.startswith("microbatch:"):
         try:
@@ -196,18 +199,28 @@ def parse_granularity(granularity: str, batch_size: int) -> int:
             raise ValueError(f"granularity {granularity!r}: the local batch of {batch_size} "
                              f"does not split into {groups} equal groups")
         return groups
-    raise ValueError(f"unknown granularity {granularity!r}; use 'replica', 'example' or "
-                     "'microbatch:K'")
+    raise ValueError(f"unknown granularity {granularity!r}; use 'replica', 'example', "
+                     f"'{EXAMPLE_FAST}' or 'microbatch:K'")
 
 
-def check_config(method: str, granularity: str = "replica"):
-    """Raise a ValueError naming a bad method or granularity before any tracing."""
+def check_config(method: str, granularity: str = "replica", chunk_size=None):
+    """Raise a ValueError naming a bad method, granularity or chunk size before any tracing."""
     _check_method(method, gamma=0.0)
     parse_granularity(granularity, batch_size=None)
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                   or chunk_size < 1):
+        raise ValueError(f"chunk_size {chunk_size!r} must be a positive integer or None")
+
+
+def chunks(size: int, chunk_size=None):
+    """[(start, stop)] covering range(size) in consecutive pieces of at most chunk_size."""
+    step = size if not chunk_size or chunk_size >= size else int(chunk_size)
+    return [(a, min(a + step, size)) for a in range(0, size, step)]
 
 
 def harmonized_gradients(loss_fn: Callable, variables, method: str, granularity="replica",
-                         gamma=None, reweight=RW_VA, phi_hat=None, gradvac_beta=GRADVAC_BETA):
+                         gamma=None, reweight=RW_VA, phi_hat=None, gradvac_beta=GRADVAC_BETA,
+                         chunk_size=None):
     """Run `loss_fn` under two tapes and harmonize its two gradients at a granularity.
 
     loss_fn() -> (loss_va, loss_vt, aux): per-example loss vectors (B,) whose SUMS are the two
@@ -223,42 +236,71 @@ def harmonized_gradients(loss_fn: Callable, variables, method: str, granularity=
       per-group gradients of the group-summed losses come from one pfor Jacobian per loss
       (correct although negatives couple examples; TF_NOTES.md), and the update is
       sum_g alpha_g G_va,g + beta_g G_vt,g with the weights of `example_weights`.
+      chunk_size=C: the Jacobian rows, the stats, the weights and the update are computed for C
+      groups at a time and the update accumulated (each group's weights depend only on its
+      own three numbers and the step constants), so memory is C x parameters per loss, not
+      G x parameters; same result as unchunked. None: all groups at once.
+    - 'example_fast' is not computed here (it needs the model's layers):
+      `vatt_gh.per_example.harmonized_gradients`.
 
     Returns (update, stats, aux); stats holds vectors over the G groups: `cosine`, `dot`,
     `norm_va`, `norm_vt`, `projected`, `dropped`, `alpha`, `beta`, plus the scalars `loss_va`,
     `loss_vt` (the sums) and `phi_hat` (GradVac target after this step).
     """
+    if granularity == EXAMPLE_FAST:
+        raise ValueError(f"granularity {EXAMPLE_FAST!r} needs the model's layers: use "
+                         "vatt_gh.per_example.harmonized_gradients")
     variables = list(variables)
-    with tf.GradientTape() as tape_va, tf.GradientTape() as tape_vt:
+    with tf.GradientTape(persistent=bool(chunk_size)) as tape_va, \
+            tf.GradientTape(persistent=bool(chunk_size)) as tape_vt:
         loss_va, loss_vt, aux = loss_fn()
         batch = loss_va.shape[0]
         if batch is None:
             raise ValueError("harmonized_gradients needs a static batch size "
                              "(batch with drop_remainder=True)")
         groups = parse_granularity(granularity, batch)
-        # The targets stay on the tapes: the two sums, or (G,) group sums per loss.
+        # The targets stay on the tapes: the two sums, or (G,) group sums per loss, sliced
+        # into chunks of groups here so that each chunk's Jacobian is taken separately.
         if groups == 1:
             target_va, target_vt = tf.reduce_sum(loss_va), tf.reduce_sum(loss_vt)
         else:
             target_va = tf.reduce_sum(tf.reshape(loss_va, [groups, batch // groups]), axis=1)
             target_vt = tf.reduce_sum(tf.reshape(loss_vt, [groups, batch // groups]), axis=1)
+            parts = [(target_va[a:b], target_vt[a:b]) for a, b in chunks(groups, chunk_size)]
+
+    def weigh(g_va, g_vt):
+        """Stats (vectors over the chunk's groups) and sum_g alpha_g G_va,g + beta_g G_vt,g."""
+        dot, nva2, nvt2 = _pair_stats(g_va, g_vt, batch_dims=1)  # (G_chunk,)
+        weights = _weights(dot, nva2, nvt2, method, gamma, reweight, phi_hat)
+        alpha, beta = weights[:2]
+        update = [tf.tensordot(alpha, a, axes=1) + tf.tensordot(beta, b, axes=1)
+                  for a, b in zip(g_va, g_vt)]
+        return update, (dot, nva2, nvt2) + tuple(weights)
 
     if groups == 1:  # one pair: an ordinary backward pass per loss
         shapes = [v.shape for v in variables]
         g_va = [g[None] for g in _dense(tape_va.gradient(target_va, variables), shapes)]
         g_vt = [g[None] for g in _dense(tape_vt.gradient(target_vt, variables), shapes)]
-    else:  # (G, *shape) per variable, one pfor Jacobian per loss
+        update, chunk_stats = weigh(g_va, g_vt)
+        per_group = [chunk_stats]
+    else:  # (C, *shape) per variable and chunk, one pfor Jacobian per loss and chunk
         zero = tf.UnconnectedGradients.ZERO
-        g_va = [tf.cast(g, tf.float32) for g in tape_va.jacobian(
-            target_va, variables, unconnected_gradients=zero, experimental_use_pfor=True)]
-        g_vt = [tf.cast(g, tf.float32) for g in tape_vt.jacobian(
-            target_vt, variables, unconnected_gradients=zero, experimental_use_pfor=True)]
+        update, per_group = None, []
+        for part_va, part_vt in parts:
+            # One chunk after the other: only one chunk's Jacobians are alive at a time.
+            with tf.control_dependencies([] if update is None else update):
+                g_va = [tf.cast(g, tf.float32) for g in tape_va.jacobian(
+                    part_va, variables, unconnected_gradients=zero, experimental_use_pfor=True)]
+                g_vt = [tf.cast(g, tf.float32) for g in tape_vt.jacobian(
+                    part_vt, variables, unconnected_gradients=zero, experimental_use_pfor=True)]
+            chunk_update, chunk_stats = weigh(g_va, g_vt)
+            update = chunk_update if update is None else [
+                u + c for u, c in zip(update, chunk_update)]
+            per_group.append(chunk_stats)
+    del tape_va, tape_vt
 
-    dot, nva2, nvt2 = _pair_stats(g_va, g_vt, batch_dims=1)  # (G,)
-    alpha, beta, cos, projected, dropped = _weights(dot, nva2, nvt2, method, gamma, reweight,
-                                                    phi_hat)
-    update = [tf.tensordot(alpha, a, axes=1) + tf.tensordot(beta, b, axes=1)
-              for a, b in zip(g_va, g_vt)]
+    dot, nva2, nvt2, alpha, beta, cos, projected, dropped = (
+        tf.concat([s[j] for s in per_group], 0) for j in range(8))
     stats = dict(cosine=cos, dot=dot, norm_va=tf.sqrt(nva2), norm_vt=tf.sqrt(nvt2),
                  projected=projected, dropped=dropped, alpha=alpha, beta=beta,
                  loss_va=tf.reduce_sum(loss_va), loss_vt=tf.reduce_sum(loss_vt),

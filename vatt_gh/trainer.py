@@ -18,7 +18,7 @@ import gin
 import tensorflow as tf
 from official.modeling import optimization  # registers gin configurables: import before parsing
 
-from vatt_gh import harmonize, losses
+from vatt_gh import harmonize, losses, per_example
 
 SUM = tf.distribute.ReduceOp.SUM
 MEAN = tf.distribute.ReduceOp.MEAN
@@ -29,15 +29,18 @@ MEAN = tf.distribute.ReduceOp.MEAN
 class Harmonization:
     """How g_va and g_vt are combined (SPEC.md section 2)."""
     method: str = "sum"                 # sum | reweight | realign | curriculum | both | gradvac
-    granularity: str = "replica"        # replica | example | microbatch:K
+    granularity: str = "replica"        # replica | example | example_fast | microbatch:K
     gamma_start: float = -0.3           # curriculum threshold at step 0 ...
     gamma_end: float = 0.0              # ... reached at gamma_steps, constant afterwards
     gamma_steps: int = 500_000
     reweight: Tuple[float, float] = harmonize.RW_VA  # (w_va, w_vt) for method="reweight"
     gradvac_beta: float = harmonize.GRADVAC_BETA
+    # Examples (groups) per pfor Jacobian for example / microbatch:K / example_fast's fallback:
+    # bounds memory to chunk_size x parameters; None = the whole local batch at once.
+    chunk_size: Optional[int] = None
 
     def __post_init__(self):
-        harmonize.check_config(self.method, self.granularity)
+        harmonize.check_config(self.method, self.granularity, self.chunk_size)
 
 
 @gin.configurable
@@ -117,12 +120,22 @@ class PretrainModel(tf.keras.Model):
             return loss_va, loss_vt, (mean_va, mean_vt)
         return loss_fn
 
+    def _harmonize(self, data, method, granularity, **kwargs):
+        """harmonize.harmonized_gradients, or per_example's for granularity 'example_fast'."""
+        if granularity == harmonize.EXAMPLE_FAST:  # per-example stats from the layers
+            return per_example.harmonized_gradients(
+                self._loss_fn(data), self.trainable_variables, self.vatt, method,
+                chunk_size=self.harmonization.chunk_size, **kwargs)
+        return harmonize.harmonized_gradients(
+            self._loss_fn(data), self.trainable_variables, method, granularity,
+            chunk_size=self.harmonization.chunk_size, **kwargs)
+
     def _harmonized_update(self, data, gamma):
         """Forward under two tapes, g_va and g_vt, harmonized. Returns (update, stats)."""
         h = self.harmonization
-        update, stats, (mean_va, mean_vt) = harmonize.harmonized_gradients(
-            self._loss_fn(data), self.trainable_variables, h.method, h.granularity, gamma=gamma,
-            reweight=h.reweight, phi_hat=self.phi_hat, gradvac_beta=h.gradvac_beta)
+        update, stats, (mean_va, mean_vt) = self._harmonize(
+            data, h.method, h.granularity, gamma=gamma, reweight=h.reweight,
+            phi_hat=self.phi_hat, gradvac_beta=h.gradvac_beta)
         stats.update(mean_va=mean_va, mean_vt=mean_vt)
         return update, stats
 
@@ -132,8 +145,7 @@ class PretrainModel(tf.keras.Model):
         What Figure 3 and the conflict inspection measure. Returns the stats dict of
         `harmonize.harmonized_gradients` (vectors over groups).
         """
-        _, stats, (mean_va, mean_vt) = harmonize.harmonized_gradients(
-            self._loss_fn(data), self.trainable_variables, "sum", granularity)
+        _, stats, (mean_va, mean_vt) = self._harmonize(data, "sum", granularity)
         stats.update(mean_va=mean_va, mean_vt=mean_vt)
         return stats
 
