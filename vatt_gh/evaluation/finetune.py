@@ -58,7 +58,9 @@ class VideoClassifier(tf.keras.Model):
         self.vatt = vatt
         self.num_classes = num_classes
         self.dropout = tf.keras.layers.Dropout(head_dropout)
-        self.classifier = tf.keras.layers.Dense(num_classes, name="classifier")
+        # Zero-initialised, as in ViT / big_vision fine-tuning: training starts at uniform logits.
+        self.classifier = tf.keras.layers.Dense(num_classes, kernel_initializer="zeros",
+                                                name="classifier")
 
     def call(self, video, training=False):
         """(B, T, H, W, 3) in [-1, 1] -> (B, num_classes) logits."""

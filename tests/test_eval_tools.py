@@ -1,0 +1,146 @@
+"""Each evaluation tool end to end on one tiny pre-trained checkpoint and synthetic records
+(subprocesses: every tool parses its own gin). Shares `tiny_run` (tests/eval_fixtures.py)."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from eval_fixtures import assert_png, run_tool, tiny_run  # noqa: F401  (fixture)
+
+
+def _scalars(log_dir):
+    seen = {}
+    for name in sorted(os.listdir(log_dir)):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(log_dir, name)):
+            for value in event.summary.value:
+                seen[value.tag] = (event.step, float(tf.make_ndarray(value.tensor)))
+    return seen
+
+
+def test_evaluate_retrieval_and_probes(tiny_run, tmp_path):
+    output = tmp_path / "metrics.json"
+    result = run_tool(["tools/evaluate.py", "--model_dir=" + tiny_run["model_dir"],
+                       "--retrieval_pattern=" + tiny_run["pattern"], "--retrieval_name=synthetic",
+                       "--probe_train_pattern=" + tiny_run["train_pattern"],
+                       "--probe_test_pattern=" + tiny_run["test_pattern"],
+                       "--probe_name=labelled", "--num_windows=2", "--batch_size=16",
+                       "--output_json=" + str(output)])
+    assert "step 4: metrics written" in result.stdout
+    metrics = json.loads(output.read_text())
+    assert metrics["step"] == 4
+    r = metrics["synthetic"]
+    assert r["num_clips"] == 32 and r["num_windows"] == 2
+    for direction in ("t2v", "v2t"):
+        recalls = [r[f"{direction}/R@{k}"] for k in (1, 5, 10)]
+        assert recalls == sorted(recalls) and 0 <= recalls[0] and recalls[-1] <= 100
+        assert 1 <= r[f"{direction}/median_rank"] <= 32
+        # Recall@K is a multiple of 1/32 (one query = 3.125%).
+        assert all(abs(v / 3.125 - round(v / 3.125)) < 1e-9 for v in recalls)
+    video = metrics["labelled"]["video"]
+    assert video["num_train_clips"] == 32 and video["num_test_clips"] == 32
+    assert video["chance"] == 25.0
+    assert video["top1"] >= 75.0, video         # 4 classes of distinct colour and shape
+    assert video["top5"] == 100.0               # 4 classes: top-5 always holds
+    assert "audio" in metrics["labelled"]
+    scalars = _scalars(os.path.join(tiny_run["model_dir"], "eval"))
+    assert scalars["eval/synthetic/t2v/R@10"] == (4, pytest.approx(r["t2v/R@10"]))
+    assert scalars["eval/labelled/video/top1"] == (4, pytest.approx(video["top1"]))
+
+
+def test_evaluate_errors_name_the_flag(tiny_run, tmp_path):
+    result = run_tool(["tools/evaluate.py", "--model_dir=" + tiny_run["model_dir"],
+                       "--retrieval_pattern=" + str(tmp_path / "none-*.tfrecord")], check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --retrieval_pattern: ")
+    result = run_tool(["tools/evaluate.py", "--model_dir=" + str(tmp_path),
+                       "--retrieval_pattern=" + tiny_run["pattern"]], check=False)
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --model_dir ")
+
+
+def test_finetune_beats_chance_and_resumes(tiny_run, tmp_path):
+    out = tmp_path / "finetune"
+    args = ["tools/finetune.py", "--model_dir=" + tiny_run["model_dir"],
+            "--output_dir=" + str(out), "--train_pattern=" + tiny_run["train_pattern"],
+            "--test_pattern=" + tiny_run["test_pattern"],
+            "--num_classes=%d" % tiny_run["num_classes"],
+            "--gin_param=FinetuneConfig.global_batch_size=8",
+            "--gin_param=FinetuneConfig.warmup_steps=3",
+            "--gin_param=FinetuneConfig.summary_every=10",
+            "--gin_param=FinetuneConfig.checkpoint_every=20",
+            "--gin_param=FinetuneConfig.eval_windows=2"]
+    run_tool(args + ["--gin_param=FinetuneConfig.train_steps=60"])
+    metrics = json.loads((out / "metrics-60.json").read_text())
+    assert metrics["num_test_clips"] == 32 and metrics["chance"] == 25.0
+    assert metrics["top1"] >= 62.5, metrics     # chance is 25%
+    assert tf.train.latest_checkpoint(str(out / "checkpoints")).endswith("ckpt-60")
+    assert _scalars(str(out / "eval"))["eval/finetune/top1"][0] == 60
+    resumed = run_tool(args + ["--gin_param=FinetuneConfig.train_steps=62"])
+    assert "resumed fine-tuning from" in resumed.stderr and "ckpt-60" in resumed.stderr
+    assert "fine-tuned to step 62" in resumed.stdout
+    assert (out / "metrics-62.json").exists()
+
+
+def test_inspect_conflicts_csv_html_pngs_auc(tiny_run, tmp_path):
+    out = tmp_path / "conflicts"
+    result = run_tool(["tools/inspect_conflicts.py", "--model_dir=" + tiny_run["model_dir"],
+                       "--pattern=" + tiny_run["pattern"], "--output_dir=" + str(out),
+                       "--batch_size=8", "--fraction=0.1", "--frames_shown=4"])
+    assert "ROC AUC" in result.stdout
+    truth = {c["clip_id"]: c for c in json.load(open(tiny_run["metadata"]))["clips"]}
+    with open(out / "cosines.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["clip_id"] for r in rows) == sorted(truth)          # every clip once
+    for r in rows:                                                     # ground truth matched
+        c = truth[r["clip_id"]]
+        assert (int(r["label"]), int(r["aligned_va"]), int(r["aligned_vt"])) == \
+            (c["label"], c["aligned_va"], c["aligned_vt"])
+        assert -1.0 <= float(r["cosine"]) <= 1.0
+    cosines = np.array([float(r["cosine"]) for r in rows])
+    assert np.std(cosines) > 0                                         # per-triplet values
+    # The top and bottom 10% (4 of 32 each), all named on the page.
+    order = np.argsort(cosines, kind="stable")
+    selected = [rows[i]["clip_id"] for i in list(order[:4]) + list(order[-4:])]
+    page = (out / "conflicts.html").read_text()
+    for clip_id in selected:
+        assert f"<code>{clip_id}</code>" in page, clip_id
+    assert page.count("<code>synthetic_") == 8
+    assert page.count("data:image/jpeg;base64,") == 8 * 4
+    # AUC: both-aligned vs the rest, recomputed here as the Mann-Whitney statistic.
+    summary = json.loads((out / "summary.json").read_text())
+    aligned = np.array([int(r["aligned_va"]) and int(r["aligned_vt"]) for r in rows], bool)
+    pos, neg = cosines[aligned], cosines[~aligned]
+    expected = np.mean((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :]))
+    assert summary["auc_aligned"] == pytest.approx(expected, abs=1e-3)
+    assert summary["num_triplets"] == 32 and summary["num_selected_each"] == 4
+    for name in ("top.png", "bottom.png", "cosines.png"):
+        assert_png(str(out / name))
+
+
+def test_plot_cosines_from_event_files(tiny_run, tmp_path):
+    output = tmp_path / "figure4.png"
+    result = run_tool(["tools/plot_cosines.py", "--run=baseline=" + tiny_run["model_dir"],
+                       "--run=again=" + tiny_run["model_dir"], "--output=" + str(output)])
+    assert "baseline: 2 steps (2-4)" in result.stdout
+    height, width, _ = assert_png(str(output))
+    assert width > height                        # two panels side by side
+    with open(tmp_path / "figure4.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["run"], r["step"]) for r in rows] == [("baseline", "2"), ("baseline", "4"),
+                                                     ("again", "2"), ("again", "4")]
+
+
+def test_plot_tsne(tiny_run, tmp_path):
+    output = tmp_path / "figure5.png"
+    result = run_tool(["tools/plot_tsne.py", "--model_dir=" + tiny_run["model_dir"],
+                       "--pattern=" + tiny_run["pattern"], "--output=" + str(output),
+                       "--num_windows=1", "--batch_size=16"])
+    assert "32 clips" in result.stdout
+    assert_png(str(output))
+    with open(tmp_path / "figure5.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 64
+    assert sorted(r["modality"] for r in rows) == ["text"] * 32 + ["video"] * 32
+    assert all(np.isfinite(float(r["x"])) and np.isfinite(float(r["y"])) for r in rows)

@@ -1,0 +1,132 @@
+r"""Evaluate a pre-trained checkpoint: zero-shot retrieval and linear probes (paper Section 4.3).
+
+    python tools/evaluate.py --model_dir=/tmp/vatt_gh_demo \
+        --retrieval_pattern=/tmp/vatt_gh_demo/data/synthetic-*.tfrecord --retrieval_name=synthetic \
+        --probe_train_pattern=/data/ucf101/train-*.tfrecord \
+        --probe_test_pattern=/data/ucf101/test-*.tfrecord --probe_name=ucf101
+
+Retrieval (YouCook2 / MSR-VTT style, one caption per clip): vt-space embeddings, windows
+averaged; text-to-video and video-to-text Recall@1/5/10 and median rank (ties pessimistic, see
+vatt_gh/evaluation/retrieval.py). Linear probes (UCF101 / HMDB51 / ESC50 style): frozen pooled
+video and/or audio features, softmax regression, top-1 / top-5 with windows averaged.
+Writes --output_json (default <model_dir>/eval/metrics-<step>.json) and TensorBoard scalars
+eval/<name>/... at the checkpoint's step in <model_dir>/eval. Input sizes follow the run's
+operative config; override with --gin_param=EvalConfig.num_frames=... (fps / stride of the record
+set: EvalConfig.fps, EvalConfig.stride).
+"""
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # runnable from a checkout without installing
+
+from absl import app, flags, logging  # noqa: E402
+
+flags.DEFINE_string("model_dir", None, "Pre-training run (operative_config.gin, checkpoints/).")
+flags.DEFINE_string("checkpoint", None, "Checkpoint prefix; default: the newest in the run.")
+flags.DEFINE_multi_string("gin_file", [], "Gin files applied after the run's operative config.")
+flags.DEFINE_multi_string("gin_param", [], "Gin bindings applied last, e.g. EvalConfig.fps=25.")
+flags.DEFINE_string("retrieval_pattern", None, "Records for zero-shot text-video retrieval.")
+flags.DEFINE_string("retrieval_name", "retrieval", "Name of the retrieval set in the outputs.")
+flags.DEFINE_string("probe_train_pattern", None, "Labelled records to train the linear probe.")
+flags.DEFINE_string("probe_test_pattern", None, "Labelled records to test the linear probe.")
+flags.DEFINE_string("probe_name", "probe", "Name of the probe data set in the outputs.")
+flags.DEFINE_list("probe_features", ["video", "audio"], "Pooled features to probe.")
+flags.DEFINE_integer("num_classes", 0, "Probe classes; 0 = 1 + the largest label seen.")
+flags.DEFINE_float("probe_c", 1.0, "Inverse L2 strength of the probe (LogisticRegression C).")
+flags.DEFINE_integer("num_windows", 4, "Temporal windows per clip (averaged).")
+flags.DEFINE_integer("batch_size", 8, "Clips per forward pass.")
+flags.DEFINE_integer("max_clips", 0, "Use at most this many clips per record set (0 = all).")
+flags.DEFINE_string("vocab_path", None, "Vocabulary of the run (default: found from the run).")
+flags.DEFINE_string("output_json", None, "Metrics file (default <model_dir>/eval/...).")
+flags.DEFINE_bool("summaries", True, "Write TensorBoard scalars to <model_dir>/eval.")
+flags.mark_flag_as_required("model_dir")
+FLAGS = flags.FLAGS
+
+
+def _extract(vatt, pattern, vocab, modalities):
+    from vatt_gh.data import pipeline
+    from vatt_gh.evaluation import features
+    config = features.eval_config_for_run(pattern, vocab, num_windows=FLAGS.num_windows)
+    dataset = pipeline.eval_dataset(config, FLAGS.batch_size)
+    return features.extract(vatt, dataset, modalities, FLAGS.max_clips or None)
+
+
+def evaluate():
+    from vatt_gh.evaluation import features, probe, retrieval, run, summaries
+    if FLAGS.num_windows < 1:
+        raise run.EvalError(f"--num_windows={FLAGS.num_windows}: need at least 1")
+    if not FLAGS.retrieval_pattern and not FLAGS.probe_train_pattern:
+        raise run.EvalError("nothing to evaluate: give --retrieval_pattern and/or "
+                            "--probe_train_pattern with --probe_test_pattern")
+    if bool(FLAGS.probe_train_pattern) != bool(FLAGS.probe_test_pattern):
+        raise run.EvalError("--probe_train_pattern and --probe_test_pattern go together")
+    bad = set(FLAGS.probe_features) - {"video", "audio"}
+    if bad:
+        raise run.EvalError(f"--probe_features: {sorted(bad)} not in ['video', 'audio']")
+    for flag in ("retrieval_pattern", "probe_train_pattern", "probe_test_pattern"):
+        if FLAGS[flag].value:
+            run.check_pattern(flag, FLAGS[flag].value)
+    model, step = run.open_run(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.gin_file,
+                               FLAGS.gin_param)
+    try:
+        vocab = features.resolve_vocab(FLAGS.model_dir, FLAGS.vocab_path)
+    except ValueError as e:
+        raise run.EvalError(str(e)) from None
+    metrics = {"step": step}
+
+    if FLAGS.retrieval_pattern:
+        arrays = _extract(model.vatt, FLAGS.retrieval_pattern, vocab, ("video", "text"))
+        has_text = arrays["text_mask"].sum(axis=1) > 0
+        video = features.clip_embeddings(arrays["video_vt"][has_text])
+        text = features.text_embeddings(arrays["text_vt"][has_text], arrays["text_mask"][has_text])
+        result = retrieval.retrieval_metrics(video, text)
+        result["num_windows"] = FLAGS.num_windows
+        metrics[FLAGS.retrieval_name] = result
+        logging.info("%s retrieval: %s", FLAGS.retrieval_name, result)
+
+    if FLAGS.probe_train_pattern:
+        modalities = tuple(FLAGS.probe_features)
+        train = _extract(model.vatt, FLAGS.probe_train_pattern, vocab, modalities)
+        test = _extract(model.vatt, FLAGS.probe_test_pattern, vocab, modalities)
+        for name, arrays in (("probe_train_pattern", train), ("probe_test_pattern", test)):
+            if (arrays["label"] < 0).any():
+                raise run.EvalError(f"--{name}: {(arrays['label'] < 0).sum()} clip(s) have no "
+                                    "clip/label/index")
+        result = {}
+        for modality in modalities:
+            if modality == "audio" and (train["audio_mask"] == 0).all():
+                logging.warning("no audio in --probe_train_pattern: skipping the audio probe")
+                continue
+            key = f"{modality}_features"
+            result[modality] = probe.linear_probe_metrics(
+                train[key], train["label"], test[key], test["label"],
+                FLAGS.num_classes or None, regularization=FLAGS.probe_c)
+            logging.info("%s %s probe: %s", FLAGS.probe_name, modality, result[modality])
+        metrics[FLAGS.probe_name] = result
+
+    output = FLAGS.output_json or os.path.join(FLAGS.model_dir, "eval",
+                                               f"metrics-{step}.json")
+    summaries.write_json(output, metrics)
+    if FLAGS.summaries:
+        summaries.write_scalars(os.path.join(FLAGS.model_dir, "eval"), step,
+                                {k: v for k, v in metrics.items() if k != "step"})
+    return metrics, output
+
+
+def main(argv):
+    del argv
+    from vatt_gh.data import pipeline
+    from vatt_gh.evaluation import run
+    try:
+        metrics, output = evaluate()
+    except (run.EvalError, pipeline.BadRecordError) as e:
+        raise SystemExit(f"error: {e}") from None
+    print(f"\nstep {metrics['step']}: metrics written to {output}")
+    for name, value in metrics.items():
+        if isinstance(value, dict):
+            print(f"  {name}: {value}")
+
+
+if __name__ == "__main__":
+    app.run(main)
