@@ -35,7 +35,7 @@ def main(argv):
         logging.info("strategy %s with %d replica(s)", FLAGS.strategy,
                      strategy.num_replicas_in_sync)
         loop.pretrain(FLAGS.model_dir, strategy)
-    except (launch.LaunchError, loop.ConfigError) as e:
+    except (launch.LaunchError, loop.ConfigError, loop.TrainingError) as e:
         raise SystemExit(f"error: {e}") from None
     print(f"\nDone. TensorBoard logs: {os.path.join(FLAGS.model_dir, 'train')}\n"
           f"  open them with: tensorboard --logdir={FLAGS.model_dir}")

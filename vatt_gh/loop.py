@@ -132,15 +132,73 @@ def write_summaries(writer, step: int, logs: dict):
     writer.flush()
 
 
+def _dropout_generators(model) -> list:
+    """Keras' dropout generators, which Keras leaves out of checkpoints (SavedModel only).
+
+    With `enable_tf_random_generator()` each Dropout layer draws from a tf.random.Generator;
+    checkpointing them (with the model's DropToken generator) makes a resumed run exact.
+    """
+    found = []
+    for layer in model.submodules:
+        generator = getattr(getattr(layer, "_random_generator", None), "_generator", None)
+        if isinstance(generator, tf.random.Generator):
+            found.append(generator)
+    return found
+
+
+def set_aside_unreadable(ckpt_dir: str) -> Optional[str]:
+    """Walk back from the newest checkpoint to the newest readable one; set broken ones aside.
+
+    A checkpoint whose index or data cannot be read in full (a truncated or corrupt file) is
+    renamed to `*.unreadable` (kept, not deleted) with a warning, and the checkpoint state
+    points at the previous one. Returns the checkpoint that will be restored, or None.
+    """
+    state = tf.train.get_checkpoint_state(ckpt_dir)
+    paths = list(state.all_model_checkpoint_paths) if state else []
+    while paths:
+        try:
+            reader = tf.train.load_checkpoint(paths[-1])
+            for name, dtype in reader.get_variable_to_dtype_map().items():
+                if dtype.is_numpy_compatible:  # not the iterator's variant state
+                    reader.get_tensor(name)
+            return paths[-1]
+        except (tf.errors.OpError, ValueError) as e:
+            bad = paths.pop()
+            logging.warning("checkpoint %s is unreadable (%s): set aside as %s.*.unreadable; "
+                            "falling back to %s", bad, str(e).splitlines()[0], bad,
+                            paths[-1] if paths else "a fresh start")
+            for path in tf.io.gfile.glob(bad + ".*"):
+                tf.io.gfile.rename(path, path + ".unreadable", overwrite=True)
+            tf.train.update_checkpoint_state(ckpt_dir, paths[-1] if paths else "",
+                                             all_model_checkpoint_paths=paths)
+    return None
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. too many non-finite steps in a row)."""
+
+
+PREEMPTED_EXIT_CODE = 42  # SIGTERM: checkpoint saved at the step boundary; restart to resume
+
+
 @gin.configurable(denylist=["model_dir", "strategy"])
 def pretrain(model_dir: str, strategy: Optional[tf.distribute.Strategy] = None, *,
              train_steps: int = 500_000, global_batch_size: int = 2048,
              checkpoint_every: int = 5000, summary_every: int = 100, keep_checkpoints: int = 5,
              synthetic_data: Optional[SyntheticData] = None, xla_math: bool = False,
-             progress: Optional[bool] = None):
-    """Pre-train VATT with the gin-configured harmonization; resumes from model_dir."""
+             progress: Optional[bool] = None, seed: int = 0,
+             max_nonfinite_in_a_row: int = 10):
+    """Pre-train VATT with the gin-configured harmonization; resumes from model_dir.
+
+    Exact resume: weights, optimizer slots, the step, every random generator and (single
+    worker) the input iterator are checkpointed, so a run killed at any moment and restarted
+    ends with the weights of an uninterrupted run. Multi-worker: distributed iterators cannot
+    be checkpointed, so each worker rebuilds its deterministic pipeline and skips the batches
+    already used. SIGTERM: a checkpoint at the next step boundary, then exit code 42.
+    """
     strategy = strategy or tf.distribute.get_strategy()
     chief = _is_chief(strategy)
+    multi_worker = _num_workers(strategy) > 1
     try:
         harmonization = trainer.Harmonization()  # gin-configured; validates method/granularity
     except ValueError as e:
@@ -151,8 +209,9 @@ def pretrain(model_dir: str, strategy: Optional[tf.distribute.Strategy] = None, 
         raise ConfigError(f"global_batch_size {global_batch_size} does not split over "
                           f"{strategy.num_replicas_in_sync} replicas")
 
-    dataset = strategy.distribute_datasets_from_function(
-        pipeline.make_pretrain_input_fn(config, global_batch_size))
+    # ----------------------------------------------------------- model, every stream seeded
+    tf.keras.backend.experimental.enable_tf_random_generator()  # checkpointable dropout
+    tf.keras.utils.set_random_seed(seed)
     with strategy.scope():
         model = trainer.PretrainModel(build_vatt(), harmonization, xla_math=xla_math)
         local = pipeline.pretrain_dataset(config, global_batch_size //
@@ -161,33 +220,50 @@ def pretrain(model_dir: str, strategy: Optional[tf.distribute.Strategy] = None, 
         optimizer = trainer.make_optimizer()
         model.compile(optimizer=optimizer)
 
-    ckpt_dir = os.path.join(model_dir, "checkpoints") if chief else os.path.join(
-        model_dir, "workers", f"{strategy.cluster_resolver.task_type}_"
-        f"{strategy.cluster_resolver.task_id}")
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    # ------------------------------------------------------------- checkpoint and restore
+    ckpt_dir = os.path.join(model_dir, "checkpoints")
+    state = dict(model=model, optimizer=optimizer, rng=_dropout_generators(model))
+    if not multi_worker:
+        iterator = iter(_distribute(strategy, config, global_batch_size, skip=0))
+        state["iterator"] = iterator
+    checkpoint = tf.train.Checkpoint(**state)
+    if chief:
+        set_aside_unreadable(ckpt_dir)
     manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=keep_checkpoints)
     if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         logging.info("resumed from %s", manager.latest_checkpoint)
+    # Restores the newest checkpoint; on SIGTERM saves at the next step boundary and exits.
+    preemption = tf.distribute.experimental.PreemptionCheckpointHandler(
+        strategy.cluster_resolver if multi_worker else None, manager,
+        termination_config=tf.distribute.experimental.TerminationConfig(
+            exit_fn=lambda: sys.exit(PREEMPTED_EXIT_CODE)))
     step = int(optimizer.iterations.numpy())
+    if multi_worker:
+        iterator = iter(_distribute(strategy, config, global_batch_size, skip=step))
+    saver = manager if chief else tf.train.CheckpointManager(  # non-chief: a private copy
+        checkpoint, os.path.join(model_dir, "workers", _task_name(strategy)), max_to_keep=1)
 
+    # ------------------------------------------------------------------- summaries, progress
     if chief:
         with tf.io.gfile.GFile(os.path.join(model_dir, "operative_config.gin"), "w") as f:
             f.write(gin.operative_config_str())
-    log_dir = os.path.join(model_dir, "train") if chief else os.path.join(ckpt_dir, "train")
+    log_dir = os.path.join(model_dir, "train") if chief else os.path.join(
+        model_dir, "workers", _task_name(strategy), "train")
     writer = tf.summary.create_file_writer(log_dir)
     progress = sys.stdout.isatty() if progress is None else progress
     bar = tf.keras.utils.Progbar(train_steps, stateful_metrics=["loss_va", "loss_vt", "cosine",
                                                                "dropped", "gamma"]) \
         if progress and chief else None
 
+    # ------------------------------------------------------------------------------ train
     train_fn = model.make_train_function()
-    iterator = iter(dataset)
-    start, t0 = step, time.time()
+    start, t0, nonfinite_run = step, time.time(), 0
     while step < train_steps:
         logs = train_fn(iterator)
         step += 1
-        if step % summary_every == 0 or step == train_steps:
+        nonfinite_run = nonfinite_run + 1 if float(logs["nonfinite"]) else 0
+        stop = nonfinite_run >= max_nonfinite_in_a_row
+        if step % summary_every == 0 or step == train_steps or stop:
             values = {k: v.numpy() for k, v in logs.items()}
             write_summaries(writer, step, values)
             model.reset_metrics()
@@ -197,11 +273,47 @@ def pretrain(model_dir: str, strategy: Optional[tf.distribute.Strategy] = None, 
                              "gamma %.3f  lr %.2e  (%.1f steps/s)", step, train_steps,
                              values["loss_va"], values["loss_vt"], values["cosine"],
                              values["dropped"], values["gamma"], values["learning_rate"], rate)
+        if stop:
+            writer.close()
+            raise TrainingError(
+                f"{nonfinite_run} non-finite steps in a row (steps {step - nonfinite_run + 1}"
+                f"-{step}); each was skipped, so the weights are those after step "
+                f"{step - nonfinite_run}. Check the data and the learning rate, then resume.")
         if bar is not None:
             bar.update(step, [(k, float(logs[k])) for k in ("loss_va", "loss_vt", "cosine",
                                                             "dropped", "gamma")])
-        if step % checkpoint_every == 0 and step < train_steps:
-            manager.save(checkpoint_number=step)
-    manager.save(checkpoint_number=step)
+        if step % checkpoint_every == 0 or step == train_steps:
+            saver.save(checkpoint_number=step)
+        preemption.save_checkpoint_if_preempted(checkpoint_number=step)
     writer.close()
     return model
+
+
+def _num_workers(strategy) -> int:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or isinstance(strategy, tf.distribute.TPUStrategy):
+        return 1
+    spec = resolver.cluster_spec().as_dict()
+    return max(1, sum(len(tasks) for job, tasks in spec.items() if job in ("chief", "worker")))
+
+
+def _task_name(strategy) -> str:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return f"{resolver.task_type}_{resolver.task_id}" if resolver and resolver.task_type \
+        else "local"
+
+
+def _distribute(strategy, config, global_batch_size, skip):
+    """The distributed pre-training dataset; `skip` per-replica batches already trained on.
+
+    The pipeline holds a py_function (shard checks) whose state needs no saving: IGNORE lets
+    the iterator be checkpointed.
+    """
+    input_fn = pipeline.make_pretrain_input_fn(config, global_batch_size)
+    options = tf.data.Options()
+    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+
+    def skipped_input_fn(context):
+        local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
+        return input_fn(context).skip(skip * local_replicas).with_options(options)
+    return strategy.distribute_datasets_from_function(skipped_input_fn)

@@ -1,0 +1,153 @@
+"""Exact resume after SIGKILL, SIGTERM preemption, unreadable checkpoints, non-finite steps.
+
+Every run is tools/pretrain.py in a subprocess on the tiny demo model (DropToken and dropout
+on, so the random generators matter) and synthetic TFRecords; the schedules are pinned so that
+runs of different lengths follow the same trajectory.
+"""
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vatt_gh.data import schema, text
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS, EVERY = 8, 3
+RUN = ["--gin_file=gin/curriculum.gin", "--gin_file=gin/demo.gin",
+       "--gin_param=GLOBAL_BATCH=8", "--gin_param=SyntheticData.num_clips=32",
+       "--gin_param=SyntheticData.num_shards=2", "--gin_param=build_vatt.num_layers=1",
+       f"--gin_param=pretrain.checkpoint_every={EVERY}", "--gin_param=pretrain.summary_every=4",
+       f"--gin_param=make_optimizer.decay_steps={STEPS}",
+       f"--gin_param=Harmonization.gamma_steps={STEPS}", "--gin_param=make_optimizer.warmup_steps=2"]
+
+
+def command(model_dir, steps=STEPS, extra=()):
+    return [sys.executable, os.path.join(REPO, "tools", "pretrain.py"), f"--model_dir={model_dir}",
+            f"--gin_param=TRAIN_STEPS={steps}", *RUN, *extra]
+
+
+def run(model_dir, steps=STEPS, extra=(), timeout=600):
+    return subprocess.run(command(model_dir, steps, extra), capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def final_state(model_dir, step=STEPS):
+    """Weights, optimizer slots and generator states of checkpoint `step`."""
+    reader = tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints", f"ckpt-{step}"))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if name.split("/")[0] in ("model", "optimizer", "rng")}
+
+
+def max_difference(a, b):
+    assert a.keys() == b.keys() and len(a) > 10
+    return max(float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64))))
+               if a[k].dtype.kind in "fiu" else 0.0 for k in a)
+
+
+def wait_for(path, proc, timeout=300):
+    t0 = time.time()
+    while not os.path.exists(path):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() - t0 < timeout, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp("uninterrupted"))
+    proc = run(model_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return final_state(model_dir)
+
+
+def test_sigkill_at_a_random_moment_then_resume_is_exact(tmp_path, uninterrupted):
+    model_dir = str(tmp_path)
+    proc = subprocess.Popen(command(model_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=REPO)
+    wait_for(os.path.join(model_dir, "checkpoints", f"ckpt-{EVERY}.index"), proc)
+    time.sleep(random.Random(os.getpid()).uniform(0.0, 0.5))
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    assert not os.path.exists(os.path.join(model_dir, "checkpoints", f"ckpt-{STEPS}.index"))
+    resumed = run(model_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr
+    assert max_difference(final_state(model_dir), uninterrupted) == 0.0
+
+
+def test_sigterm_saves_exits_42_and_resumes_exactly(tmp_path, uninterrupted):
+    model_dir = str(tmp_path)
+    proc = subprocess.Popen(command(model_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=REPO)
+    wait_for(os.path.join(model_dir, "checkpoints", f"ckpt-{EVERY}.index"), proc)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 42, stderr[-3000:]
+    saved = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    assert int(saved.rsplit("-", 1)[1]) >= EVERY  # saved at the step boundary after SIGTERM
+    resumed = run(model_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert max_difference(final_state(model_dir), uninterrupted) == 0.0
+
+
+def test_truncated_newest_checkpoint_falls_back_to_the_previous(tmp_path, uninterrupted):
+    model_dir = str(tmp_path)
+    assert run(model_dir, steps=2 * EVERY).returncode == 0
+    data = os.path.join(model_dir, "checkpoints", f"ckpt-{2 * EVERY}.data-00000-of-00001")
+    with open(data, "r+b") as f:
+        f.truncate(os.path.getsize(data) // 2)
+    resumed = run(model_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"ckpt-{2 * EVERY} is unreadable" in resumed.stderr
+    assert f"falling back to {os.path.join(model_dir, 'checkpoints', f'ckpt-{EVERY}')}" \
+        in resumed.stderr
+    assert os.path.exists(data + ".unreadable")  # set aside, not deleted
+    assert max_difference(final_state(model_dir), uninterrupted) == 0.0
+
+
+def write_nan_records(directory, clips=16):
+    """Clips whose audio is NaN: every step's loss and gradient are non-finite."""
+    rng = np.random.default_rng(0)
+    examples = []
+    for i in range(clips):
+        frames = [tf.io.encode_jpeg(rng.integers(0, 255, (40, 40, 3), np.uint8)).numpy()
+                  for _ in range(16)]
+        audio = np.full(16 * 4800, np.nan, np.float32)
+        examples.append(schema.make_sequence_example(
+            f"nan_{i}".encode(), frames, audio=audio, captions=[b"a red ball", b"a tone"]))
+    schema.write_records(os.path.join(directory, "nan-00000-of-00001.tfrecord"), examples)
+    text.write_word_vocab(os.path.join(directory, "vocab.txt"), ["a", "red", "ball", "tone"])
+
+
+def read_scalar(log_dir, tag):
+    out = {}
+    for path in tf.io.gfile.glob(os.path.join(log_dir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    out[event.step] = float(tf.make_ndarray(value.tensor))
+    return out
+
+
+def test_nonfinite_steps_are_skipped_counted_and_stop_training(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    write_nan_records(str(data))
+    extra = ["--gin_param=pretrain.synthetic_data=None",
+             f"--gin_param=nan/SourceConfig.file_pattern='{data}/nan-*.tfrecord'",
+             "--gin_param=PretrainConfig.sources=(@nan/SourceConfig(),)",
+             f"--gin_param=PretrainConfig.vocab_path='{data}/vocab.txt'",
+             "--gin_param=pretrain.max_nonfinite_in_a_row=3"]
+    proc = run(str(tmp_path / "run"), extra=extra)
+    assert proc.returncode != 0
+    assert "3 non-finite steps in a row (steps 1-3)" in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    counted = read_scalar(str(tmp_path / "run" / "train"), "train/skipped_nonfinite")
+    assert counted == {3: 3.0}  # summed since the last summary: all three steps skipped
