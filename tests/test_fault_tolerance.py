@@ -66,9 +66,12 @@ def uninterrupted(tmp_path_factory):
     return final_state(model_dir)
 
 
-def test_sigkill_at_a_random_moment_then_resume_is_exact(tmp_path, uninterrupted):
+@pytest.mark.parametrize("iterator", ["checkpointed", "skipped"])
+def test_sigkill_at_a_random_moment_then_resume_is_exact(tmp_path, uninterrupted, iterator):
+    """Data position from the checkpointed iterator, or (multi-worker's way) by skipping."""
     model_dir = str(tmp_path)
-    proc = subprocess.Popen(command(model_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    extra = [f"--gin_param=pretrain.checkpoint_iterator={iterator == 'checkpointed'}"]
+    proc = subprocess.Popen(command(model_dir, extra=extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=REPO)
     wait_for(os.path.join(model_dir, "checkpoints", f"ckpt-{EVERY}.index"), proc)
     time.sleep(random.Random(os.getpid()).uniform(0.0, 0.5))
@@ -76,7 +79,7 @@ def test_sigkill_at_a_random_moment_then_resume_is_exact(tmp_path, uninterrupted
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
     assert not os.path.exists(os.path.join(model_dir, "checkpoints", f"ckpt-{STEPS}.index"))
-    resumed = run(model_dir)
+    resumed = run(model_dir, extra=extra)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stderr
     assert max_difference(final_state(model_dir), uninterrupted) == 0.0

@@ -22,21 +22,33 @@ flags.DEFINE_string("model_dir", None, "Checkpoints, summaries and the operative
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
                   "tf.distribute strategy.")
 flags.DEFINE_string("tpu", None, "TPU name or 'local' (TPU VM), with --strategy=tpu.")
+flags.DEFINE_integer("collective_timeout", 900, "multi_worker: seconds a collective may wait for "
+                     "the other workers before the run fails (a stalled peer), 0 = forever.")
 flags.mark_flag_as_required("model_dir")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
+    import tensorflow as tf
     from vatt_gh import launch, loop
     try:
         launch.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
-        strategy = launch.make_strategy(FLAGS.strategy, FLAGS.tpu)
+        strategy = launch.make_strategy(FLAGS.strategy, FLAGS.tpu,
+                                        timeout_seconds=FLAGS.collective_timeout or None)
         logging.info("strategy %s with %d replica(s)", FLAGS.strategy,
                      strategy.num_replicas_in_sync)
         loop.pretrain(FLAGS.model_dir, strategy)
     except (launch.LaunchError, loop.ConfigError, loop.TrainingError) as e:
         raise SystemExit(f"error: {e}") from None
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError) as e:
+        if FLAGS.strategy != "multi_worker":
+            raise
+        raise SystemExit(
+            f"error: a collective with the other workers failed ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200]}): a worker stalled or died (--collective_timeout="
+            f"{FLAGS.collective_timeout}s). Restart every worker with the same command; the "
+            "run resumes from the newest checkpoint.") from None
     print(f"\nDone. TensorBoard logs: {os.path.join(FLAGS.model_dir, 'train')}\n"
           f"  open them with: tensorboard --logdir={FLAGS.model_dir}")
 

@@ -54,18 +54,30 @@ def check_writable(model_dir: str):
         raise ConfigError(f"--model_dir {model_dir!r} cannot be written: {e}") from None
 
 
-def data_config(model_dir: str, synthetic_data: Optional[SyntheticData]) -> pipeline.PretrainConfig:
-    """The gin-configured PretrainConfig; with `synthetic_data`, pointed at records it makes."""
+def data_config(model_dir: str, synthetic_data: Optional[SyntheticData],
+                chief: bool = True) -> pipeline.PretrainConfig:
+    """The gin-configured PretrainConfig; with `synthetic_data`, pointed at records it makes.
+
+    The chief makes them in a temporary folder renamed into place; other workers wait for it.
+    """
     config = pipeline.PretrainConfig()
     if synthetic_data is not None:
         out_dir = os.path.join(model_dir, "data")
         marker = os.path.join(out_dir, "metadata.json")
-        made = synthetic.write_synthetic(out_dir, **dataclasses.asdict(synthetic_data)) \
-            if not tf.io.gfile.exists(marker) else None
-        pattern = made["file_pattern"] if made else os.path.join(out_dir, "synthetic-*.tfrecord")
-        vocab = made["vocab_path"] if made else _find_vocab(out_dir)
-        source = pipeline.SourceConfig(file_pattern=pattern, name="synthetic")
-        config = dataclasses.replace(config, sources=(source,), vocab_path=vocab)
+        if chief and not tf.io.gfile.exists(marker):
+            tmp_dir = f"{out_dir}.tmp-{os.getpid()}"
+            synthetic.write_synthetic(tmp_dir, **dataclasses.asdict(synthetic_data))
+            if tf.io.gfile.exists(out_dir):  # a partial folder from an interrupted run
+                tf.io.gfile.rename(out_dir, f"{out_dir}.partial-{os.getpid()}")
+            tf.io.gfile.rename(tmp_dir, out_dir)
+        deadline = time.time() + 600
+        while not tf.io.gfile.exists(marker):
+            if time.time() > deadline:
+                raise ConfigError(f"synthetic data never appeared in {out_dir!r}")
+            time.sleep(0.5)
+        source = pipeline.SourceConfig(
+            file_pattern=os.path.join(out_dir, "synthetic-*.tfrecord"), name="synthetic")
+        config = dataclasses.replace(config, sources=(source,), vocab_path=_find_vocab(out_dir))
     if not config.sources:
         raise ConfigError("no data: set PretrainConfig.sources in gin (see gin/data/)")
     for source in config.sources:
@@ -187,14 +199,16 @@ def pretrain(model_dir: str, strategy: Optional[tf.distribute.Strategy] = None, 
              checkpoint_every: int = 5000, summary_every: int = 100, keep_checkpoints: int = 5,
              synthetic_data: Optional[SyntheticData] = None, xla_math: bool = False,
              progress: Optional[bool] = None, seed: int = 0,
-             max_nonfinite_in_a_row: int = 10):
+             max_nonfinite_in_a_row: int = 10, checkpoint_iterator: bool = True):
     """Pre-train VATT with the gin-configured harmonization; resumes from model_dir.
 
     Exact resume: weights, optimizer slots, the step, every random generator and (single
     worker) the input iterator are checkpointed, so a run killed at any moment and restarted
-    ends with the weights of an uninterrupted run. Multi-worker: distributed iterators cannot
-    be checkpointed, so each worker rebuilds its deterministic pipeline and skips the batches
-    already used. SIGTERM: a checkpoint at the next step boundary, then exit code 42.
+    ends with the weights of an uninterrupted run. Multi-worker (distributed iterators cannot
+    be checkpointed) or `checkpoint_iterator=False` (an iterator checkpoint holds the shuffle
+    buffer, large at paper scale): each worker rebuilds its deterministic pipeline and skips
+    the batches already used, slower to restart but as exact. SIGTERM: a checkpoint at the
+    next step boundary, then exit code 42.
     """
     strategy = strategy or tf.distribute.get_strategy()
     chief = _is_chief(strategy)
@@ -204,7 +218,7 @@ def pretrain(model_dir: str, strategy: Optional[tf.distribute.Strategy] = None, 
     except ValueError as e:
         raise ConfigError(str(e).splitlines()[0]) from None
     check_writable(model_dir)
-    config = data_config(model_dir, synthetic_data)
+    config = data_config(model_dir, synthetic_data, chief)
     if global_batch_size % strategy.num_replicas_in_sync:
         raise ConfigError(f"global_batch_size {global_batch_size} does not split over "
                           f"{strategy.num_replicas_in_sync} replicas")
@@ -223,7 +237,8 @@ def pretrain(model_dir: str, strategy: Optional[tf.distribute.Strategy] = None, 
     # ------------------------------------------------------------- checkpoint and restore
     ckpt_dir = os.path.join(model_dir, "checkpoints")
     state = dict(model=model, optimizer=optimizer, rng=_dropout_generators(model))
-    if not multi_worker:
+    checkpoint_iterator = checkpoint_iterator and not multi_worker
+    if checkpoint_iterator:
         iterator = iter(_distribute(strategy, config, global_batch_size, skip=0))
         state["iterator"] = iterator
     checkpoint = tf.train.Checkpoint(**state)
@@ -238,7 +253,7 @@ def pretrain(model_dir: str, strategy: Optional[tf.distribute.Strategy] = None, 
         termination_config=tf.distribute.experimental.TerminationConfig(
             exit_fn=lambda: sys.exit(PREEMPTED_EXIT_CODE)))
     step = int(optimizer.iterations.numpy())
-    if multi_worker:
+    if not checkpoint_iterator:
         iterator = iter(_distribute(strategy, config, global_batch_size, skip=step))
     saver = manager if chief else tf.train.CheckpointManager(  # non-chief: a private copy
         checkpoint, os.path.join(model_dir, "workers", _task_name(strategy)), max_to_keep=1)
@@ -316,4 +331,8 @@ def _distribute(strategy, config, global_batch_size, skip):
     def skipped_input_fn(context):
         local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
         return input_fn(context).skip(skip * local_replicas).with_options(options)
+    # Multi-worker input would otherwise drop the static batch size (to allow workers with
+    # unequal data); every worker's pipeline repeats forever, and harmonization needs it.
+    if hasattr(strategy.extended, "experimental_enable_get_next_as_optional"):
+        strategy.extended.experimental_enable_get_next_as_optional = False
     return strategy.distribute_datasets_from_function(skipped_input_fn)

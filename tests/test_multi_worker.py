@@ -1,0 +1,103 @@
+"""MultiWorkerMirroredStrategy with two worker processes on 127.0.0.1 (TF_NOTES.md)."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from reference import flat_grads
+from test_fault_tolerance import RUN, STEPS, EVERY, final_state, max_difference, wait_for
+from toy import group_gradients, micro_vatt, random_batch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HELPER = os.path.join(REPO, "tests", "multi_worker_helper.py")
+TIMEOUT = 60  # --collective_timeout of the CLI runs
+
+
+def tf_configs():
+    sockets = [socket.socket() for _ in range(2)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+            for i in range(2)]
+
+
+def start_workers(cmd_for_worker):
+    procs = []
+    for i, config in enumerate(tf_configs()):
+        env = dict(os.environ, TF_CONFIG=config)
+        procs.append(subprocess.Popen(cmd_for_worker(i), env=env, cwd=REPO, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    return procs
+
+
+def finish(procs, timeout=900):
+    out = [p.communicate(timeout=timeout) for p in procs]
+    return [p.returncode for p in procs], [e for _, e in out]
+
+
+def pretrain_cmd(model_dir):
+    return lambda i: [sys.executable, os.path.join(REPO, "tools", "pretrain.py"),
+                      "--strategy=multi_worker", f"--collective_timeout={TIMEOUT}",
+                      f"--model_dir={model_dir}", f"--gin_param=TRAIN_STEPS={STEPS}", *RUN]
+
+
+@pytest.mark.slow
+def test_two_workers_apply_the_single_device_update(tmp_path):
+    codes, errs = finish(start_workers(lambda i: [sys.executable, HELPER, str(tmp_path)]))
+    assert codes == [0, 0], errs[0][-3000:] + errs[1][-3000:]
+    initial, final = np.load(tmp_path / "initial.npy"), np.load(tmp_path / "final.npy")
+    assert np.load(tmp_path / "cosines.npy").shape == (2,)  # both workers' cosines
+    # Reference on one device: same weights, whole batch, plain tape, SGD(1).
+    vatt = micro_vatt()
+    batch = random_batch(8, seed=7)
+    vatt(batch, training=False)
+    shapes = [v.shape for v in vatt.trainable_variables]
+    offset = 0
+    for v in vatt.trainable_variables:
+        size = int(np.prod(v.shape))
+        v.assign(initial[offset:offset + size].reshape(v.shape))
+        offset += size
+    (g_va, g_vt), = group_gradients(vatt, batch, 1)
+    want = flat_grads(g_va, shapes) + flat_grads(g_vt, shapes)
+    rel = np.linalg.norm((initial - final) - want) / np.linalg.norm(want)
+    assert rel < 1e-5, rel
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_two_workers(tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp("mw_uninterrupted"))
+    codes, errs = finish(start_workers(pretrain_cmd(model_dir)))
+    assert codes == [0, 0], errs[0][-3000:] + errs[1][-3000:]
+    return final_state(model_dir)
+
+
+@pytest.mark.slow
+def test_stalled_worker_times_out_then_resume_is_exact(tmp_path, uninterrupted_two_workers):
+    model_dir = str(tmp_path)
+    chief, worker = start_workers(pretrain_cmd(model_dir))
+    wait_for(os.path.join(model_dir, "checkpoints", f"ckpt-{EVERY}.index"), chief)
+    worker.send_signal(signal.SIGSTOP)  # stalled, not dead: only a timeout can tell
+    t0 = time.time()
+    _, chief_err = chief.communicate(timeout=TIMEOUT + 240)
+    waited = time.time() - t0
+    worker.send_signal(signal.SIGKILL)
+    worker.communicate()
+    assert chief.returncode != 0
+    assert "a worker stalled or died" in chief_err, chief_err[-3000:]
+    assert "Traceback" not in chief_err
+    assert waited < TIMEOUT + 240
+    # Restart both workers with the same command: they resume from the newest checkpoint.
+    codes, errs = finish(start_workers(pretrain_cmd(model_dir)))
+    assert codes == [0, 0], errs[0][-3000:] + errs[1][-3000:]
+    assert "resumed from" in errs[0]
+    assert max_difference(final_state(model_dir), uninterrupted_two_workers) == 0.0
