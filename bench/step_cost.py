@@ -2,13 +2,26 @@ r"""Cost of each harmonization method and granularity relative to the VATT basel
 
     python bench/step_cost.py                                  # tiny and small presets
     python bench/step_cost.py --presets=tiny --repeats=1 --steps=5   # quick look
+    python bench/step_cost.py --presets=small --batch=32 --repeats=1 --steps=3 \
+        --methods=baseline,sum,both@example_fast --breakdown --check   # issue 9
 
 Baseline (ratio 1.00): VATT's step, ONE backward pass of loss_va + loss_vt, then Adam.
 Every other row is `PretrainModel.train_step` (two tapes, harmonization, conditional apply).
+The reference for per-example harmonization is the `sum` row: PretrainModel at 'replica'
+granularity, i.e. TWO backward passes (one per loss) and no per-example work; the
+'x sum' columns divide by it. `both@example_fast` is per-example `both` through
+`vatt_gh.per_example` (no per-example gradients); `both@example` the pfor Jacobians.
 Each configuration runs in a subprocess of its own (so its peak memory is its own); the set is
 repeated `--repeats` times in rotated order and the medians are reported, side by side in one
-run. Peak memory: the largest RSS above the pre-step RSS while the timed steps run (sampled
-every 2 ms). Inputs are smaller than the paper's (printed) so that `small` fits a 2-core CPU.
+run. Peak memory: the largest RSS from just before the first step (model built) to the end of
+the timed steps (sampled every 2 ms), minus that starting RSS: it includes the Adam slots, the
+traced graph and the step's transient tensors. Inputs are smaller than the paper's (printed) so
+that `small` fits a 2-core CPU.
+--breakdown: for the example_fast step, time (as tf.functions, no optimizer) the forward, the
+forward + the two backward passes to the captured layer outputs, + the per-layer statistics,
+and the whole harmonized update; and the replica two-pass gradients for comparison.
+--check: relative error of the fast statistics against materialised per-example gradients.
+Always printed: an analytic memory estimate of the `medium` model at the paper's per-core batch.
 """
 import json
 import os
@@ -24,12 +37,15 @@ from absl import app, flags  # noqa: E402
 
 flags.DEFINE_list("presets", ["tiny", "small"], "Model presets.")
 flags.DEFINE_list("methods", ["baseline", "sum", "reweight", "realign", "curriculum", "both",
-                              "gradvac", "both@microbatch:4", "both@example"],
+                              "gradvac", "both@microbatch:4", "both@example",
+                              "both@example_fast"],
                   "method[@granularity]; 'baseline' is VATT's single backward pass.")
 flags.DEFINE_integer("batch", 8, "Batch size.")
 flags.DEFINE_integer("steps", 10, "Timed steps per configuration (after 2 warm-up steps).")
 flags.DEFINE_integer("repeats", 2, "Rounds over all configurations (rotated order).")
 flags.DEFINE_string("worker", None, "Internal: run one configuration 'preset|method'.")
+flags.DEFINE_bool("breakdown", False, "Time the parts of the example_fast step.")
+flags.DEFINE_bool("check", False, "Relative error of example_fast against materialising.")
 FLAGS = flags.FLAGS
 
 # Input sizes per preset: (frames, height=width, audio samples, narrations K, tokens L).
@@ -83,10 +99,8 @@ def worker(spec):
         iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
         run = lambda: train_fn(iterator)
 
-    for _ in range(2):  # trace and warm up
-        tf.nest.map_structure(lambda t: t.numpy(), run())
     process = psutil.Process()
-    base_rss = process.memory_info().rss
+    base_rss = process.memory_info().rss  # model built; before the first step
     peak, running = [base_rss], [True]
 
     def sample():
@@ -95,6 +109,8 @@ def worker(spec):
             time.sleep(0.002)
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
+    for _ in range(2):  # trace and warm up
+        tf.nest.map_structure(lambda t: t.numpy(), run())
     times = []
     for _ in range(FLAGS.steps):
         t0 = time.perf_counter()
@@ -107,11 +123,145 @@ def worker(spec):
         rss_mb=peak[0] / 2**20, params=int(vatt.count_params()))))
 
 
+def _median_ms(fn, steps):
+    import numpy as np
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times))
+
+
+def breakdown(preset):
+    """Where the example_fast time goes (tf.functions, no optimizer); prints a JSON line."""
+    import tensorflow as tf
+    from vatt_gh import harmonize, per_example, trainer
+    from vatt_gh.models import build_vatt
+
+    batch = make_batch(preset, FLAGS.batch)
+    model = trainer.PretrainModel(build_vatt(preset))
+    model(batch, training=False)
+    loss_fn = model._loss_fn(batch)
+    variables = model.trainable_variables
+    done = lambda xs: tf.add_n([tf.reduce_sum(x) for x in tf.nest.flatten(xs)])
+
+    def forward():
+        return done(loss_fn()[:2])
+
+    def backward_to_outputs():
+        calls, d_va, d_vt, _, _, _ = per_example._forward(loss_fn, variables, model.vatt)
+        return done([d_va, d_vt])
+
+    def stats():
+        return done(per_example.per_example_statistics(loss_fn, variables, model.vatt)[:3])
+
+    def fast_update():
+        update, st, _ = per_example.harmonized_gradients(loss_fn, variables, model.vatt, "both",
+                                                         gamma=-0.3)
+        return done(update) + done(st["cosine"])
+
+    def replica_update():
+        update, _, _ = harmonize.harmonized_gradients(loss_fn, variables, "sum", "replica")
+        return done(update)
+
+    parts = dict(forward=forward, forward_and_two_backward_to_outputs=backward_to_outputs,
+                 plus_per_layer_stats=stats, example_fast_both_update=fast_update,
+                 replica_sum_update=replica_update)
+    out = {name: _median_ms(lambda f=tf.function(fn): f().numpy(), FLAGS.steps)
+           for name, fn in parts.items()}
+    print("BREAKDOWN " + json.dumps(dict(preset=preset, batch=FLAGS.batch, ms=out)))
+
+
+def check(preset="tiny", batch_size=4):
+    """Relative error of the fast (dot, norms) against materialised per-example gradients."""
+    import numpy as np
+    from vatt_gh import per_example, trainer
+    from vatt_gh.models import build_vatt
+
+    batch = make_batch(preset, batch_size)
+    model = trainer.PretrainModel(build_vatt(preset, drop_token_rate=0.0, dropout_rate=0.0))
+    model(batch, training=False)
+    loss_fn = model._loss_fn(batch)
+    variables = model.trainable_variables
+    g_va, g_vt, _ = per_example.per_example_gradients(loss_fn, variables, model.vatt)
+    flat = lambda gs: np.concatenate([g.numpy().reshape(batch_size, -1) for g in gs], 1)
+    a, b = flat(g_va).astype(np.float64), flat(g_vt).astype(np.float64)
+    want = (np.sum(a * b, 1), np.sum(a * a, 1), np.sum(b * b, 1))
+    errors = {}
+    for mode in ("ghost", "direct", "auto"):
+        got = per_example.per_example_statistics(loss_fn, variables, model.vatt, mode=mode)[:3]
+        errors[mode] = max(float(np.abs(g.numpy() - w).max() / np.abs(w).max())
+                           for g, w in zip(got, want))
+    print("CHECK " + json.dumps(dict(preset=preset, batch=batch_size, max_rel_error=errors)))
+
+
+def medium_memory_estimate(batch=8, video_tokens=1568, audio_tokens=1200, text_tokens=16,
+                           narrations=5, drop=0.5, act_bytes=4):
+    """Analytic per-core memory (GB) of VATT-MA-Medium at the paper's inputs.
+
+    Counted per Transformer layer and token (floats): stored activations for the backward
+    ~17 D (LN in/out, q, k, v, context, attention out, residuals, LN2 out, MLP pre- and
+    post-GELU 4 D each) + H T for the attention probabilities; example_fast additionally keeps
+    d_va and d_vt at the outputs of every layer with weights (LN1, q, k, v, attention out, LN2,
+    MLP in 4 D, MLP out: 12 D per token and loss) until the weights are known, plus the
+    transient of the largest per-variable statistic (direct: 2 B k n, ghost: 4 B T^2).
+    """
+    from vatt_gh.models import get_config
+    c = get_config("medium")
+    d, h, mlp, layers = c.hidden_size, c.num_heads, c.mlp_dim, c.num_layers
+    seqs = [(1, int(video_tokens * (1 - drop)) + 1), (1, int(audio_tokens * (1 - drop)) + 1),
+            (narrations, text_tokens + 1)]                       # (sequences per example, T)
+    tokens = batch * sum(n * t for n, t in seqs)
+    per_layer = 4 * d * d + 4 * d + 2 * d * mlp + mlp + d + 4 * d
+    params = (layers * per_layer + 2 * d
+              + 4 * 16 * 16 * 3 * d + d + d * d + d              # video conv + projection
+              + c.audio_patch_size * d + d + d * d + d           # audio conv + projection
+              + c.vocab_size * c.word_dim + c.word_dim * d + d   # word embedding + projection
+              + (sum(c.video_grid) + c.audio_grid + c.text_grid + 3) * d
+              + d * 512 + 2 * 512 + 512 * 512 + 512 + 512 * 512 + 2 * 512 + 512 * 256 + 256
+              + d * 512 + 512 + d * 256 + 256)                  # FAC head
+    gb = lambda floats, nbytes=4: floats * nbytes / 2**30
+    probs = layers * batch * h * sum(n * t * t for n, t in seqs)
+    activations = gb(layers * tokens * 17 * d + probs, act_bytes)
+    captured = gb(2 * layers * tokens * 12 * d, act_bytes)
+    t_all = sum(n * t for n, t in seqs)
+    stat_transient = gb(min(2 * batch * d * mlp, 4 * batch * t_all ** 2))
+    weights, adam = gb(params), gb(2 * params)
+    rows = {
+        "weights": weights, "adam_slots": adam, "activations": activations,
+        "sum_step_gradients_g_va_g_vt_update": gb(3 * params),
+        "example_fast_captured_d_va_d_vt": captured,
+        "example_fast_update": gb(params), "example_fast_stat_transient": stat_transient,
+    }
+    rows["total_sum_step"] = weights + adam + activations + rows[
+        "sum_step_gradients_g_va_g_vt_update"]
+    rows["total_example_fast"] = (weights + adam + activations + captured + gb(params)
+                                  + stat_transient)
+    return params, tokens, rows
+
 def main(argv):
     del argv
     if FLAGS.worker:
+        if FLAGS.worker.endswith("|breakdown"):
+            return breakdown(FLAGS.worker.split("|")[0])
+        if FLAGS.worker == "check":
+            return check()
         return worker(FLAGS.worker)
     import numpy as np
+    extra_lines = []
+    for flag, spec, tag in ((FLAGS.check, "check", "CHECK "),) + tuple(
+            (FLAGS.breakdown, f"{p}|breakdown", "BREAKDOWN ") for p in FLAGS.presets):
+        if not flag:
+            continue
+        proc = subprocess.run([sys.executable, __file__, f"--worker={spec}",
+                               f"--batch={FLAGS.batch}", f"--steps={FLAGS.steps}"],
+                              capture_output=True, text=True)
+        line = [l for l in proc.stdout.splitlines() if l.startswith(tag)]
+        extra_lines.append(line[-1] if line else f"{spec} failed:\n{proc.stderr[-2000:]}")
+        print("  " + extra_lines[-1][:200], file=sys.stderr)
     specs = [f"{p}|{m}" for p in FLAGS.presets for m in FLAGS.methods]
     results = {s: [] for s in specs}
     for r in range(FLAGS.repeats):
@@ -130,22 +280,36 @@ def main(argv):
 
     print(f"\nbatch {FLAGS.batch}; inputs (frames, side, audio samples, K, L): "
           + ", ".join(f"{p} {INPUTS[p]}" for p in FLAGS.presets))
-    print("\n| preset | method | granularity | ms / step | x baseline | peak MB | x baseline |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("'sum' = PretrainModel sum at replica granularity (two backward passes): the "
+          "reference of the 'x sum' columns; 'baseline' = VATT's one backward pass.")
+    print("\n| preset | method | granularity | ms / step | x baseline | x sum | peak MB | "
+          "x baseline | x sum | peak RSS MB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    med = lambda runs, key: np.median([r[key] for r in runs]) if runs else np.nan
     for preset in FLAGS.presets:
-        base = results.get(f"{preset}|baseline") or [{}]
-        base_ms = np.median([r["step_ms"] for r in base]) if base[0] else np.nan
-        base_mb = np.median([r["peak_mb"] for r in base]) if base[0] else np.nan
+        base, ref = results.get(f"{preset}|baseline"), results.get(f"{preset}|sum")
         for method in FLAGS.methods:
             runs = results[f"{preset}|{method}"]
             if not runs:
                 continue
-            ms = np.median([r["step_ms"] for r in runs])
-            mb = np.median([r["peak_mb"] for r in runs])
+            ms, mb = med(runs, "step_ms"), med(runs, "peak_mb")
             name, _, gran = method.partition("@")
             gran = "-" if name == "baseline" else (gran or "replica")
-            print(f"| {preset} | {name} | {gran} | {ms:.1f} | {ms / base_ms:.2f} | {mb:.0f} | "
-                  f"{mb / base_mb:.2f} |")
+            print(f"| {preset} | {name} | {gran} | {ms:.1f} | {ms / med(base, 'step_ms'):.2f} | "
+                  f"{ms / med(ref, 'step_ms'):.2f} | {mb:.0f} | {mb / med(base, 'peak_mb'):.2f} "
+                  f"| {mb / med(ref, 'peak_mb'):.2f} | {med(runs, 'rss_mb'):.0f} |")
+    for line in extra_lines:
+        print("\n" + line)
+    for act_bytes, label in ((4, "float32"), (2, "bfloat16")):
+        params, tokens, rows = medium_memory_estimate(act_bytes=act_bytes)
+        print(f"\nmedium, per-core batch 8, 1568 video / 1200 audio / 5 x 16 text tokens "
+              f"(DropToken 0.5): {params / 1e6:.0f}M parameters, {tokens} token rows; "
+              f"activations in {label} (weights and optimizer in float32); GB:")
+        print("| item | GB |\n| --- | --- |")
+        for key, value in rows.items():
+            print(f"| {key} | {value:.2f} |")
+        for key in ("total_sum_step", "total_example_fast"):
+            print(f"{key}: {'fits' if rows[key] < 16 else 'does NOT fit'} a 16 GB TPU v3 core")
 
 
 if __name__ == "__main__":

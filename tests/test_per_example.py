@@ -144,10 +144,11 @@ def test_chunked_jacobians_equal_unchunked(toy, granularity, chunk):
     u0, s0, _ = harmonize.harmonized_gradients(loss_fn, order, "both", granularity, **kwargs)
     u1, s1, _ = harmonize.harmonized_gradients(loss_fn, order, "both", granularity,
                                                chunk_size=chunk, **kwargs)
-    for a, b in zip(u0, u1):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+    shapes = [v.shape for v in order]
+    assert rel(flat_grads(u1, shapes), flat_grads(u0, shapes)) < 1e-6
+    assert s1["cosine"].shape == (6 // (2 if granularity == "microbatch:3" else 1),)
     for key in ("cosine", "dot", "alpha", "beta", "dropped"):
-        np.testing.assert_allclose(s1[key], s0[key], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(s1[key], s0[key], rtol=1e-5, atol=1e-6)
 
 
 def test_chunk_size_is_checked():
@@ -222,6 +223,23 @@ def test_micro_vatt_update_equals_materialised_weighted_sum(micro, method):
     np.testing.assert_allclose(stats["cosine"], cos, atol=1e-4)
 
 
+def test_interpolated_positions_equal_materialised():
+    """Inputs off the configured grid: positional tables go through the spline (an Outer term
+    with the interpolation matrix); the reference differentiates the spline itself."""
+    vatt = micro_vatt()
+    batch = dict(random_batch(2, seed=6))
+    batch["audio"] = tf.concat([batch["audio"], batch["audio"][:, ::-1]], axis=1)  # 16 tokens
+    vatt(batch, training=False)
+    variables = vatt.trainable_variables
+    loss_fn = vatt_loss_fn(vatt, batch)
+    g_va, g_vt, _ = per_example.per_example_gradients(loss_fn, variables, vatt)
+    f_va, f_vt = flat_rows(g_va), flat_rows(g_vt)
+    dot, nva, nvt, _ = per_example.per_example_statistics(loss_fn, variables, vatt)
+    assert rel(dot, np.sum(f_va * f_vt, 1)) < 1e-4
+    assert rel(nva, np.sum(f_va * f_va, 1)) < 1e-4
+    assert rel(nvt, np.sum(f_vt * f_vt, 1)) < 1e-4
+
+
 def test_without_coupling_equals_example_granularity():
     """Per-example losses with no shared negatives and BatchNorm on moving statistics: the
     forward-path gradient is the loss-gradient of the example, i.e. the 'example' path."""
@@ -272,35 +290,37 @@ def test_gin_selects_example_fast_and_one_step_is_the_update():
     model(batch, training=False)
     model.compile(optimizer=tf.keras.optimizers.SGD(1.0))
     variables = model.vatt.trainable_variables
-    g_va, g_vt, _ = per_example.per_example_gradients(model._loss_fn(batch), variables,
-                                                      model.vatt)
-    f_va, f_vt = flat_rows(g_va), flat_rows(g_vt)
-    want = reference_update(f_va, f_vt, "both", gamma=-0.2)
-    w0 = flat_grads([v.numpy() for v in variables], [v.shape for v in variables])
+    shapes = [v.shape for v in variables]
+    # Eager reference: the fast path itself, checked against materialised gradients above.
+    want, _, _ = per_example.harmonized_gradients(model._loss_fn(batch), variables, model.vatt,
+                                                  "both", gamma=-0.2)
+    want = flat_grads(want, shapes)
+    w0 = flat_grads([v.numpy() for v in variables], shapes)
     logs = model.make_train_function()(iter(tf.data.Dataset.from_tensors(batch).repeat()))
-    got = w0 - flat_grads([v.numpy() for v in variables], [v.shape for v in variables])
-    assert np.linalg.norm(got - want) / np.linalg.norm(f_va.sum(0) + f_vt.sum(0)) < 1e-4
+    got = w0 - flat_grads([v.numpy() for v in variables], shapes)
+    assert rel(got, want) < 1e-5
     assert logs["cosines"].shape == (B,)
 
 
 @pytest.mark.slow
 def test_example_fast_compiles_with_xla():
-    def one_step(xla):
-        tf.keras.utils.set_random_seed(0)
-        model = trainer.PretrainModel(micro_vatt(), trainer.Harmonization(
-            method="both", granularity="example_fast", gamma_start=-0.5, gamma_end=-0.5),
-            xla_math=xla)
-        batch = random_batch(B, seed=4)
-        model(batch, training=False)
-        model.compile(optimizer=tf.keras.optimizers.SGD(1.0))
-        w0 = [v.numpy() for v in model.vatt.trainable_variables]
-        logs = model.make_train_function()(iter(tf.data.Dataset.from_tensors(batch).repeat()))
-        delta = [a - v.numpy() for a, v in zip(w0, model.vatt.trainable_variables)]
-        return flat_grads(delta, [d.shape for d in delta]), logs["cosines"].numpy()
-    want, cos_ref = one_step(False)
-    got, cos = one_step(True)
-    assert rel(got, want) < 1e-4
-    np.testing.assert_allclose(cos, cos_ref, atol=1e-4)
+    """PretrainModel(xla_math=True): forward, both backward passes and the per-layer algebra
+    as one XLA cluster; the step equals the eager fast path."""
+    model = trainer.PretrainModel(micro_vatt(), trainer.Harmonization(
+        method="both", granularity="example_fast", gamma_start=-0.5, gamma_end=-0.5),
+        xla_math=True)
+    batch = random_batch(B, seed=4)
+    model(batch, training=False)
+    model.compile(optimizer=tf.keras.optimizers.SGD(1.0))
+    variables = model.vatt.trainable_variables
+    shapes = [v.shape for v in variables]
+    want, ref, _ = per_example.harmonized_gradients(model._loss_fn(batch), variables,
+                                                    model.vatt, "both", gamma=-0.5)
+    w0 = flat_grads([v.numpy() for v in variables], shapes)
+    logs = model.make_train_function()(iter(tf.data.Dataset.from_tensors(batch).repeat()))
+    got = w0 - flat_grads([v.numpy() for v in variables], shapes)
+    assert rel(got, flat_grads(want, shapes)) < 1e-4
+    np.testing.assert_allclose(logs["cosines"], ref["cosine"], atol=1e-4)
 
 
 @pytest.mark.slow

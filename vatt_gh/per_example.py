@@ -37,13 +37,15 @@ formed). A handler per layer type turns each call into terms:
       direct: <x_i^T d^a_i, x_i^T d^b_i>                                  cost 2 B T k n
   chosen per variable by cost (`mode='auto'`), and the update is x^T (alpha d^a + beta d^b)
   summed over examples and tokens.
+- VATT's factorised positional tables are Outer terms too: x_t = row t of the (linear)
+  interpolation matrix M (the identity at the configured size), d summed over the other axes.
 - `Rows(ids, d)` (Embedding): G_i scatters d_t into row ids_t, so
       <G^a_i, G^b_i> = sum_{t,s} [ids_t == ids_s] (d^a_t . d^b_s)
   and the update is a segment sum of alpha d^a + beta d^b over the ids.
 - `Full(g)` per-example gradients (B, *shape), materialised because they are small: biases
   (sum_t d), LayerNorm / BatchNorm scale and offset (sum_t d * xhat, sum_t d, with the batch
-  statistics the layer used), and the generic fallback: any other layer (here the positional
-  tables and aggregation tokens) is re-run on its captured inputs and the per-example gradient
+  statistics the layer used), VATT's aggregation tokens (d at position 0), and the generic
+  fallback: any other layer is re-run on its captured inputs and the per-example gradient
   of sum(stop_gradient(d) * y) over each example's rows comes from a pfor Jacobian, in chunks of
   `chunk_size` examples.
 
@@ -55,11 +57,14 @@ import contextlib
 import dataclasses
 import functools
 import math
+import threading
 from typing import Dict, List, Optional, Sequence
 
 import tensorflow as tf
 
 from vatt_gh import harmonize
+from vatt_gh.models.backbone import AggregationToken
+from vatt_gh.models.positional import FactorisedPositionalEmbedding, interpolate_table
 
 MODES = ("auto", "ghost", "direct")
 
@@ -91,35 +96,65 @@ def owned_variables(model: tf.Module) -> Dict[tf.keras.layers.Layer, List[tf.Var
     return owned
 
 
-@contextlib.contextmanager
-def capture_layer_calls(layers: Sequence[tf.keras.layers.Layer]):
-    """Records every call of `layers` made inside the block as a `Call`, in call order.
+# Wrapped layers are shared by every thread (MirroredStrategy runs each replica in a thread of
+# its own), so a wrapper is installed once per layer (reference-counted) and records into the
+# innermost capture of the CALLING thread only.
+_LOCAL = threading.local()
+_LOCK = threading.Lock()
+_INSTALLED = {}  # id(layer) -> [layer, users, previous instance attribute or None]
 
-    Wraps each layer instance's `call` (Keras' `__call__` looks it up on the instance), and
-    restores it on exit. Yields the list that fills up.
-    """
-    calls: List[Call] = []
-    patched = []
-    for layer in layers:
+
+def _install(layer):
+    with _LOCK:
+        entry = _INSTALLED.get(id(layer))
+        if entry is not None:
+            entry[1] += 1
+            return
         original = layer.call
 
-        def wrapper(*args, __layer=layer, __original=original, **kwargs):
-            outputs = __original(*args, **kwargs)
-            calls.append(Call(__layer, args, kwargs, outputs))
+        def wrapper(*args, **kwargs):
+            outputs = original(*args, **kwargs)
+            stack = getattr(_LOCAL, "captures", None)
+            if stack and id(layer) in stack[-1][0]:
+                stack[-1][1].append(Call(layer, args, kwargs, outputs))
             return outputs
 
         functools.update_wrapper(wrapper, original)
-        previous = layer.__dict__.get("call")
+        _INSTALLED[id(layer)] = [layer, 1, layer.__dict__.get("call")]
         object.__setattr__(layer, "call", wrapper)  # bypass Keras' attribute tracking
-        patched.append((layer, previous))
+
+
+def _uninstall(layer):
+    with _LOCK:
+        entry = _INSTALLED[id(layer)]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _INSTALLED[id(layer)]
+            if entry[2] is None:
+                object.__delattr__(layer, "call")
+            else:
+                object.__setattr__(layer, "call", entry[2])
+
+
+@contextlib.contextmanager
+def capture_layer_calls(layers: Sequence[tf.keras.layers.Layer]):
+    """Records every call of `layers` made inside the block (by this thread) as a `Call`, in
+    call order. Wraps each layer instance's `call` (Keras' `__call__` looks it up on the
+    instance) and restores it on exit. Yields the list that fills up.
+    """
+    calls: List[Call] = []
+    layers = list(layers)
+    for layer in layers:
+        _install(layer)
+    if not hasattr(_LOCAL, "captures"):
+        _LOCAL.captures = []
+    _LOCAL.captures.append(({id(layer) for layer in layers}, calls))
     try:
         yield calls
     finally:
-        for layer, previous in patched:
-            if previous is None:
-                object.__delattr__(layer, "call")
-            else:
-                object.__setattr__(layer, "call", previous)
+        _LOCAL.captures.pop()
+        for layer in layers:
+            _uninstall(layer)
 
 
 # ------------------------------------------------------------------------------------ terms
@@ -302,6 +337,38 @@ def _embedding(call, d_va, d_vt, batch, chunk_size):
     return [Rows(layer.embeddings, ids, _examples(da, batch, n), _examples(db, batch, n))]
 
 
+@handles(FactorisedPositionalEmbedding)
+def _positions(call, d_va, d_vt, batch, chunk_size):
+    """tokens + sum_j broadcast(interp(table_j)): table_j's per-example gradient is M_j^T U_j
+    with U_j = d summed over the other grid axes (B, length_j, D) and M_j (length_j, n_j) the
+    spline interpolation (linear in the table; the identity at the configured size): an Outer
+    term with x_t = M_j[t]."""
+    layer, tokens = call.layer, call.args[0]
+    if len(call.args) != 1 or call.kwargs:
+        return None
+    rank = len(layer.grid_size)
+    terms = []
+    for j, table in enumerate(layer.tables):
+        n, length = table.shape[0], tokens.shape[1 + j]
+        other = [1 + a for a in range(rank) if a != j]
+        u = lambda d: _examples(tf.reduce_sum(d, other), batch, d.shape[-1])   # (B, m*l, D)
+        # The interpolation applied to the identity: column c is the response to table row c.
+        m = tf.eye(n) if n == length else interpolate_table(tf.eye(n), length)   # (l, n)
+        da, db = u(d_va[0]), u(d_vt[0])
+        rows = da.shape[1] // length                        # narrations per example (text)
+        terms.append(Outer(table, tf.tile(m[None], [batch, rows, 1]), da, db))
+    return terms
+
+
+@handles(AggregationToken)
+def _aggregation_token(call, d_va, d_vt, batch, chunk_size):
+    """concat(token, tokens): the token's per-example gradient is d at position 0."""
+    token = call.layer.token
+    g = lambda d: tf.reshape(tf.reduce_sum(_examples(d[:, 0], batch), 1),
+                             [batch] + token.shape.as_list())
+    return [Full(token, g(d_va[0]), g(d_vt[0]))]
+
+
 def _scale_offset(layer, x, xhat, d_va, d_vt, batch):
     """Full terms of gamma (sum_t d * xhat) and beta (sum_t d) of a normalisation layer."""
     width = x.shape[-1]
@@ -392,25 +459,32 @@ def _outer_cost(terms):
     return b * t * t * (k + 3 * n), 2 * b * t * k * n + 3 * b * k * n
 
 
-def _cat(tensors):
-    return tensors[0] if len(tensors) == 1 else tf.concat(tensors, axis=1)
-
-
 def _outer_stats(terms, mode):
-    """(dot, |g_va|^2, |g_vt|^2), each (B,), for one variable's Outer terms."""
-    x = _cat([t.x for t in terms])                              # (B, T, k)
-    da, db = _cat([t.d_va for t in terms]), _cat([t.d_vt for t in terms])   # (B, T, n)
+    """(dot, |g_va|^2, |g_vt|^2), each (B,), for one variable's Outer terms (one per call).
+
+    Calls are not concatenated (no copy of the captured tensors): direct sums the per-call
+    x_c^T d_c; ghost sums the blocks (x_c x_c'^T) * (d_c d_c'^T) over every pair of calls."""
     if mode == "auto":
         ghost, direct = _outer_cost(terms)
         mode = "ghost" if ghost < direct else "direct"
-    if mode == "ghost":  # sum_{t,s} (x_t . x_s)(d^a_t . d^b_s)
-        gram = tf.einsum("btk,bsk->bts", x, x)                  # (B, T, T)
-        pair = lambda p, q: tf.reduce_sum(gram * tf.einsum("btn,bsn->bts", p, q), [1, 2])
-        return pair(da, db), pair(da, da), pair(db, db)
-    ga = tf.einsum("btk,btn->bkn", x, da)                       # (B, k, n)
-    gb = tf.einsum("btk,btn->bkn", x, db)
+    if mode == "ghost":  # sum_{t,s} (x_t . x_s)(d^a_t . d^b_s), t and s over all calls' tokens
+        dot = nva = nvt = 0.0
+        for p in terms:
+            for q in terms:
+                gram = tf.einsum("btk,bsk->bts", p.x, q.x)                 # (B, T_p, T_q)
+                pair = lambda u, v: tf.reduce_sum(gram * tf.einsum("btn,bsn->bts", u, v), [1, 2])
+                dot += pair(p.d_va, q.d_vt)
+                nva += pair(p.d_va, q.d_va)
+                nvt += pair(p.d_vt, q.d_vt)
+        return dot, nva, nvt
+    ga = tf.add_n([tf.einsum("btk,btn->bkn", t.x, t.d_va) for t in terms])   # (B, k, n)
+    gb = tf.add_n([tf.einsum("btk,btn->bkn", t.x, t.d_vt) for t in terms])
     return (tf.reduce_sum(ga * gb, [1, 2]), tf.reduce_sum(ga * ga, [1, 2]),
             tf.reduce_sum(gb * gb, [1, 2]))
+
+
+def _cat(tensors):
+    return tensors[0] if len(tensors) == 1 else tf.concat(tensors, axis=1)
 
 
 def _rows_stats(terms):
