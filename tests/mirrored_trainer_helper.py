@@ -26,7 +26,7 @@ from vatt_gh import losses, trainer  # noqa: E402
 
 B = 8
 GAMMA = {"curriculum": 0.0}  # drops the replica whose cosine is negative; others at -0.2
-METHODS = ("sum", "realign", "both", "gradvac", "curriculum")
+METHODS = ("sum", "realign", "gradvac", "curriculum")  # `both` = realign + curriculum rules
 
 
 def one_step(strategy, method, granularity, weights, batch):

@@ -66,11 +66,11 @@ def uninterrupted(tmp_path_factory):
     return final_state(model_dir)
 
 
-@pytest.mark.parametrize("iterator", ["checkpointed", "skipped"])
-def test_sigkill_at_a_random_moment_then_resume_is_exact(tmp_path, uninterrupted, iterator):
-    """Data position from the checkpointed iterator, or (multi-worker's way) by skipping."""
+def test_sigkill_at_a_random_moment_then_resume_is_exact(tmp_path, uninterrupted):
+    """Data position by skipping (multi-worker's way); the SIGTERM test covers the
+    checkpointed iterator."""
     model_dir = str(tmp_path)
-    extra = [f"--gin_param=pretrain.checkpoint_iterator={iterator == 'checkpointed'}"]
+    extra = ["--gin_param=pretrain.checkpoint_iterator=False"]
     proc = subprocess.Popen(command(model_dir, extra=extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=REPO)
     wait_for(os.path.join(model_dir, "checkpoints", f"ckpt-{EVERY}.index"), proc)
@@ -124,7 +124,7 @@ def write_nan_records(directory, clips=16):
                   for _ in range(16)]
         audio = np.full(16 * 4800, np.nan, np.float32)
         examples.append(schema.make_sequence_example(
-            f"nan_{i}".encode(), frames, audio=audio, captions=[b"a red ball", b"a tone"]))
+            f"nan_{i}", frames, audio=audio, captions=["a red ball", "a tone"]))
     schema.write_records(os.path.join(directory, "nan-00000-of-00001.tfrecord"), examples)
     text.write_word_vocab(os.path.join(directory, "vocab.txt"), ["a", "red", "ball", "tone"])
 

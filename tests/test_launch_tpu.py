@@ -1,11 +1,11 @@
 """tools/launch_tpu.py: the commands of a dry run, and the restart policy after preemption."""
-import importlib.util
 import os
 import subprocess
 import sys
 
 import pytest
-from absl import flags
+
+from vatt_gh import tpu_job
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, "tools", "launch_tpu.py")
@@ -40,19 +40,8 @@ def test_local_model_dir_is_refused():
     assert "must be a gs:// path" in proc.stderr
 
 
-@pytest.fixture(scope="module")
-def launcher_module():
-    spec = importlib.util.spec_from_file_location("launch_tpu", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # defines its absl flags once
-    return module
-
-
-@pytest.fixture
-def launcher(launcher_module, monkeypatch):
-    flags.FLAGS(["launch_tpu", *ARGS])
-    yield launcher_module
-    flags.FLAGS.unparse_flags()
+JOB = dict(name="vatt-both", zone="europe-west4-a", model_dir="gs://bucket/runs/both",
+           gin_files=("gin/both.gin",))
 
 
 @pytest.mark.parametrize("codes,states,want", [
@@ -63,21 +52,17 @@ def launcher(launcher_module, monkeypatch):
     ([255, 0], ["PREEMPTED"], ["archive", "create", "scp", "ssh", "delete", "create", "scp",
                                "ssh"]),
 ])
-def test_restart_policy(launcher, monkeypatch, codes, states, want):
+def test_restart_policy(codes, states, want):
     seen, codes, states = [], list(codes), list(states)
 
     def fake_run(cmd):
         seen.append("archive" if cmd[0] == "git" else cmd[4])
         return codes.pop(0) if cmd[4] == "ssh" else 0
-    monkeypatch.setattr(launcher, "run", fake_run)
-    monkeypatch.setattr(launcher, "state", lambda: states.pop(0))
-    launcher.main([])
+    tpu_job.run_job(tpu_job.TpuJob(**JOB), fake_run, lambda: states.pop(0), say=lambda m: None)
     assert seen == want
 
 
-def test_a_real_failure_on_a_healthy_vm_is_not_retried(launcher, monkeypatch):
-    monkeypatch.setattr(launcher, "run",
-                        lambda cmd: 1 if cmd[0] == "gcloud" and cmd[4] == "ssh" else 0)
-    monkeypatch.setattr(launcher, "state", lambda: "READY")
-    with pytest.raises(SystemExit, match="failed with exit code 1 on a healthy TPU VM"):
-        launcher.main([])
+def test_a_real_failure_on_a_healthy_vm_is_not_retried():
+    run = lambda cmd: 1 if cmd[0] == "gcloud" and cmd[4] == "ssh" else 0
+    with pytest.raises(tpu_job.JobError, match="failed with exit code 1 on a healthy TPU VM"):
+        tpu_job.run_job(tpu_job.TpuJob(**JOB), run, lambda: "READY", say=lambda m: None)

@@ -58,17 +58,6 @@ def test_method_config_end_to_end(tmp_path, config, gamma_start, gamma_end):
         f"-{STEPS}")
 
 
-def test_resume_continues_from_the_newest_checkpoint(tmp_path):
-    model_dir = str(tmp_path / "run")
-    args = ["--gin_file=gin/curriculum.gin", "--gin_file=gin/demo.gin", *SMALL]
-    assert pretrain(model_dir, *args, steps=2).returncode == 0
-    proc = pretrain(model_dir, *args, steps=4)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "resumed from" in proc.stderr and "ckpt-2" in proc.stderr
-    events = read_events(os.path.join(model_dir, "train"))
-    assert sorted(events["train/loss_va"]) == [2, 4]
-
-
 @pytest.mark.parametrize("args,message", [
     (["--gin_file=gin/curriculum.gin", "--gin_param=Harmonization.methd='both'"],
      "doesn't have a parameter named 'methd'"),

@@ -174,14 +174,14 @@ def set_aside_unreadable(ckpt_dir: str) -> Optional[str]:
                 if dtype.is_numpy_compatible:  # not the iterator's variant state
                     reader.get_tensor(name)
             return paths[-1]
-        except (tf.errors.OpError, ValueError) as e:
+        except (tf.errors.OpError, ValueError, IndexError, TypeError) as e:  # truncated/corrupt
             bad = paths.pop()
             logging.warning("checkpoint %s is unreadable (%s): set aside as %s.*.unreadable; "
                             "falling back to %s", bad, str(e).splitlines()[0], bad,
                             paths[-1] if paths else "a fresh start")
             for path in tf.io.gfile.glob(bad + ".*"):
                 tf.io.gfile.rename(path, path + ".unreadable", overwrite=True)
-            tf.train.update_checkpoint_state(ckpt_dir, paths[-1] if paths else "",
+            tf.compat.v1.train.update_checkpoint_state(ckpt_dir, paths[-1] if paths else "",
                                              all_model_checkpoint_paths=paths)
     return None
 
