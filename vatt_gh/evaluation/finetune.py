@@ -221,7 +221,7 @@ def finetune(model: VideoClassifier, train_pattern: str, test_pattern: str, outp
                                                num_windows=config.eval_windows)
     metrics = evaluate_classifier(model, pipeline.eval_dataset(eval_config,
                                                                config.eval_batch_size))
-    metrics["step"] = step
+    metrics.update(step=step, start_step=start)
     summaries.write_json(os.path.join(output_dir, f"metrics-{step}.json"), metrics)
     summaries.write_scalars(os.path.join(output_dir, "eval"), step,
                             {k: v for k, v in metrics.items() if k != "step"},
