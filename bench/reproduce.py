@@ -25,7 +25,9 @@ misaligned, other seeds):
   training (the `harmonize/cosines` histograms, the paper's ~50% observation).
 Writes <results_dir>/results.md (the table, mean ± std over seeds), results.json (every run's raw
 numbers and the spreads), figure4_<level>.png (Figure 4, one panel per method) and runs/<name>/
-(checkpoints, events, result.json). Runs whose result.json exists are not repeated.
+(events, operative config, log, result.json; checkpoints only with --keep_checkpoints). Runs
+whose result.json exists are not repeated. Step costs are wall times on a shared machine: for
+cost ratios measured side by side use bench/step_cost.py.
 """
 import dataclasses
 import json
@@ -61,6 +63,8 @@ flags.DEFINE_integer("cosine_probe_clips", 64, "Training clips whose per-triplet
 flags.DEFINE_integer("cosine_checkpoints", 2, "Evenly spaced checkpoints with cosine AUCs.")
 flags.DEFINE_integer("num_windows", 2, "Evaluation windows per held-out clip.")
 flags.DEFINE_multi_string("gin_param", [], "More bindings for every run (e.g. model sizes).")
+flags.DEFINE_bool("keep_checkpoints", False, "Keep each run's checkpoints (with the input "
+                  "iterator's state, ~250 MB a run at the default sizes).")
 flags.DEFINE_integer("parallel", 2, "Runs at a time.")
 flags.DEFINE_integer("threads_per_run", 1, "TF intra/inter-op threads per run (0: TF default).")
 flags.DEFINE_string("worker_spec", None, "Internal: run the one job described by this JSON.")
@@ -76,7 +80,8 @@ def setting_from_flags() -> lib.Setting:
         test_clips=FLAGS.test_clips, probe_train_clips=FLAGS.probe_train_clips,
         cosine_probe_clips=FLAGS.cosine_probe_clips,
         cosine_checkpoints=FLAGS.cosine_checkpoints, num_windows=FLAGS.num_windows,
-        preset=FLAGS.preset, extra_gin=tuple(FLAGS.gin_param))
+        preset=FLAGS.preset, extra_gin=tuple(FLAGS.gin_param),
+        keep_checkpoints=FLAGS.keep_checkpoints)
 
 
 def make_data(results_dir: str, setting: lib.Setting):

@@ -34,3 +34,4 @@ def test_reproduce_smallest_setting(tmp_path):
         assert 0 <= run["negative_share_training"] <= 1 and run["seconds_per_step"] > 0
     assert raw["summary"]["0.4|sum"]["x sum"]["mean"] == 1.0
     assert (results / "figure4_mis40.png").stat().st_size > 1000
+    assert not (results / "runs" / "mis40-sum-s0" / "checkpoints").exists()  # freed after eval
