@@ -21,6 +21,7 @@ import tensorflow as tf
 from absl import logging
 from official.modeling import optimization
 
+from vatt_gh import loop
 from vatt_gh.data import pipeline
 from vatt_gh.data import text as text_lib
 from vatt_gh.evaluation import accuracy, features, summaries
@@ -189,8 +190,13 @@ def finetune(model: VideoClassifier, train_pattern: str, test_pattern: str, outp
         text_lib.write_word_vocab(vocab, [])
     with strategy.scope():
         optimizer = optimizer or make_optimizer(config)
+    # Multi-worker: every worker saves (collectives), only the chief into output_dir.
+    chief = loop._is_chief(strategy)  # the pre-training loop's rule (private there)
+    ckpt_dir = os.path.join(output_dir, "checkpoints") if chief else os.path.join(
+        output_dir, "workers", f"{strategy.cluster_resolver.task_type}_"
+        f"{strategy.cluster_resolver.task_id}")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(output_dir, "checkpoints"),
+    manager = tf.train.CheckpointManager(checkpoint, ckpt_dir,
                                          max_to_keep=config.keep_checkpoints)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
@@ -201,7 +207,8 @@ def finetune(model: VideoClassifier, train_pattern: str, test_pattern: str, outp
     dataset = strategy.distribute_datasets_from_function(
         pipeline.make_pretrain_input_fn(train_config, config.global_batch_size))
     train_step = make_train_step(model, optimizer, config, strategy)
-    writer = tf.summary.create_file_writer(os.path.join(output_dir, "train"))
+    writer = tf.summary.create_file_writer(os.path.join(output_dir, "train")) if chief \
+        else tf.summary.create_noop_writer()
     iterator, t0, start = iter(dataset), time.time(), step
     while step < config.train_steps:
         loss = float(train_step(iterator))
@@ -222,8 +229,9 @@ def finetune(model: VideoClassifier, train_pattern: str, test_pattern: str, outp
     metrics = evaluate_classifier(model, pipeline.eval_dataset(eval_config,
                                                                config.eval_batch_size))
     metrics.update(step=step, start_step=start)
-    summaries.write_json(os.path.join(output_dir, f"metrics-{step}.json"), metrics)
-    summaries.write_scalars(os.path.join(output_dir, "eval"), step,
-                            {k: v for k, v in metrics.items() if k != "step"},
-                            prefix="eval/finetune")
+    if chief:
+        summaries.write_json(os.path.join(output_dir, f"metrics-{step}.json"), metrics)
+        summaries.write_scalars(os.path.join(output_dir, "eval"), step,
+                                {k: v for k, v in metrics.items()
+                                 if k not in ("step", "start_step")}, prefix="eval/finetune")
     return metrics
