@@ -92,11 +92,11 @@ def contact_sheet(rows: List[dict], path: str, title: str, max_caption_lines: in
     """Figure 3: one row per clip: its frames side by side, then its narrations; `rows` items are
     {'title': str, 'frames': [uint8 (H, W, 3)], 'captions': [str]}."""
     columns = max([len(r["frames"]) for r in rows] + [1])
-    height = 1.25 * len(rows) + 0.5
+    height = 1.25 * len(rows) + 0.8
     fig, axes = plt.subplots(len(rows), columns + 1, squeeze=False,
                              figsize=(1.2 * columns + 4.2, height),
                              gridspec_kw={"width_ratios": [1] * columns + [3.5]})
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.45 / height,
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.7 / height,
                         wspace=0.05, hspace=0.12)
     for r, row in enumerate(rows):
         for c in range(columns):
