@@ -1,12 +1,14 @@
 # The two commands a newcomer runs (README.md):
 #   make demo   -- pre-train on the embedded synthetic data (curriculum + demo gin)
-#   make test   -- install from scratch into .venv and run the whole test suite
+#   make test   -- install from scratch into .venv and run the test suite (tests marked slow:
+#                  multi-process, multi-worker, fault injection, are in `make test-slow`;
+#                  .ci/run runs both)
 VENV   ?= .venv
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PY     := $(VENV)/bin/python
 DEMO_DIR ?= /tmp/vatt_gh_demo
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-slow demo bench clean
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +19,10 @@ $(VENV)/.installed: setup.py
 install: $(VENV)/.installed
 
 test: install
-	$(PY) -m pytest -n 2
+	$(PY) -m pytest -n 2 -m "not slow"
+
+test-slow: install
+	$(PY) -m pytest -n 2 -m slow
 
 demo: install
 	$(PY) tools/pretrain.py --gin_file=gin/curriculum.gin --gin_file=gin/demo.gin --model_dir=$(DEMO_DIR)

@@ -17,6 +17,8 @@ import tensorflow as tf
 
 from vatt_gh.data import schema, text
 
+pytestmark = pytest.mark.slow  # in `make test-slow` (CI runs both)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, EVERY = 8, 3
 RUN = ["--gin_file=gin/curriculum.gin", "--gin_file=gin/demo.gin",

@@ -5,6 +5,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # in `make test-slow` (CI runs both)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

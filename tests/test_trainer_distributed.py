@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # in `make test-slow` (CI runs both)
+
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mirrored_trainer_helper.py")
 
 

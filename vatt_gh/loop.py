@@ -95,7 +95,8 @@ def _find_vocab(out_dir):
     return found[0] if found else ""
 
 
-def _is_chief(strategy) -> bool:
+def is_chief(strategy) -> bool:
+    """Whether this task writes checkpoints and summaries (the chief, or worker 0)."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type or isinstance(
             strategy, tf.distribute.TPUStrategy):
@@ -211,7 +212,7 @@ def pretrain(model_dir: str, strategy: Optional[tf.distribute.Strategy] = None, 
     next step boundary, then exit code 42.
     """
     strategy = strategy or tf.distribute.get_strategy()
-    chief = _is_chief(strategy)
+    chief = is_chief(strategy)
     multi_worker = _num_workers(strategy) > 1
     try:
         harmonization = trainer.Harmonization()  # gin-configured; validates method/granularity

@@ -191,7 +191,7 @@ def finetune(model: VideoClassifier, train_pattern: str, test_pattern: str, outp
     with strategy.scope():
         optimizer = optimizer or make_optimizer(config)
     # Multi-worker: every worker saves (collectives), only the chief into output_dir.
-    chief = loop._is_chief(strategy)  # the pre-training loop's rule (private there)
+    chief = loop.is_chief(strategy)  # the pre-training loop's rule
     ckpt_dir = os.path.join(output_dir, "checkpoints") if chief else os.path.join(
         output_dir, "workers", f"{strategy.cluster_resolver.task_type}_"
         f"{strategy.cluster_resolver.task_id}")
