@@ -19,10 +19,10 @@ $(VENV)/.installed: setup.py
 install: $(VENV)/.installed
 
 test: install
-	$(PY) -m pytest -n 2 -m "not slow"
+	$(PY) -m pytest -n 2 --dist loadfile -m "not slow"
 
 test-slow: install
-	$(PY) -m pytest -n 2 -m slow
+	$(PY) -m pytest -n 2 --dist loadfile -m slow
 
 demo: install
 	$(PY) tools/pretrain.py --gin_file=gin/curriculum.gin --gin_file=gin/demo.gin --model_dir=$(DEMO_DIR)
