@@ -22,10 +22,9 @@ sys.path.insert(0, REPO)  # runnable from a checkout without installing
 
 from absl import app, flags, logging  # noqa: E402
 
-flags.DEFINE_string("model_dir", None, "Pre-training run (operative_config.gin, checkpoints/).")
-flags.DEFINE_string("checkpoint", None, "Checkpoint prefix; default: the newest in the run.")
-flags.DEFINE_multi_string("gin_file", [], "Gin files applied after the run's operative config.")
-flags.DEFINE_multi_string("gin_param", [], "Gin bindings applied last, e.g. EvalConfig.fps=25.")
+from vatt_gh.evaluation.run_flags import define_run_flags  # noqa: E402
+
+define_run_flags(gin_param_help="Gin bindings applied last, e.g. EvalConfig.fps=25.")
 flags.DEFINE_string("retrieval_pattern", None, "Records for zero-shot text-video retrieval.")
 flags.DEFINE_string("retrieval_name", "retrieval", "Name of the retrieval set in the outputs.")
 flags.DEFINE_string("probe_train_pattern", None, "Labelled records to train the linear probe.")

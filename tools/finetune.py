@@ -19,14 +19,14 @@ sys.path.insert(0, REPO)  # runnable from a checkout without installing
 
 from absl import app, flags, logging  # noqa: E402
 
-flags.DEFINE_string("model_dir", None, "Pre-training run to start from.")
-flags.DEFINE_string("checkpoint", None, "Checkpoint prefix; default: the newest in the run.")
+from vatt_gh.evaluation.run_flags import define_run_flags  # noqa: E402
+
+define_run_flags(model_dir_help="Pre-training run to start from.",
+                 gin_param_help="Gin bindings, e.g. FinetuneConfig.train_steps=2000.")
 flags.DEFINE_string("output_dir", None, "Fine-tuning checkpoints, summaries and metrics.")
 flags.DEFINE_string("train_pattern", None, "Labelled training records.")
 flags.DEFINE_string("test_pattern", None, "Labelled test records.")
 flags.DEFINE_integer("num_classes", None, "Number of classes (labels in [0, num_classes)).")
-flags.DEFINE_multi_string("gin_file", [], "Gin files applied after the run's operative config.")
-flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. FinetuneConfig.train_steps=2000.")
 flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
                   "tf.distribute strategy.")
 flags.DEFINE_string("tpu", None, "TPU name or 'local' (TPU VM), with --strategy=tpu.")

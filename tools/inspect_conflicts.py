@@ -21,10 +21,9 @@ sys.path.insert(0, REPO)  # runnable from a checkout without installing
 
 from absl import app, flags  # noqa: E402
 
-flags.DEFINE_string("model_dir", None, "Pre-training run (operative_config.gin, checkpoints/).")
-flags.DEFINE_string("checkpoint", None, "Checkpoint prefix; default: the newest in the run.")
-flags.DEFINE_multi_string("gin_file", [], "Gin files applied after the run's operative config.")
-flags.DEFINE_multi_string("gin_param", [], "Gin bindings applied last.")
+from vatt_gh.evaluation.run_flags import define_run_flags  # noqa: E402
+
+define_run_flags()
 flags.DEFINE_string("pattern", None, "Records (triplets) to inspect.")
 flags.DEFINE_string("output_dir", None, "Where the CSV, HTML, PNGs and summary go.")
 flags.DEFINE_string("vocab_path", None, "Vocabulary of the run (default: found from the run).")
