@@ -21,9 +21,11 @@ that `small` fits a 2-core CPU.
 forward + the two backward passes to the captured layer outputs, + the per-layer statistics,
 and the whole harmonized update; and the replica two-pass gradients for comparison.
 --check: relative error of the fast statistics against materialised per-example gradients.
-Always printed: an analytic memory estimate of the `medium` model at the paper's per-core batch.
+Always printed: an analytic memory estimate (`memory_estimate`) of the `medium` model at
+the paper's per-core batch, and the same model's prediction for `small` next to the measurement.
 """
 import json
+import math
 import os
 import subprocess
 import sys
@@ -152,8 +154,8 @@ def breakdown(preset):
         return done(loss_fn()[:2])
 
     def backward_to_outputs():
-        calls, d_va, d_vt, _, _, _ = per_example._forward(loss_fn, variables, model.vatt)
-        return done([d_va, d_vt])
+        fwd = per_example._forward(loss_fn, variables, model.vatt)
+        return done([fwd.d_va, fwd.d_vt])
 
     def stats():
         return done(per_example.per_example_statistics(loss_fn, variables, model.vatt)[:3])
@@ -198,26 +200,34 @@ def check(preset="tiny", batch_size=4):
     print("CHECK " + json.dumps(dict(preset=preset, batch=batch_size, max_rel_error=errors)))
 
 
-def medium_memory_estimate(batch=8, video_tokens=1568, audio_tokens=1200, text_tokens=16,
-                           narrations=5, drop=0.5, act_bytes=4):
-    """Analytic per-core memory (GB) of VATT-MA-Medium at the paper's inputs.
+def memory_estimate(preset="medium", batch=8, video_tokens=1568, audio_tokens=1200,
+                    text_tokens=16, narrations=5, drop=0.5, act_bytes=4):
+    """Analytic per-core peak memory (GB) of a VATT-MA preset (default: medium at the paper's
+    per-core batch and inputs) for the `sum` step and the `example_fast` step.
 
-    Counted per Transformer layer and token (floats): stored activations for the backward
-    ~17 D (LN in/out, q, k, v, context, attention out, residuals, LN2 out, MLP pre- and
-    post-GELU 4 D each) + H T for the attention probabilities; example_fast additionally keeps
-    d_va and d_vt at the outputs of every layer with weights (LN1, q, k, v, attention out, LN2,
-    MLP in 4 D, MLP out: 12 D per token and loss) until the weights are known, plus the
-    transient of the largest per-variable statistic (direct: 2 B k n, ghost: 4 B T^2).
+    Counted per Transformer layer and token (floats): the forward keeps ~17 D for the backward
+    (LN in/out, q, k, v, context, attention out, residuals, LN2 out, MLP pre- and post-GELU 4 D
+    each) + H T for the attention probabilities. The backward frees them as it goes, so:
+    - sum: all activations, then the weight gradients g_va, g_vt and the update (3 x params);
+    - example_fast: the backward also makes d_va and d_vt at the outputs of every layer with
+      weights (LN1, q, k, v, attention out, LN2, MLP in 4 D, MLP out: 12 D per token and loss,
+      counted as kept until the weights are known), and keeps the inputs of the dense layers
+      for the update (LN1 out, context, LN2 out, MLP hidden 4 D: 7 D). Its peak is at one end
+      of the backward: all activations, or kept inputs + both losses' output gradients; plus
+      the update (params) and the largest per-variable statistic (direct 2 B k n, ghost
+      4 B T^2).
+    Weights and Adam slots in float32; activations and output gradients in `act_bytes`.
     """
     from vatt_gh.models import get_config
-    c = get_config("medium")
+    c = get_config(preset)
     d, h, mlp, layers = c.hidden_size, c.num_heads, c.mlp_dim, c.num_layers
     seqs = [(1, int(video_tokens * (1 - drop)) + 1), (1, int(audio_tokens * (1 - drop)) + 1),
             (narrations, text_tokens + 1)]                       # (sequences per example, T)
     tokens = batch * sum(n * t for n, t in seqs)
     per_layer = 4 * d * d + 4 * d + 2 * d * mlp + mlp + d + 4 * d
+    patch = math.prod(c.video_patch_size) * 3
     params = (layers * per_layer + 2 * d
-              + 4 * 16 * 16 * 3 * d + d + d * d + d              # video conv + projection
+              + patch * d + d + d * d + d                        # video conv + projection
               + c.audio_patch_size * d + d + d * d + d           # audio conv + projection
               + c.vocab_size * c.word_dim + c.word_dim * d + d   # word embedding + projection
               + (sum(c.video_grid) + c.audio_grid + c.text_grid + 3) * d
@@ -225,22 +235,24 @@ def medium_memory_estimate(batch=8, video_tokens=1568, audio_tokens=1200, text_t
               + d * 512 + 512 + d * 256 + 256)                  # FAC head
     gb = lambda floats, nbytes=4: floats * nbytes / 2**30
     probs = layers * batch * h * sum(n * t * t for n, t in seqs)
-    activations = gb(layers * tokens * 17 * d + probs, act_bytes)
-    captured = gb(2 * layers * tokens * 12 * d, act_bytes)
+    per_d = gb(layers * tokens * d, act_bytes)                   # one D per token and layer
+    activations = 17 * per_d + gb(probs, act_bytes)
+    kept_inputs, captured = 7 * per_d, 2 * 12 * per_d
     t_all = sum(n * t for n, t in seqs)
     stat_transient = gb(min(2 * batch * d * mlp, 4 * batch * t_all ** 2))
     weights, adam = gb(params), gb(2 * params)
     rows = {
         "weights": weights, "adam_slots": adam, "activations": activations,
         "sum_step_gradients_g_va_g_vt_update": gb(3 * params),
+        "example_fast_kept_layer_inputs": kept_inputs,
         "example_fast_captured_d_va_d_vt": captured,
         "example_fast_update": gb(params), "example_fast_stat_transient": stat_transient,
     }
-    rows["total_sum_step"] = weights + adam + activations + rows[
-        "sum_step_gradients_g_va_g_vt_update"]
-    rows["total_example_fast"] = (weights + adam + activations + captured + gb(params)
-                                  + stat_transient)
+    rows["total_sum_step"] = weights + adam + activations + gb(3 * params)
+    rows["total_example_fast"] = (weights + adam + max(activations, kept_inputs + captured)
+                                  + gb(params) + stat_transient)
     return params, tokens, rows
+
 
 def main(argv):
     del argv
@@ -300,8 +312,19 @@ def main(argv):
                   f"| {mb / med(ref, 'peak_mb'):.2f} | {med(runs, 'rss_mb'):.0f} |")
     for line in extra_lines:
         print("\n" + line)
+    if "small" in FLAGS.presets and results.get("small|sum") and results.get(
+            "small|both@example_fast"):
+        # The same model at this run's small inputs, against the measured ratio.
+        frames, side, samples, k, length = INPUTS["small"]
+        _, _, rows = memory_estimate("small", FLAGS.batch, (frames // 4) * (side // 16) ** 2,
+                                     samples // 128, length, k)
+        measured = (med(results["small|both@example_fast"], "peak_mb")
+                    / med(results["small|sum"], "peak_mb"))
+        print(f"\nmemory model on small at these inputs: example_fast / sum = "
+              f"{rows['total_example_fast'] / rows['total_sum_step']:.2f} predicted, "
+              f"{measured:.2f} measured (peak RSS)")
     for act_bytes, label in ((4, "float32"), (2, "bfloat16")):
-        params, tokens, rows = medium_memory_estimate(act_bytes=act_bytes)
+        params, tokens, rows = memory_estimate(act_bytes=act_bytes)
         print(f"\nmedium, per-core batch 8, 1568 video / 1200 audio / 5 x 16 text tokens "
               f"(DropToken 0.5): {params / 1e6:.0f}M parameters, {tokens} token rows; "
               f"activations in {label} (weights and optimizer in float32); GB:")

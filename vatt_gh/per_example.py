@@ -555,8 +555,20 @@ def collect_terms(calls, d_va, d_vt, owners, batch, chunk_size=None, materialise
     return by_var
 
 
-def _forward(loss_fn, variables, model):
-    """Forward under two tapes with every variable-owning layer's calls captured."""
+@dataclasses.dataclass
+class Forward:
+    """One forward under the two tapes and both losses' gradients at the captured outputs."""
+    calls: List[Call]       # calls of variable-owning layers, in call order
+    d_va: list              # per call: d(sum loss_va)/d(its flattened outputs)
+    d_vt: list
+    owners: dict            # {layer: the variables it owns}
+    batch: int
+    out: tuple              # (loss_va, loss_vt, aux) of loss_fn
+
+
+def _forward(loss_fn, variables, model) -> Forward:
+    """Forward under two tapes with every variable-owning layer's calls captured, then one
+    backward pass per loss to the captured outputs (weight gradients are never formed)."""
     owners = owned_variables(model)
     owned = {v.ref() for vs in owners.values() for v in vs}
     missing = [v.name for v in variables if v.ref() not in owned]
@@ -571,7 +583,6 @@ def _forward(loss_fn, variables, model):
     if batch is None:
         raise ValueError("per-example statistics need a static batch size "
                          "(batch with drop_remainder=True)")
-    # d(sum loss)/dy at every captured output: one backward pass per loss, no weight gradients.
     flat = [tf.nest.flatten(c.outputs) for c in calls]
     sources = [y for ys in flat for y in ys]
     zero = tf.UnconnectedGradients.ZERO
@@ -582,7 +593,17 @@ def _forward(loss_fn, variables, model):
         d_va.append(grads_va[i:i + len(ys)])
         d_vt.append(grads_vt[i:i + len(ys)])
         i += len(ys)
-    return calls, d_va, d_vt, owners, batch, (loss_va, loss_vt, aux)
+    return Forward(calls, d_va, d_vt, owners, batch, (loss_va, loss_vt, aux))
+
+
+def _statistics(fwd: Forward, variables, chunk_size, mode, materialise=False):
+    """Terms per variable and the summed (dot, |g_va|^2, |g_vt|^2), each (B,)."""
+    by_var = collect_terms(fwd.calls, fwd.d_va, fwd.d_vt, fwd.owners, fwd.batch, chunk_size,
+                           materialise)
+    stats = [_variable_stats(by_var[v.ref()], fwd.batch, mode) for v in variables
+             if v.ref() in by_var]
+    zero = tf.zeros([fwd.batch])
+    return by_var, [tf.add_n([s[j] for s in stats]) if stats else zero for j in range(3)]
 
 
 def per_example_statistics(loss_fn, variables, model, chunk_size=None, mode="auto",
@@ -590,13 +611,9 @@ def per_example_statistics(loss_fn, variables, model, chunk_size=None, mode="aut
     """(dot, |g_va|^2, |g_vt|^2), each (B,), of the forward-path per-example gradients
     (module docstring), over `variables`, plus (loss_va, loss_vt, aux) from `loss_fn`."""
     variables = list(variables)
-    calls, d_va, d_vt, owners, batch, out = _forward(loss_fn, variables, model)
-    by_var = collect_terms(calls, d_va, d_vt, owners, batch, chunk_size, materialise)
-    stats = [_variable_stats(by_var[v.ref()], batch, mode) for v in variables
-             if v.ref() in by_var]
-    dot, nva2, nvt2 = (tf.add_n([s[j] for s in stats]) if stats else tf.zeros([batch])
-                       for j in range(3))
-    return dot, nva2, nvt2, out
+    fwd = _forward(loss_fn, variables, model)
+    _, (dot, nva2, nvt2) = _statistics(fwd, variables, chunk_size, mode, materialise)
+    return dot, nva2, nvt2, fwd.out
 
 
 def per_example_gradients(loss_fn, variables, model, chunk_size=None):
@@ -604,15 +621,16 @@ def per_example_gradients(loss_fn, variables, model, chunk_size=None):
     variable and per loss (zeros where not reached), every layer through the generic fallback
     (autodiff of its call, no hand-written formula). Memory B x parameters: tests only."""
     variables = list(variables)
-    calls, d_va, d_vt, owners, batch, out = _forward(loss_fn, variables, model)
-    by_var = collect_terms(calls, d_va, d_vt, owners, batch, chunk_size, materialise=True)
+    fwd = _forward(loss_fn, variables, model)
+    by_var = collect_terms(fwd.calls, fwd.d_va, fwd.d_vt, fwd.owners, fwd.batch, chunk_size,
+                           materialise=True)
     g_va, g_vt = [], []
     for v in variables:
         terms = by_var.get(v.ref(), [])
-        zeros = tf.zeros([batch] + v.shape.as_list())
+        zeros = tf.zeros([fwd.batch] + v.shape.as_list())
         g_va.append(tf.add_n([t.g_va for t in terms]) if terms else zeros)
         g_vt.append(tf.add_n([t.g_vt for t in terms]) if terms else zeros)
-    return g_va, g_vt, out
+    return g_va, g_vt, fwd.out
 
 
 def harmonized_gradients(loss_fn, variables, model, method, gamma=None,
@@ -629,18 +647,15 @@ def harmonized_gradients(loss_fn, variables, model, method, gamma=None,
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: choose one of {MODES}")
     variables = list(variables)
-    calls, d_va, d_vt, owners, batch, (loss_va, loss_vt, aux) = _forward(
-        loss_fn, variables, model)
-    by_var = collect_terms(calls, d_va, d_vt, owners, batch, chunk_size)
-    reached = [v for v in variables if v.ref() in by_var]
-    stats = [_variable_stats(by_var[v.ref()], batch, mode) for v in reached]
-    zero = tf.zeros([batch])
-    dot, nva2, nvt2 = (tf.add_n([s[j] for s in stats]) if stats else zero for j in range(3))
+    fwd = _forward(loss_fn, variables, model)
+    by_var, (dot, nva2, nvt2) = _statistics(fwd, variables, chunk_size, mode)
+    loss_va, loss_vt, aux = fwd.out
 
     alpha, beta, cos, projected, dropped = harmonize._weights(  # noqa: SLF001
         dot, nva2, nvt2, method, gamma, reweight, phi_hat)
     alpha, beta = tf.stop_gradient(alpha), tf.stop_gradient(beta)
-    update = [_variable_update(by_var[v.ref()], alpha, beta, batch) if v.ref() in by_var
+
+    update = [_variable_update(by_var[v.ref()], alpha, beta, fwd.batch) if v.ref() in by_var
               else tf.zeros(v.shape) for v in variables]
     stats = dict(cosine=cos, dot=dot, norm_va=tf.sqrt(nva2), norm_vt=tf.sqrt(nvt2),
                  projected=projected, dropped=dropped, alpha=alpha, beta=beta,
