@@ -160,7 +160,8 @@ def capture_layer_calls(layers: Sequence[tf.keras.layers.Layer]):
 # ------------------------------------------------------------------------------------ terms
 @dataclasses.dataclass
 class Outer:
-    """G_i = reshape(x_i^T d_i, var.shape); x (B, T, k), d_va / d_vt (B, T, n)."""
+    """G_i = reshape(x_i^T d_i, var.shape); x (B, T, k) or (1, T, k) when the same for every
+    example (positional tables), d_va / d_vt (B, T, n)."""
     var: tf.Variable
     x: tf.Tensor
     d_va: tf.Tensor
@@ -356,7 +357,7 @@ def _positions(call, d_va, d_vt, batch, chunk_size):
         m = tf.eye(n) if n == length else interpolate_table(tf.eye(n), length)   # (l, n)
         da, db = u(d_va[0]), u(d_vt[0])
         rows = da.shape[1] // length                        # narrations per example (text)
-        terms.append(Outer(table, tf.tile(m[None], [batch, rows, 1]), da, db))
+        terms.append(Outer(table, tf.tile(m[None], [1, rows, 1]), da, db))  # x shared
     return terms
 
 
@@ -452,9 +453,16 @@ def _fallback(call, d_va, d_vt, batch, chunk_size, variables):
 
 
 # ------------------------------------------------------------------- statistics and update
+def _per_example_outer(x, d):
+    """x_i^T d_i for every example: (B, k, n); x may be shared (1, T, k)."""
+    if x.shape[0] == 1:
+        return tf.einsum("tk,btn->bkn", x[0], d)
+    return tf.einsum("btk,btn->bkn", x, d)
+
+
 def _outer_cost(terms):
     """(ghost flops, direct flops) of a variable's concatenated Outer terms."""
-    b, k, n = terms[0].x.shape[0], terms[0].x.shape[-1], terms[0].d_va.shape[-1]
+    b, k, n = terms[0].d_va.shape[0], terms[0].x.shape[-1], terms[0].d_va.shape[-1]
     t = sum(term.x.shape[1] for term in terms)
     return b * t * t * (k + 3 * n), 2 * b * t * k * n + 3 * b * k * n
 
@@ -471,14 +479,14 @@ def _outer_stats(terms, mode):
         dot = nva = nvt = 0.0
         for p in terms:
             for q in terms:
-                gram = tf.einsum("btk,bsk->bts", p.x, q.x)                 # (B, T_p, T_q)
+                gram = tf.einsum("...tk,...sk->...ts", p.x, q.x)   # (B or 1, T_p, T_q)
                 pair = lambda u, v: tf.reduce_sum(gram * tf.einsum("btn,bsn->bts", u, v), [1, 2])
                 dot += pair(p.d_va, q.d_vt)
                 nva += pair(p.d_va, q.d_va)
                 nvt += pair(p.d_vt, q.d_vt)
         return dot, nva, nvt
-    ga = tf.add_n([tf.einsum("btk,btn->bkn", t.x, t.d_va) for t in terms])   # (B, k, n)
-    gb = tf.add_n([tf.einsum("btk,btn->bkn", t.x, t.d_vt) for t in terms])
+    ga = tf.add_n([_per_example_outer(t.x, t.d_va) for t in terms])   # (B, k, n)
+    gb = tf.add_n([_per_example_outer(t.x, t.d_vt) for t in terms])
     return (tf.reduce_sum(ga * gb, [1, 2]), tf.reduce_sum(ga * ga, [1, 2]),
             tf.reduce_sum(gb * gb, [1, 2]))
 
@@ -501,7 +509,7 @@ def _materialise(term, batch):
     if isinstance(term, Full):
         return term
     if isinstance(term, Outer):
-        g = lambda d: tf.reshape(tf.einsum("btk,btn->bkn", term.x, d), [batch] + shape)
+        g = lambda d: tf.reshape(_per_example_outer(term.x, d), [batch] + shape)
         return Full(term.var, g(term.d_va), g(term.d_vt))
     rows = shape[0]
     seg = term.ids + rows * tf.range(batch)[:, None]            # (B, T) ids per example
@@ -532,7 +540,10 @@ def _variable_update(terms, alpha, beta, batch):
             total.append(tf.tensordot(alpha, t.g_va, 1) + tf.tensordot(beta, t.g_vt, 1))
             continue
         d = alpha[:, None, None] * t.d_va + beta[:, None, None] * t.d_vt      # (B, T, n)
-        if isinstance(t, Outer):
+        if isinstance(t, Outer) and t.x.shape[0] == 1:  # shared x: sum d over examples first
+            total.append(tf.reshape(tf.matmul(t.x[0], tf.reduce_sum(d, 0), transpose_a=True),
+                                    shape))
+        elif isinstance(t, Outer):
             total.append(tf.reshape(tf.einsum("btk,btn->kn", t.x, d), shape))
         else:
             total.append(tf.math.unsorted_segment_sum(
