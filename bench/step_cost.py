@@ -335,7 +335,7 @@ def main(argv):
                     / med(results["small|sum"], "peak_mb"))
         print(f"\nmemory model on small at these inputs: example_fast / sum = "
               f"{rows['total_example_fast'] / rows['total_sum_step']:.2f} predicted, "
-              f"{measured:.2f} measured (peak RSS)")
+              f"{measured:.2f} measured (step memory)")
     for act_bytes, label in ((4, "float32"), (2, "bfloat16")):
         params, tokens, rows = memory_estimate(act_bytes=act_bytes)
         print(f"\nmedium, per-core batch 8, 1568 video / 1200 audio / 5 x 16 text tokens "
