@@ -328,9 +328,13 @@ def main(argv):
     if "small" in FLAGS.presets and results.get("small|sum") and results.get(
             "small|both@example_fast"):
         # The same model at this run's small inputs, against the measured ratio.
+        from vatt_gh.models import get_config
+        config = get_config("small")
         frames, side, samples, k, length = INPUTS["small"]
-        _, _, rows = memory_estimate("small", FLAGS.batch, (frames // 4) * (side // 16) ** 2,
-                                     samples // 128, length, k)
+        t, h, w = config.video_patch_size
+        video_tokens = (frames // t) * (side // h) * (side // w)
+        _, _, rows = memory_estimate("small", FLAGS.batch, video_tokens,
+                                     samples // config.audio_patch_size, length, k)
         measured = (med(results["small|both@example_fast"], "peak_mb")
                     / med(results["small|sum"], "peak_mb"))
         print(f"\nmemory model on small at these inputs: example_fast / sum = "
