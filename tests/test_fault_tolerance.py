@@ -52,11 +52,16 @@ def max_difference(a, b):
                if a[k].dtype.kind in "fiu" else 0.0 for k in a)
 
 
-def wait_for(path, proc, timeout=300):
+def wait_for(path, proc, timeout=300, others=()):
+    """Wait until `path` exists while `proc` runs; on failure show every process's stderr."""
     t0 = time.time()
     while not os.path.exists(path):
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        assert time.time() - t0 < timeout, f"{path} never appeared"
+        if proc.poll() is not None or time.time() - t0 > timeout:
+            for p in (proc, *others):
+                p.kill()
+            logs = "\n".join(f"--- process {i} (exit {p.wait()}):\n{p.communicate()[1][-3000:]}"
+                             for i, p in enumerate((proc, *others)))
+            raise AssertionError(f"{path} never appeared\n{logs}")
         time.sleep(0.05)
 
 

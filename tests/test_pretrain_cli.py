@@ -85,3 +85,12 @@ def test_unwritable_model_dir_is_named(tmp_path):
                     "--gin_file=gin/demo.gin", timeout=180)
     assert proc.returncode != 0
     assert f"--model_dir '{blocker / 'run'}' cannot be written" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_workers_probing_one_model_dir_at_once_do_not_trip_each_other(tmp_path):
+    """Every worker of a multi-worker run checks the shared --model_dir as it starts."""
+    from concurrent.futures import ThreadPoolExecutor
+    from vatt_gh import loop
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: loop.check_writable(str(tmp_path)), range(400)))
+    assert os.listdir(tmp_path) == []  # every probe removed

@@ -33,8 +33,12 @@ def parse_gin(files, params=()):
         raise LaunchError(f"bad gin configuration: {e}") from None
 
 
-def make_strategy(name: str = "default", tpu=None, timeout_seconds=None):
-    """The tf.distribute strategy for --strategy (TF_CONFIG for multi_worker, --tpu for tpu)."""
+def make_strategy(name: str = "default", tpu=None, timeout_seconds=None, heartbeat_seconds=None):
+    """The tf.distribute strategy for --strategy (TF_CONFIG for multi_worker, --tpu for tpu).
+
+    multi_worker: a collective waits at most `timeout_seconds` for the other workers, and a
+    worker whose heartbeat is silent for `heartbeat_seconds` is declared dead (None: TF's 10 s).
+    """
     if name not in STRATEGIES:
         raise LaunchError(f"--strategy={name!r}: choose one of {STRATEGIES}")
     try:
@@ -45,6 +49,8 @@ def make_strategy(name: str = "default", tpu=None, timeout_seconds=None):
         if name == "multi_worker":
             if "TF_CONFIG" not in os.environ:
                 raise ValueError("TF_CONFIG is not set (it lists the workers and this task)")
+            if heartbeat_seconds:
+                _configure_heartbeat(heartbeat_seconds)
             options = tf.distribute.experimental.CommunicationOptions(
                 timeout_seconds=timeout_seconds)
             return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
@@ -55,3 +61,32 @@ def make_strategy(name: str = "default", tpu=None, timeout_seconds=None):
         return tf.distribute.TPUStrategy(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as e:
         raise LaunchError(f"--strategy={name} cannot start: {e}") from None
+
+
+def _configure_heartbeat(seconds):
+    """The coordination service MultiWorkerMirroredStrategy would start, with another heartbeat
+    timeout: TF's 10 s (a beat every 5 s) is short for hosts whose CPUs tf.data and tracing keep
+    busy. TF 2.15 exposes it only on the eager context; the strategy keeps a service configured
+    before it is created."""
+    from tensorflow.python.eager import context
+    from tensorflow.tsl.protobuf import coordination_config_pb2
+    spec = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
+    jobs = [job for job in ("chief", "worker") if job in spec.jobs]
+    if not jobs:
+        raise ValueError("TF_CONFIG lists no 'chief' or 'worker' job")
+    context.context().configure_coordination_service(
+        service_type="standalone", service_leader=f"/job:{jobs[0]}/replica:0/task:0",
+        heartbeat_timeout_in_ms=int(seconds * 1000),
+        coordinated_jobs=[coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+                          for job in jobs])
+
+
+def chief_barrier(key: str, chief: bool):
+    """Multi-worker: the chief announces `key` (it has finished something all workers need);
+    every other worker blocks until then. If the chief dies first, the workers get an
+    UnavailableError instead of waiting forever (the chief hosts the coordination service)."""
+    from tensorflow.python.eager import context
+    if chief:
+        context.context().set_config_key_value(key, "done")
+    else:
+        context.context().get_config_key_value(key)

@@ -10,6 +10,7 @@ import dataclasses
 import os
 import sys
 import time
+import uuid
 from typing import Optional
 
 import gin
@@ -17,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from vatt_gh import trainer
+from vatt_gh import launch, trainer
 from vatt_gh.data import pipeline, synthetic
 from vatt_gh.models import build_vatt, dummy_inputs
 
@@ -46,7 +47,8 @@ def check_writable(model_dir: str):
     """Create model_dir and prove it can be written, or raise ConfigError naming it."""
     try:
         tf.io.gfile.makedirs(model_dir)
-        probe = os.path.join(model_dir, ".write_probe")
+        # One probe per process: workers sharing model_dir must not remove each other's.
+        probe = os.path.join(model_dir, f".write_probe-{uuid.uuid4().hex}")
         with tf.io.gfile.GFile(probe, "w") as f:
             f.write("ok")
         tf.io.gfile.remove(probe)
@@ -55,10 +57,11 @@ def check_writable(model_dir: str):
 
 
 def data_config(model_dir: str, synthetic_data: Optional[SyntheticData],
-                chief: bool = True) -> pipeline.PretrainConfig:
+                chief: bool = True, multi_worker: bool = False) -> pipeline.PretrainConfig:
     """The gin-configured PretrainConfig; with `synthetic_data`, pointed at records it makes.
 
-    The chief makes them in a temporary folder renamed into place; other workers wait for it.
+    The chief makes them in a temporary folder renamed into place; other workers wait until
+    the chief says so through the coordination service (which fails them if the chief dies).
     """
     config = pipeline.PretrainConfig()
     if synthetic_data is not None:
@@ -70,11 +73,11 @@ def data_config(model_dir: str, synthetic_data: Optional[SyntheticData],
             if tf.io.gfile.exists(out_dir):  # a partial folder from an interrupted run
                 tf.io.gfile.rename(out_dir, f"{out_dir}.partial-{os.getpid()}")
             tf.io.gfile.rename(tmp_dir, out_dir)
-        deadline = time.time() + 600
-        while not tf.io.gfile.exists(marker):
-            if time.time() > deadline:
-                raise ConfigError(f"synthetic data never appeared in {out_dir!r}")
-            time.sleep(0.5)
+        if multi_worker:
+            launch.chief_barrier("vatt_gh/synthetic_data", chief)
+        if not tf.io.gfile.exists(marker):
+            raise ConfigError(f"synthetic data is missing from {out_dir!r} (no metadata.json); "
+                              "is --model_dir on storage every worker sees?")
         source = pipeline.SourceConfig(
             file_pattern=os.path.join(out_dir, "synthetic-*.tfrecord"), name="synthetic")
         config = dataclasses.replace(config, sources=(source,), vocab_path=_find_vocab(out_dir))
@@ -219,7 +222,7 @@ def pretrain(model_dir: str, strategy: Optional[tf.distribute.Strategy] = None, 
     except ValueError as e:
         raise ConfigError(str(e).splitlines()[0]) from None
     check_writable(model_dir)
-    config = data_config(model_dir, synthetic_data, chief)
+    config = data_config(model_dir, synthetic_data, chief, multi_worker)
     if global_batch_size % strategy.num_replicas_in_sync:
         raise ConfigError(f"global_batch_size {global_batch_size} does not split over "
                           f"{strategy.num_replicas_in_sync} replicas")
