@@ -24,6 +24,9 @@ flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker",
 flags.DEFINE_string("tpu", None, "TPU name or 'local' (TPU VM), with --strategy=tpu.")
 flags.DEFINE_integer("collective_timeout", 900, "multi_worker: seconds a collective may wait for "
                      "the other workers before the run fails (a stalled peer), 0 = forever.")
+flags.DEFINE_integer("heartbeat_timeout", 60, "multi_worker: seconds a worker's heartbeat may be "
+                     "silent before it is declared dead; 0 = TF's default (10 s, short for busy "
+                     "hosts: a beat every 5 s).")
 flags.mark_flag_as_required("model_dir")
 FLAGS = flags.FLAGS
 
@@ -35,7 +38,8 @@ def main(argv):
     try:
         launch.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
         strategy = launch.make_strategy(FLAGS.strategy, FLAGS.tpu,
-                                        timeout_seconds=FLAGS.collective_timeout or None)
+                                        timeout_seconds=FLAGS.collective_timeout or None,
+                                        heartbeat_seconds=FLAGS.heartbeat_timeout or None)
         logging.info("strategy %s with %d replica(s)", FLAGS.strategy,
                      strategy.num_replicas_in_sync)
         loop.pretrain(FLAGS.model_dir, strategy)
@@ -47,7 +51,7 @@ def main(argv):
         raise SystemExit(
             f"error: a collective with the other workers failed ({type(e).__name__}: "
             f"{str(e).splitlines()[0][:200]}): a worker stalled or died (--collective_timeout="
-            f"{FLAGS.collective_timeout}s). Restart every worker with the same command; the "
+            f"{FLAGS.collective_timeout}s, --heartbeat_timeout={FLAGS.heartbeat_timeout}s). Restart every worker with the same command; the "
             "run resumes from the newest checkpoint.") from None
     print(f"\nDone. TensorBoard logs: {os.path.join(FLAGS.model_dir, 'train')}\n"
           f"  open them with: tensorboard --logdir={FLAGS.model_dir}")
