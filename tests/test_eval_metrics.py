@@ -175,9 +175,10 @@ class _FakeModel:
 
     def __init__(self, batch_size):
         self.batch_size = batch_size
+        self.granularities = set()
 
-    def gradient_stats(self, data, granularity="example"):
-        assert granularity == "example"
+    def gradient_stats(self, data, granularity):
+        self.granularities.add(granularity)
         assert data["video"].shape[0] == self.batch_size       # static, always full
         assert data["video"].shape.rank == 5 and data["text"].shape.rank == 3
         mean = tf.reduce_mean(data["video"], axis=[1, 2, 3, 4])
@@ -195,6 +196,7 @@ def test_triplet_cosines_stay_with_their_clips(tmp_path):
                                  num_captions=2, max_tokens=8)
     model = _FakeModel(batch_size=4)
     rows = conflicts.triplet_cosines(model, config, batch_size=4)   # 4 + 4 + 3 (filled up)
+    assert model.granularities == {"example"}
     truth = {c["clip_id"]: c for c in made["clips"]}
     assert sorted(rows["clip_id"]) == sorted(truth)
     # Independent expectation: each clip's mean pixel, one clip at a time.
@@ -212,6 +214,10 @@ def test_triplet_cosines_stay_with_their_clips(tmp_path):
     assert lines[0].startswith("clip_id,cosine") and len(lines) == 12
     with pytest.raises(ValueError, match="fewer than --batch_size"):
         conflicts.triplet_cosines(_FakeModel(16), config, batch_size=16)
+    conflicts.triplet_cosines(model, config, batch_size=4, max_clips=4, granularity="example_fast")
+    assert model.granularities == {"example", "example_fast"}
+    with pytest.raises(ValueError, match="granularity 'replica'"):
+        conflicts.triplet_cosines(model, config, batch_size=4, granularity="replica")
 
 
 def test_html_names_every_selected_clip(tmp_path):

@@ -160,6 +160,17 @@ def test_inspect_conflicts_csv_html_pngs_auc(tiny_run, tmp_path):
     assert summary["num_triplets"] == 32 and summary["num_selected_each"] == 4
     for name in ("top.png", "bottom.png", "cosines.png"):
         assert_png(str(out / name))
+    assert summary["granularity"] == "example"
+    # --granularity=example_fast (per-layer statistics; checked against materialised gradients
+    # in test_per_example.py) on the same checkpoint.
+    fast = tmp_path / "fast"
+    run_tool(["tools/inspect_conflicts.py", "--model_dir=" + tiny_run["model_dir"],
+              "--pattern=" + tiny_run["pattern"], "--output_dir=" + str(fast),
+              "--batch_size=8", "--max_clips=8", "--granularity=example_fast"])
+    assert json.loads((fast / "summary.json").read_text())["granularity"] == "example_fast"
+    with open(fast / "cosines.csv") as f:
+        fast_cosines = np.array([float(r["cosine"]) for r in csv.DictReader(f)])
+    assert len(fast_cosines) == 8 and np.all(np.abs(fast_cosines) <= 1) and np.std(fast_cosines) > 0
 
 
 def test_plot_cosines_from_event_files(tiny_run, tmp_path):

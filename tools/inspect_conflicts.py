@@ -30,6 +30,10 @@ flags.DEFINE_string("vocab_path", None, "Vocabulary of the run (default: found f
 flags.DEFINE_integer("batch_size", 16, "Triplets per batch (they are each other's negatives).")
 flags.DEFINE_float("fraction", 0.05, "Share of triplets shown at each end (paper: 5%).")
 flags.DEFINE_integer("max_clips", 0, "Inspect at most this many clips (0 = all).")
+flags.DEFINE_enum("granularity", "example", ["example", "example_fast"],
+                  "Per-triplet gradient: of the clip's own loss terms (example; batch x "
+                  "parameters in memory) or its contribution through its own forward path "
+                  "(example_fast; the memory of one step, for large models).")
 flags.DEFINE_integer("frames_shown", 8, "Frames per clip on the page and the sheets.")
 flags.DEFINE_integer("max_sheet_rows", 12, "At most this many clips per contact sheet.")
 for _name in ("model_dir", "pattern", "output_dir"):
@@ -57,7 +61,7 @@ def inspect():
         raise run.EvalError(str(e)) from None
     try:
         rows = conflicts.triplet_cosines(model, config, FLAGS.batch_size,
-                                         FLAGS.max_clips or None)
+                                         FLAGS.max_clips or None, FLAGS.granularity)
     except ValueError as e:
         raise run.EvalError(f"--pattern: {e}") from None
 
@@ -82,7 +86,8 @@ def inspect():
     figures.cosine_histogram(rows["cosine"], aligned if synthetic else None, out("cosines.png"),
                              f"{title}: cos(g_va, g_vt) per triplet")
     summary = {"step": step, "num_triplets": int(len(rows["cosine"])),
-               "batch_size": FLAGS.batch_size, "mean_cosine": float(np.mean(rows["cosine"])),
+               "batch_size": FLAGS.batch_size, "granularity": FLAGS.granularity,
+               "mean_cosine": float(np.mean(rows["cosine"])),
                "fraction_negative": float(np.mean(rows["cosine"] < 0)),
                "num_selected_each": int(len(top)), "auc_aligned": auc}
     if synthetic:

@@ -39,15 +39,23 @@ def _fill(batch: dict, filler: dict, batch_size: int) -> dict:
 
 
 def triplet_cosines(model, config: pipeline.EvalConfig, batch_size: int,
-                    max_clips: Optional[int] = None) -> Dict[str, np.ndarray]:
+                    max_clips: Optional[int] = None,
+                    granularity: str = "example") -> Dict[str, np.ndarray]:
     """Per-clip gradient statistics over a record set, in file order.
+
+    `granularity`: 'example', the gradient of the clip's own loss terms (per-example Jacobians:
+    batch x parameters in memory), or 'example_fast', the clip's contribution through its own
+    forward path (per-layer statistics: the memory of one step; `vatt_gh.per_example`). The two
+    differ because the other clips are the negatives.
 
     Returns arrays over clips: 'clip_id' (str), 'cosine', 'dot', 'norm_va', 'norm_vt', 'label',
     'aligned_va', 'aligned_vt', 'audio_mask', 'text_count' (narrations used).
     """
     if config.num_windows != 1:
         raise ValueError("triplet_cosines needs EvalConfig.num_windows = 1")
-    stats_fn = tf.function(lambda data: model.gradient_stats(data, granularity="example"))
+    if granularity not in ("example", "example_fast"):
+        raise ValueError(f"granularity {granularity!r}: choose 'example_fast' or 'example'")
+    stats_fn = tf.function(lambda data: model.gradient_stats(data, granularity=granularity))
     chunks: Dict[str, List[np.ndarray]] = {}
     filler, count = None, 0
     for batch in pipeline.eval_dataset(config, batch_size):
