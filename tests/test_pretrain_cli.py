@@ -15,7 +15,7 @@ CONFIGS = [("baseline", None, None), ("reweight_va", None, None), ("reweight_vt"
            ("realign", None, None), ("curriculum", -0.3, 0.0), ("both", -0.3, 0.0),
            ("gradvac", None, None)]
 SCALARS = {"loss_va", "loss_vt", "learning_rate", "gamma", "cosine", "projected", "dropped",
-           "norm_va", "norm_vt", "skipped_all_dropped", "skipped_nonfinite"}
+           "norm_va", "norm_vt", "skipped_all_dropped", "skipped_nonfinite", "seconds_per_step"}
 SMALL = ["--gin_param=GLOBAL_BATCH=8", "--gin_param=SyntheticData.num_clips=32",
          "--gin_param=SyntheticData.num_shards=2", "--gin_param=pretrain.summary_every=2",
          "--gin_param=pretrain.checkpoint_every=2", "--gin_param=build_vatt.num_layers=1"]
@@ -44,6 +44,8 @@ def test_method_config_end_to_end(tmp_path, config, gamma_start, gamma_end):
     assert proc.returncode == 0, proc.stderr[-3000:]
     events = read_events(os.path.join(model_dir, "train"))
     assert SCALARS <= {tag.split("/", 1)[1] for tag in events if tag.startswith("train/")}
+    seconds = events["train/seconds_per_step"]
+    assert seconds[2] > seconds[STEPS] > 0         # the first window includes tracing
     for step in (2, STEPS):
         assert np.isfinite(events["train/loss_va"][step]) and events["train/loss_va"][step] > 0
         cosines = events["harmonize/cosines"][step]    # histogram buckets (left, right, count)

@@ -4,7 +4,7 @@
 
 Summaries are written on the host from values the step returns (so they work on TPU): both
 losses, learning rate, gamma, mean cosine, fractions projected / dropped, gradient norms,
-skipped steps, and a histogram of the cosines of every group of every replica.
+skipped steps, wall seconds per step since the last summary, and a histogram of the cosines of every group of every replica.
 """
 import dataclasses
 import os
@@ -277,6 +277,7 @@ def pretrain(model_dir: str, strategy: Optional[tf.distribute.Strategy] = None, 
     # ------------------------------------------------------------------------------ train
     train_fn = model.make_train_function()
     start, t0, nonfinite_run = step, time.time(), 0
+    window = (step, t0)  # (step, time) of the last summary: wall time per step since then
     while step < train_steps:
         logs = train_fn(iterator)
         step += 1
@@ -284,6 +285,9 @@ def pretrain(model_dir: str, strategy: Optional[tf.distribute.Strategy] = None, 
         stop = nonfinite_run >= max_nonfinite_in_a_row
         if step % summary_every == 0 or step == train_steps or stop:
             values = {k: v.numpy() for k, v in logs.items()}
+            now = time.time()
+            values["seconds_per_step"] = (now - window[1]) / (step - window[0])
+            window = (step, now)
             write_summaries(writer, step, values)
             model.reset_metrics()
             if bar is None and chief:
