@@ -22,9 +22,10 @@ sys.path.insert(0, REPO)  # runnable from a checkout without installing
 
 from absl import app, flags, logging  # noqa: E402
 
-from vatt_gh.evaluation.run_flags import define_run_flags  # noqa: E402
+from vatt_gh.evaluation import run_flags  # noqa: E402
 
-define_run_flags(gin_param_help="Gin bindings applied last, e.g. EvalConfig.fps=25.")
+run_flags.define_run_flags(gin_param_help="Gin bindings applied last, e.g. EvalConfig.fps=25.")
+flags.adopt_module_key_flags(run_flags)  # listed by --help
 flags.DEFINE_string("retrieval_pattern", None, "Records for zero-shot text-video retrieval.")
 flags.DEFINE_string("retrieval_name", "retrieval", "Name of the retrieval set in the outputs.")
 flags.DEFINE_string("probe_train_pattern", None, "Labelled records to train the linear probe.")

@@ -19,17 +19,18 @@ sys.path.insert(0, REPO)  # runnable from a checkout without installing
 
 from absl import app, flags, logging  # noqa: E402
 
-from vatt_gh.evaluation.run_flags import define_run_flags  # noqa: E402
+from vatt_gh import strategy_flags  # noqa: E402
+from vatt_gh.evaluation import run_flags  # noqa: E402
 
-define_run_flags(model_dir_help="Pre-training run to start from.",
-                 gin_param_help="Gin bindings, e.g. FinetuneConfig.train_steps=2000.")
+run_flags.define_run_flags(model_dir_help="Pre-training run to start from.",
+                           gin_param_help="Gin bindings, e.g. FinetuneConfig.train_steps=2000.")
+flags.adopt_module_key_flags(run_flags)  # listed by --help
 flags.DEFINE_string("output_dir", None, "Fine-tuning checkpoints, summaries and metrics.")
 flags.DEFINE_string("train_pattern", None, "Labelled training records.")
 flags.DEFINE_string("test_pattern", None, "Labelled test records.")
 flags.DEFINE_integer("num_classes", None, "Number of classes (labels in [0, num_classes)).")
-flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
-                  "tf.distribute strategy.")
-flags.DEFINE_string("tpu", None, "TPU name or 'local' (TPU VM), with --strategy=tpu.")
+strategy_flags.define_strategy_flags()
+flags.adopt_module_key_flags(strategy_flags)  # listed by --help
 for _name in ("model_dir", "output_dir", "train_pattern", "test_pattern", "num_classes"):
     flags.mark_flag_as_required(_name)
 FLAGS = flags.FLAGS
@@ -43,7 +44,7 @@ def run_finetune():
     run.check_pattern("train_pattern", FLAGS.train_pattern)
     run.check_pattern("test_pattern", FLAGS.test_pattern)
     try:
-        strategy = launch.make_strategy(FLAGS.strategy, FLAGS.tpu)
+        strategy = strategy_flags.make_strategy()
     except launch.LaunchError as e:
         raise run.EvalError(str(e)) from None
     with strategy.scope():
@@ -63,6 +64,10 @@ def run_finetune():
                                  FLAGS.output_dir, strategy, config)
     except tf.errors.InvalidArgumentError as e:
         raise run.EvalError(e.message.splitlines()[0]) from None
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError) as e:
+        if FLAGS.strategy != "multi_worker":
+            raise
+        raise run.EvalError(strategy_flags.peer_failure(e)) from None
 
 
 def main(argv):

@@ -16,9 +16,10 @@ sys.path.insert(0, REPO)  # runnable from a checkout without installing
 
 from absl import app, flags  # noqa: E402
 
-from vatt_gh.evaluation.run_flags import define_run_flags  # noqa: E402
+from vatt_gh.evaluation import run_flags  # noqa: E402
 
-define_run_flags()
+run_flags.define_run_flags()
+flags.adopt_module_key_flags(run_flags)  # listed by --help
 flags.DEFINE_string("pattern", None, "Records to embed.")
 flags.DEFINE_string("output", None, "PNG to write.")
 flags.DEFINE_string("vocab_path", None, "Vocabulary of the run (default: found from the run).")

@@ -16,17 +16,13 @@ sys.path.insert(0, REPO)  # runnable from a checkout without installing
 
 from absl import app, flags, logging  # noqa: E402
 
+from vatt_gh import strategy_flags  # noqa: E402
+
 flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. Harmonization.method='both'.")
 flags.DEFINE_string("model_dir", None, "Checkpoints, summaries and the operative config.")
-flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker", "tpu"],
-                  "tf.distribute strategy.")
-flags.DEFINE_string("tpu", None, "TPU name or 'local' (TPU VM), with --strategy=tpu.")
-flags.DEFINE_integer("collective_timeout", 900, "multi_worker: seconds a collective may wait for "
-                     "the other workers before the run fails (a stalled peer), 0 = forever.")
-flags.DEFINE_integer("heartbeat_timeout", 60, "multi_worker: seconds a worker's heartbeat may be "
-                     "silent before it is declared dead; 0 = TF's default (10 s, short for busy "
-                     "hosts: a beat every 5 s).")
+strategy_flags.define_strategy_flags()
+flags.adopt_module_key_flags(strategy_flags)  # listed by --help
 flags.mark_flag_as_required("model_dir")
 FLAGS = flags.FLAGS
 
@@ -37,9 +33,7 @@ def main(argv):
     from vatt_gh import launch, loop
     try:
         launch.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
-        strategy = launch.make_strategy(FLAGS.strategy, FLAGS.tpu,
-                                        timeout_seconds=FLAGS.collective_timeout or None,
-                                        heartbeat_seconds=FLAGS.heartbeat_timeout or None)
+        strategy = strategy_flags.make_strategy()
         logging.info("strategy %s with %d replica(s)", FLAGS.strategy,
                      strategy.num_replicas_in_sync)
         loop.pretrain(FLAGS.model_dir, strategy)
@@ -48,11 +42,7 @@ def main(argv):
     except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError) as e:
         if FLAGS.strategy != "multi_worker":
             raise
-        raise SystemExit(
-            f"error: a collective with the other workers failed ({type(e).__name__}: "
-            f"{str(e).splitlines()[0][:200]}): a worker stalled or died (--collective_timeout="
-            f"{FLAGS.collective_timeout}s, --heartbeat_timeout={FLAGS.heartbeat_timeout}s). Restart every worker with the same command; the "
-            "run resumes from the newest checkpoint.") from None
+        raise SystemExit(f"error: {strategy_flags.peer_failure(e)}") from None
     print(f"\nDone. TensorBoard logs: {os.path.join(FLAGS.model_dir, 'train')}\n"
           f"  open them with: tensorboard --logdir={FLAGS.model_dir}")
 

@@ -8,7 +8,7 @@ import gin
 import tensorflow as tf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+from vatt_gh.strategy_flags import STRATEGIES
 
 
 class LaunchError(ValueError):

@@ -1,0 +1,40 @@
+"""The flags that choose and tune the tf.distribute strategy, for every tool that trains.
+
+    define_strategy_flags()        # at import time of the tool
+    strategy = make_strategy()     # in main, after the flags are parsed (imports TensorFlow)
+
+absl only at import, so a tool's flag errors and --help stay fast.
+"""
+from absl import flags
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+FLAGS = flags.FLAGS
+
+
+def define_strategy_flags():
+    """--strategy, --tpu, --collective_timeout, --heartbeat_timeout."""
+    flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy.")
+    flags.DEFINE_string("tpu", None, "TPU name or 'local' (TPU VM), with --strategy=tpu.")
+    flags.DEFINE_integer("collective_timeout", 900, "multi_worker: seconds a collective may wait "
+                         "for the other workers before the run fails (a stalled peer), 0 = forever.")
+    flags.DEFINE_integer("heartbeat_timeout", 60, "multi_worker: seconds a worker's heartbeat may "
+                         "be silent before it is declared dead; 0 = TF's default (10 s, short for "
+                         "busy hosts: a beat every 5 s).")
+
+
+def make_strategy():
+    """`launch.make_strategy` with the flags' values (raises `launch.LaunchError`)."""
+    from vatt_gh import launch
+    return launch.make_strategy(FLAGS.strategy, FLAGS.tpu,
+                                timeout_seconds=FLAGS.collective_timeout or None,
+                                heartbeat_seconds=FLAGS.heartbeat_timeout or None)
+
+
+def peer_failure(error) -> str:
+    """The one-line message for a collective that failed because another worker stalled or died
+    (tf.errors.DeadlineExceededError or UnavailableError under --strategy=multi_worker)."""
+    return (f"a collective with the other workers failed ({type(error).__name__}: "
+            f"{str(error).splitlines()[0][:200]}): a worker stalled or died (--collective_timeout="
+            f"{FLAGS.collective_timeout}s, --heartbeat_timeout={FLAGS.heartbeat_timeout}s). "
+            "Restart every worker with the same command; the run resumes from the newest "
+            "checkpoint.")
