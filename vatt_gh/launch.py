@@ -7,8 +7,9 @@ import os
 import gin
 import tensorflow as tf
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from vatt_gh.strategy_flags import STRATEGIES
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class LaunchError(ValueError):
@@ -77,8 +78,8 @@ def _configure_heartbeat(seconds):
     context.context().configure_coordination_service(
         service_type="standalone", service_leader=f"/job:{jobs[0]}/replica:0/task:0",
         heartbeat_timeout_in_ms=int(seconds * 1000),
-        coordinated_jobs=[coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
-                          for job in jobs])
+        coordinated_jobs=[coordination_config_pb2.CoordinatedJob(
+            name=job, num_tasks=spec.num_tasks(job)) for job in jobs])
 
 
 def chief_barrier(key: str, chief: bool):
