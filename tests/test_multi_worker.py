@@ -104,3 +104,19 @@ def test_stalled_worker_times_out_then_resume_is_exact(tmp_path, uninterrupted_t
     assert codes == [0, 0], errs[0][-3000:] + errs[1][-3000:]
     assert "resumed from" in errs[0]
     assert max_difference(final_state(model_dir), uninterrupted_two_workers) == 0.0
+
+
+@pytest.mark.slow
+def test_a_chief_that_fails_before_the_data_ends_the_other_worker(tmp_path):
+    """The other worker waits for the chief's synthetic data through the coordination service,
+    so the chief's failure ends it at once (it used to poll for the data for 600 s)."""
+    bad = "--gin_param=SyntheticData.num_classes=1"  # misaligned clips need two classes
+    t0 = time.time()
+    codes, errs = finish(start_workers(
+        lambda i: pretrain_cmd(str(tmp_path))(i) + ([bad] if i == 0 else [])), timeout=400)
+    waited = time.time() - t0
+    assert codes[0] != 0 and "error: SyntheticData: misaligned clips need at least two classes" \
+        in errs[0], errs[0][-3000:]
+    assert codes[1] != 0 and "a worker stalled or died" in errs[1], errs[1][-3000:]
+    assert "Traceback" not in errs[0] + errs[1]
+    assert waited < 300, waited

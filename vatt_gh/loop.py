@@ -69,7 +69,10 @@ def data_config(model_dir: str, synthetic_data: Optional[SyntheticData],
         marker = os.path.join(out_dir, "metadata.json")
         if chief and not tf.io.gfile.exists(marker):
             tmp_dir = f"{out_dir}.tmp-{os.getpid()}"
-            synthetic.write_synthetic(tmp_dir, **dataclasses.asdict(synthetic_data))
+            try:
+                synthetic.write_synthetic(tmp_dir, **dataclasses.asdict(synthetic_data))
+            except ValueError as e:
+                raise ConfigError(f"SyntheticData: {e}") from None
             if tf.io.gfile.exists(out_dir):  # a partial folder from an interrupted run
                 tf.io.gfile.rename(out_dir, f"{out_dir}.partial-{os.getpid()}")
             tf.io.gfile.rename(tmp_dir, out_dir)
