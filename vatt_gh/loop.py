@@ -4,7 +4,8 @@
 
 Summaries are written on the host from values the step returns (so they work on TPU): both
 losses, learning rate, gamma, mean cosine, fractions projected / dropped, gradient norms,
-skipped steps, wall seconds per step since the last summary, and a histogram of the cosines of every group of every replica.
+skipped steps, wall seconds per step since the last summary, and a histogram of the cosines of
+every group of every replica.
 """
 import dataclasses
 import os
