@@ -4,8 +4,8 @@ r"""Cost of each harmonization method and granularity relative to the VATT basel
     python bench/step_cost.py --presets=tiny --repeats=1 --steps=5   # quick look
     python bench/step_cost.py --presets=small --batch=32 --repeats=4 --steps=3 \
         --methods=sum,both@example_fast             # issue 9 (rounds vary 10-25% here: use 4)
-    python bench/step_cost.py --presets=small --batch=32 --repeats=1 --steps=3 \
-        --methods=sum --breakdown --check           # where the time goes; error vs materialised
+    python bench/step_cost.py --presets=small --batch=32 --repeats=2 --steps=3 \
+        --methods=baseline,sum,both@example_fast --breakdown --check   # + where the time goes
 
 Baseline (ratio 1.00): VATT's step, ONE backward pass of loss_va + loss_vt, then Adam.
 Every other row is `PretrainModel.train_step` (two tapes, harmonization, conditional apply).
