@@ -17,7 +17,7 @@ from toy import group_gradients, micro_vatt, random_batch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELPER = os.path.join(REPO, "tests", "multi_worker_helper.py")
 TIMEOUT = 60  # --collective_timeout of the CLI runs
-HEARTBEAT = 60  # tools/pretrain.py's default --heartbeat_timeout
+HEARTBEAT = 60  # the default --heartbeat_timeout (vatt_gh/strategy_flags.py)
 
 
 def tf_configs():

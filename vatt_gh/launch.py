@@ -66,9 +66,9 @@ def make_strategy(name: str = "default", tpu=None, timeout_seconds=None, heartbe
 
 def _configure_heartbeat(seconds):
     """The coordination service MultiWorkerMirroredStrategy would start, with another heartbeat
-    timeout: TF's 10 s (a beat every 5 s) is short for hosts whose CPUs tf.data and tracing keep
-    busy. TF 2.15 exposes it only on the eager context; the strategy keeps a service configured
-    before it is created."""
+    timeout than TF's 10 s (a beat every 5 s): more slack for hosts that tf.data and tracing
+    keep busy, a stall still caught within the timeout. TF 2.15 exposes it only on the eager
+    context; the strategy keeps a service configured before it is created."""
     from tensorflow.python.eager import context
     from tensorflow.tsl.protobuf import coordination_config_pb2
     spec = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()

@@ -18,8 +18,8 @@ def define_strategy_flags():
     flags.DEFINE_integer("collective_timeout", 900, "multi_worker: seconds a collective may wait "
                          "for the other workers before the run fails (a stalled peer), 0 = forever.")
     flags.DEFINE_integer("heartbeat_timeout", 60, "multi_worker: seconds a worker's heartbeat may "
-                         "be silent before it is declared dead; 0 = TF's default (10 s, short for "
-                         "busy hosts: a beat every 5 s).")
+                         "be silent before it is declared dead (a beat every half of it); 0 = TF's "
+                         "default, 10 s.")
 
 
 def make_strategy():
