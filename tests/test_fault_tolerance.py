@@ -3,6 +3,10 @@
 Every run is tools/pretrain.py in a subprocess on the tiny demo model (DropToken and dropout
 on, so the random generators matter) and synthetic TFRecords; the schedules are pinned so that
 runs of different lengths follow the same trajectory.
+
+An interrupted run must still be training when the signal lands: on a fast machine the tiny
+model's steps take ~80 ms, so STEPS leaves about a second of training after the first
+checkpoint, and `interrupt` repeats a run that ended first with a shorter delay.
 """
 import os
 import random
@@ -20,7 +24,7 @@ from vatt_gh.data import schema, text
 pytestmark = pytest.mark.slow  # in `make test-slow` (CI runs both)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS, EVERY = 8, 3
+STEPS, EVERY = 20, 3
 RUN = ["--gin_file=gin/curriculum.gin", "--gin_file=gin/demo.gin",
        "--gin_param=GLOBAL_BATCH=8", "--gin_param=SyntheticData.num_clips=32",
        "--gin_param=SyntheticData.num_shards=2", "--gin_param=build_vatt.num_layers=1",
@@ -73,18 +77,34 @@ def uninterrupted(tmp_path_factory):
     return final_state(model_dir)
 
 
+def interrupt(tmp_path, sig, extra=(), window=0.5, attempts=4):
+    """Start a run and send `sig` at a random moment within `window` s of its first checkpoint.
+
+    A run that ended before the signal proves nothing: it is started again in a fresh
+    directory with a quarter of the window (the last attempt signals at once). Returns the
+    model directory, the process and its stderr.
+    """
+    rng = random.Random(os.getpid())
+    for attempt in range(attempts):
+        model_dir = str(tmp_path / f"attempt{attempt}")
+        proc = subprocess.Popen(command(model_dir, extra=extra), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=REPO)
+        wait_for(os.path.join(model_dir, "checkpoints", f"ckpt-{EVERY}.index"), proc)
+        if attempt < attempts - 1:
+            time.sleep(rng.uniform(0.0, window / 4 ** attempt))
+        proc.send_signal(sig)  # no-op once the process has ended
+        _, stderr = proc.communicate(timeout=300)
+        if proc.returncode != 0:
+            return model_dir, proc, stderr
+    raise AssertionError(f"all {attempts} runs ended before signal {sig} reached them")
+
+
 def test_sigkill_at_a_random_moment_then_resume_is_exact(tmp_path, uninterrupted):
     """Data position by skipping (multi-worker's way); the SIGTERM test covers the
     checkpointed iterator."""
-    model_dir = str(tmp_path)
     extra = ["--gin_param=pretrain.checkpoint_iterator=False"]
-    proc = subprocess.Popen(command(model_dir, extra=extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=REPO)
-    wait_for(os.path.join(model_dir, "checkpoints", f"ckpt-{EVERY}.index"), proc)
-    time.sleep(random.Random(os.getpid()).uniform(0.0, 0.5))
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
+    model_dir, proc, stderr = interrupt(tmp_path, signal.SIGKILL, extra)
+    assert proc.returncode == -signal.SIGKILL, stderr[-3000:]
     assert not os.path.exists(os.path.join(model_dir, "checkpoints", f"ckpt-{STEPS}.index"))
     resumed = run(model_dir, extra=extra)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -93,12 +113,7 @@ def test_sigkill_at_a_random_moment_then_resume_is_exact(tmp_path, uninterrupted
 
 
 def test_sigterm_saves_exits_42_and_resumes_exactly(tmp_path, uninterrupted):
-    model_dir = str(tmp_path)
-    proc = subprocess.Popen(command(model_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=REPO)
-    wait_for(os.path.join(model_dir, "checkpoints", f"ckpt-{EVERY}.index"), proc)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=300)
+    model_dir, proc, stderr = interrupt(tmp_path, signal.SIGTERM)
     assert proc.returncode == 42, stderr[-3000:]
     saved = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
     assert int(saved.rsplit("-", 1)[1]) >= EVERY  # saved at the step boundary after SIGTERM
