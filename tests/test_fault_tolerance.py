@@ -5,7 +5,7 @@ on, so the random generators matter) and synthetic TFRecords; the schedules are 
 runs of different lengths follow the same trajectory.
 
 An interrupted run must still be training when the signal lands: on a fast machine the tiny
-model's steps take ~80 ms, so STEPS leaves about a second of training after the first
+model's steps take ~60 ms, so STEPS leaves about a second of training after the first
 checkpoint, and `interrupt` repeats a run that ended first with a shorter delay.
 """
 import os
