@@ -96,3 +96,29 @@ def test_workers_probing_one_model_dir_at_once_do_not_trip_each_other(tmp_path):
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda _: loop.check_writable(str(tmp_path)), range(400)))
     assert os.listdir(tmp_path) == []  # every probe removed
+
+
+def test_a_peer_failure_becomes_one_line_only_under_multi_worker():
+    from absl import flags
+    from absl.testing import flagsaver
+    from vatt_gh import strategy_flags
+    if "strategy" not in flags.FLAGS:
+        strategy_flags.define_strategy_flags()
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+    stalled = tf.errors.DeadlineExceededError(None, None, "Collective ops timed out\nmore")
+    with flagsaver.flagsaver(strategy="multi_worker", collective_timeout=7):
+        with pytest.raises(ValueError) as raised:
+            with strategy_flags.peer_failures_as(ValueError):
+                raise stalled
+        assert str(raised.value).startswith(
+            "a collective with the other workers failed (DeadlineExceededError: Collective ops "
+            "timed out): a worker stalled or died (--collective_timeout=7s")
+        assert "\n" not in str(raised.value) and raised.value.__cause__ is None
+        with pytest.raises(KeyError):  # anything else passes through
+            with strategy_flags.peer_failures_as(ValueError):
+                raise KeyError("x")
+    with flagsaver.flagsaver(strategy="mirrored"):
+        with pytest.raises(tf.errors.DeadlineExceededError):
+            with strategy_flags.peer_failures_as(ValueError):
+                raise stalled

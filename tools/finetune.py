@@ -60,14 +60,11 @@ def run_finetune():
                  step, strategy.num_replicas_in_sync)
     import tensorflow as tf
     try:
-        return finetune.finetune(model, FLAGS.train_pattern, FLAGS.test_pattern,
-                                 FLAGS.output_dir, strategy, config)
+        with strategy_flags.peer_failures_as(run.EvalError):
+            return finetune.finetune(model, FLAGS.train_pattern, FLAGS.test_pattern,
+                                     FLAGS.output_dir, strategy, config)
     except tf.errors.InvalidArgumentError as e:
         raise run.EvalError(e.message.splitlines()[0]) from None
-    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError) as e:
-        if FLAGS.strategy != "multi_worker":
-            raise
-        raise run.EvalError(strategy_flags.peer_failure(e)) from None
 
 
 def main(argv):

@@ -29,20 +29,16 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    import tensorflow as tf
     from vatt_gh import launch, loop
     try:
-        launch.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
-        strategy = strategy_flags.make_strategy()
-        logging.info("strategy %s with %d replica(s)", FLAGS.strategy,
-                     strategy.num_replicas_in_sync)
-        loop.pretrain(FLAGS.model_dir, strategy)
+        with strategy_flags.peer_failures_as(loop.TrainingError):
+            launch.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
+            strategy = strategy_flags.make_strategy()
+            logging.info("strategy %s with %d replica(s)", FLAGS.strategy,
+                         strategy.num_replicas_in_sync)
+            loop.pretrain(FLAGS.model_dir, strategy)
     except (launch.LaunchError, loop.ConfigError, loop.TrainingError) as e:
         raise SystemExit(f"error: {e}") from None
-    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError) as e:
-        if FLAGS.strategy != "multi_worker":
-            raise
-        raise SystemExit(f"error: {strategy_flags.peer_failure(e)}") from None
     print(f"\nDone. TensorBoard logs: {os.path.join(FLAGS.model_dir, 'train')}\n"
           f"  open them with: tensorboard --logdir={FLAGS.model_dir}")
 

@@ -3,8 +3,13 @@
     define_strategy_flags()        # at import time of the tool
     strategy = make_strategy()     # in main, after the flags are parsed (imports TensorFlow)
 
+    with strategy_flags.peer_failures_as(MyToolError):   # a stalled or dead worker, in one line
+        ...
+
 absl only at import, so a tool's flag errors and --help stay fast.
 """
+import contextlib
+
 from absl import flags
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
@@ -30,11 +35,20 @@ def make_strategy():
                                 heartbeat_seconds=FLAGS.heartbeat_timeout or None)
 
 
-def peer_failure(error) -> str:
-    """The one-line message for a collective that failed because another worker stalled or died
-    (tf.errors.DeadlineExceededError or UnavailableError under --strategy=multi_worker)."""
-    return (f"a collective with the other workers failed ({type(error).__name__}: "
-            f"{str(error).splitlines()[0][:200]}): a worker stalled or died (--collective_timeout="
+@contextlib.contextmanager
+def peer_failures_as(error_type):
+    """Under --strategy=multi_worker, re-raise a collective that failed because another worker
+    stalled or died (DeadlineExceededError, UnavailableError) as `error_type(one-line message)`
+    saying how to resume. Other strategies re-raise it unchanged."""
+    import tensorflow as tf
+    try:
+        yield
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError) as e:
+        if FLAGS.strategy != "multi_worker":
+            raise
+        raise error_type(
+            f"a collective with the other workers failed ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200]}): a worker stalled or died (--collective_timeout="
             f"{FLAGS.collective_timeout}s, --heartbeat_timeout={FLAGS.heartbeat_timeout}s). "
             "Restart every worker with the same command; the run resumes from the newest "
-            "checkpoint.")
+            "checkpoint.") from None
