@@ -8,7 +8,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PY     := $(VENV)/bin/python
 DEMO_DIR ?= /tmp/vatt_gh_demo
 
-.PHONY: install test test-slow demo bench clean
+.PHONY: install test test-slow lint format demo bench clean
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,14 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest -n 2 --dist loadfile -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff format --check --quiet .
+	$(VENV)/bin/ruff check --quiet .
+
+format: install
+	$(VENV)/bin/ruff format --quiet .
+	$(VENV)/bin/ruff check --fix --quiet .
 
 test-slow: install
 	$(PY) -m pytest -n 2 --dist loadfile -m slow

@@ -1,7 +1,8 @@
 """vatt-gh: VATT pre-training with cross-modality gradient harmonization (NeurIPS 2022)."""
+
 import setuptools
 
-# The pinned stack (see README, "Why these pins"): tensorflow-io's and tensorflow-addons' compiled
+# The pinned stack (docs/pins.md says why): tensorflow-io's and tensorflow-addons' compiled
 # ops load only against TF 2.15; unpinned, pip backtracks into a broken resolution.
 INSTALL_REQUIRES = [
     "tensorflow==2.15.1",
@@ -13,9 +14,9 @@ INSTALL_REQUIRES = [
     "gin-config==0.5.0",
     "absl-py>=1.4,<1.5",
     "numpy<2",
-    "av>=12",            # PyAV decodes video (tensorflow-io's FFmpeg ops do not load on Debian 12)
-    "matplotlib>=3.7",   # figures (headless)
-    "scikit-learn>=1.3", # t-SNE, ROC AUC
+    "av>=12",  # PyAV decodes video (tensorflow-io's FFmpeg ops do not load on Debian 12)
+    "matplotlib>=3.7",  # figures (headless)
+    "scikit-learn>=1.3",  # t-SNE, ROC AUC
 ]
 
 setuptools.setup(
@@ -25,5 +26,5 @@ setuptools.setup(
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(include=["vatt_gh", "vatt_gh.*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"dev": ["pytest>=8", "pytest-xdist>=3.5"]},
+    extras_require={"dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff==0.17.5"]},
 )

@@ -11,7 +11,7 @@ curriculum, both, gradvac) on synthetic triplets at several misaligned fractions
 videos at every level; only the misaligned pairs differ), with the same seeds, steps and data
 order for every method, plus the Table 2 curriculum ablation (gamma_start -0.3 / -0.2 / -0.1 / 0,
 gamma_end 0) at the most misaligned level. Harmonization is per triplet: granularity
-'example_fast' by default (exact per-example dot products and norms, SPEC.md section 2; the
+'example_fast' by default (exact per-example dot products and norms, docs/harmonization.md; the
 'replica' granularity on one device would make curriculum drop whole batches).
 
 Each run is a fresh subprocess (`--worker_spec`): pre-training through the same gin files and
@@ -29,6 +29,7 @@ numbers and the spreads), figure4_<level>.png (Figure 4, one panel per method) a
 whose result.json exists are not repeated. Step costs are wall times on a shared machine: for
 cost ratios measured side by side use bench/step_cost.py.
 """
+
 import dataclasses
 import json
 import os
@@ -40,9 +41,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "bench"))
 
-from absl import app, flags  # noqa: E402
-
 import reproduce_lib as lib  # noqa: E402
+from absl import app, flags  # noqa: E402
 
 flags.DEFINE_string("results_dir", os.path.join(REPO, "results", "reproduce"), "Output folder.")
 flags.DEFINE_integer("steps", 200, "Pre-training steps per run.")
@@ -50,21 +50,31 @@ flags.DEFINE_integer("batch", 16, "Global batch size.")
 flags.DEFINE_list("seeds", ["0", "1"], "Seeds (model init and data order) per cell.")
 flags.DEFINE_list("levels", ["0.0", "0.4"], "Misaligned fractions of the training set.")
 flags.DEFINE_list("methods", list(lib.METHODS), "Table 1 rows at misaligned levels.")
-flags.DEFINE_list("clean_methods", list(lib.Setting.clean_methods),
-                  "Rows at the 0% level (the control; all --methods on a big machine).")
+flags.DEFINE_list(
+    "clean_methods",
+    list(lib.Setting.clean_methods),
+    "Rows at the 0% level (the control; all --methods on a big machine).",
+)
 flags.DEFINE_bool("ablation", True, "Table 2: curriculum gamma_start ablation.")
 flags.DEFINE_string("granularity", "example_fast", "Harmonization.granularity of every run.")
 flags.DEFINE_string("preset", "tiny", "build_vatt.preset.")
 flags.DEFINE_integer("train_clips", 512, "Clips per training set.")
 flags.DEFINE_integer("test_clips", 128, "Clean held-out clips (retrieval, probe test).")
 flags.DEFINE_integer("probe_train_clips", 256, "Clean clips to fit the linear probes on.")
-flags.DEFINE_integer("cosine_probe_clips", 64, "Training clips whose per-triplet cosines are "
-                     "measured at each checkpoint.")
+flags.DEFINE_integer(
+    "cosine_probe_clips",
+    64,
+    "Training clips whose per-triplet cosines are measured at each checkpoint.",
+)
 flags.DEFINE_integer("cosine_checkpoints", 2, "Evenly spaced checkpoints with cosine AUCs.")
 flags.DEFINE_integer("num_windows", 2, "Evaluation windows per held-out clip.")
 flags.DEFINE_multi_string("gin_param", [], "More bindings for every run (e.g. model sizes).")
-flags.DEFINE_bool("keep_checkpoints", False, "Keep each run's checkpoints (with the input "
-                  "iterator's state, ~250 MB a run at the default sizes).")
+flags.DEFINE_bool(
+    "keep_checkpoints",
+    False,
+    "Keep each run's checkpoints (with the input "
+    "iterator's state, ~250 MB a run at the default sizes).",
+)
 flags.DEFINE_integer("parallel", 2, "Runs at a time.")
 flags.DEFINE_integer("threads_per_run", 1, "TF intra/inter-op threads per run (0: TF default).")
 flags.DEFINE_string("worker_spec", None, "Internal: run the one job described by this JSON.")
@@ -73,20 +83,30 @@ FLAGS = flags.FLAGS
 
 def setting_from_flags() -> lib.Setting:
     return lib.Setting(
-        steps=FLAGS.steps, batch=FLAGS.batch, seeds=tuple(int(s) for s in FLAGS.seeds),
-        levels=tuple(float(x) for x in FLAGS.levels), methods=tuple(FLAGS.methods),
+        steps=FLAGS.steps,
+        batch=FLAGS.batch,
+        seeds=tuple(int(s) for s in FLAGS.seeds),
+        levels=tuple(float(x) for x in FLAGS.levels),
+        methods=tuple(FLAGS.methods),
         clean_methods=tuple(FLAGS.clean_methods),
-        ablation=FLAGS.ablation, granularity=FLAGS.granularity, train_clips=FLAGS.train_clips,
-        test_clips=FLAGS.test_clips, probe_train_clips=FLAGS.probe_train_clips,
+        ablation=FLAGS.ablation,
+        granularity=FLAGS.granularity,
+        train_clips=FLAGS.train_clips,
+        test_clips=FLAGS.test_clips,
+        probe_train_clips=FLAGS.probe_train_clips,
         cosine_probe_clips=FLAGS.cosine_probe_clips,
-        cosine_checkpoints=FLAGS.cosine_checkpoints, num_windows=FLAGS.num_windows,
-        preset=FLAGS.preset, extra_gin=tuple(FLAGS.gin_param),
-        keep_checkpoints=FLAGS.keep_checkpoints)
+        cosine_checkpoints=FLAGS.cosine_checkpoints,
+        num_windows=FLAGS.num_windows,
+        preset=FLAGS.preset,
+        extra_gin=tuple(FLAGS.gin_param),
+        keep_checkpoints=FLAGS.keep_checkpoints,
+    )
 
 
 def make_data(results_dir: str, setting: lib.Setting):
     """Every synthetic set, unless already there (metadata.json marks a finished set)."""
     from vatt_gh.data import synthetic
+
     for job in lib.data_jobs(results_dir, setting):
         if not os.path.exists(os.path.join(job["out_dir"], "metadata.json")):
             print(f"writing {job['num_clips']} clips to {job['out_dir']}", flush=True)
@@ -97,8 +117,9 @@ def child_env() -> dict:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     if FLAGS.threads_per_run:
         threads = str(FLAGS.threads_per_run)
-        env.update(TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS=threads,
-                   OMP_NUM_THREADS=threads)
+        env.update(
+            TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS=threads, OMP_NUM_THREADS=threads
+        )
     return env
 
 
@@ -109,9 +130,13 @@ def launch(run: lib.Run, setting: lib.Setting, results_dir: str) -> subprocess.P
     with open(spec_path, "w") as f:
         json.dump(spec, f, indent=1)
     log = open(os.path.join(spec["model_dir"], "log.txt"), "w")
-    return subprocess.Popen([sys.executable, os.path.abspath(__file__),
-                             f"--worker_spec={spec_path}"], cwd=REPO, env=child_env(),
-                            stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), f"--worker_spec={spec_path}"],
+        cwd=REPO,
+        env=child_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def run_all(runs, setting: lib.Setting, results_dir: str) -> list:
@@ -131,24 +156,34 @@ def run_all(runs, setting: lib.Setting, results_dir: str) -> list:
             ok = process.returncode == 0 and os.path.exists(lib.result_path(results_dir, run))
             if not ok:
                 failed.append(name)
-            print(f"[{time.time() - start:6.0f}s] {name}: {'done' if ok else 'FAILED'} in "
-                  f"{time.time() - began:.0f}s ({len(pending)} pending)", flush=True)
+            print(
+                f"[{time.time() - start:6.0f}s] {name}: {'done' if ok else 'FAILED'} in "
+                f"{time.time() - began:.0f}s ({len(pending)} pending)",
+                flush=True,
+            )
     return failed
 
 
 def write_outputs(runs, setting: lib.Setting, results_dir: str, seconds: float):
-    results = [json.load(open(lib.result_path(results_dir, r))) for r in runs
-               if os.path.exists(lib.result_path(results_dir, r))]
+    results = [
+        json.load(open(lib.result_path(results_dir, r)))
+        for r in runs
+        if os.path.exists(lib.result_path(results_dir, r))
+    ]
     summary = lib.summarize(results)
-    order = list(dict.fromkeys(f"{r['run']['level']}|{lib.row_label(r['run'])}"
-                               for r in results))
+    order = list(dict.fromkeys(f"{r['run']['level']}|{lib.row_label(r['run'])}" for r in results))
     main_rows = [k for k in order if "(" not in k]
-    ablation_rows = [k for k in order if "(" in k or (k.endswith("|curriculum") and k.startswith(
-        f"{max(setting.levels)}|"))]
+    ablation_rows = [
+        k
+        for k in order
+        if "(" in k or (k.endswith("|curriculum") and k.startswith(f"{max(setting.levels)}|"))
+    ]
     figures = lib.cosine_figures(results, results_dir, setting.seeds[0])
     text = [
-        "# Gradient harmonization on controlled synthetic data (bench/reproduce.py)", "",
-        "Command: `python bench/reproduce.py " + " ".join(sys.argv[1:]) + "`", "",
+        "# Gradient harmonization on controlled synthetic data (bench/reproduce.py)",
+        "",
+        "Command: `python bench/reproduce.py " + " ".join(sys.argv[1:]) + "`",
+        "",
         f"Tiny VATT (`build_vatt.preset='{setting.preset}'`), {setting.steps} steps, batch "
         f"{setting.batch}, granularity `{setting.granularity}` for every method (per-triplet "
         f"harmonization), seeds {list(setting.seeds)} (same init and data order for every "
@@ -160,17 +195,30 @@ def write_outputs(runs, setting: lib.Setting, results_dir: str, seconds: float):
         f"{100 * max(setting.levels):.0f}% set (for the 0% rows these clips' misaligned pairs "
         f"were never trained on); 0.5 = no separation. Cost: ms/step from the run's event "
         f"times ({FLAGS.parallel} runs shared 2 cores), x sum against `sum` at the same level.",
-        f"Wall time of this invocation: {seconds / 60:.1f} min.", "",
-        "## Table 1 style", "", lib.markdown_table(summary, main_rows), ""]
+        f"Wall time of this invocation: {seconds / 60:.1f} min.",
+        "",
+        "## Table 1 style",
+        "",
+        lib.markdown_table(summary, main_rows),
+        "",
+    ]
     if ablation_rows:
-        text += ["## Table 2 ablation: curriculum (gamma_start, gamma_end)", "",
-                 lib.markdown_table(summary, ablation_rows), ""]
+        text += [
+            "## Table 2 ablation: curriculum (gamma_start, gamma_end)",
+            "",
+            lib.markdown_table(summary, ablation_rows),
+            "",
+        ]
     text += ["Figures: " + ", ".join(os.path.basename(p) for p in figures), ""]
     with open(os.path.join(results_dir, "results.md"), "w") as f:
         f.write("\n".join(text))
     with open(os.path.join(results_dir, "results.json"), "w") as f:
-        json.dump({"setting": dataclasses.asdict(setting), "summary": summary, "runs": results},
-                  f, indent=1, default=float)
+        json.dump(
+            {"setting": dataclasses.asdict(setting), "summary": summary, "runs": results},
+            f,
+            indent=1,
+            default=float,
+        )
     print("\n".join(text))
 
 

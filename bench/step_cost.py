@@ -27,6 +27,7 @@ and the whole harmonized update; and the replica two-pass gradients for comparis
 Always printed: an analytic memory estimate (`memory_estimate`) of the `medium` model at
 the paper's per-core batch, and the same model's prediction for `small` next to the measurement.
 """
+
 import json
 import math
 import os
@@ -41,10 +42,22 @@ sys.path.insert(0, REPO)
 from absl import app, flags  # noqa: E402
 
 flags.DEFINE_list("presets", ["tiny", "small"], "Model presets.")
-flags.DEFINE_list("methods", ["baseline", "sum", "reweight", "realign", "curriculum", "both",
-                              "gradvac", "both@microbatch:4", "both@example",
-                              "both@example_fast"],
-                  "method[@granularity]; 'baseline' is VATT's single backward pass.")
+flags.DEFINE_list(
+    "methods",
+    [
+        "baseline",
+        "sum",
+        "reweight",
+        "realign",
+        "curriculum",
+        "both",
+        "gradvac",
+        "both@microbatch:4",
+        "both@example",
+        "both@example_fast",
+    ],
+    "method[@granularity]; 'baseline' is VATT's single backward pass.",
+)
 flags.DEFINE_integer("batch", 8, "Batch size.")
 flags.DEFINE_integer("steps", 10, "Timed steps per configuration (after 2 warm-up steps).")
 flags.DEFINE_integer("repeats", 2, "Rounds over all configurations (rotated order).")
@@ -59,12 +72,16 @@ INPUTS = {"tiny": (8, 32, 38_400, 2, 8), "small": (8, 64, 38_400, 2, 16)}
 
 def make_batch(preset, batch):
     import tensorflow as tf
+
     frames, size, samples, k, length = INPUTS.get(preset, INPUTS["small"])
     rng = tf.random.Generator.from_seed(0)
-    return {"video": rng.uniform([batch, frames, size, size, 3], -1, 1),
-            "audio": rng.normal([batch, samples]),
-            "text": rng.uniform([batch, k, length], 1, 1000, dtype=tf.int32),
-            "audio_mask": tf.ones([batch]), "text_mask": tf.ones([batch, k])}
+    return {
+        "video": rng.uniform([batch, frames, size, size, 3], -1, 1),
+        "audio": rng.normal([batch, samples]),
+        "text": rng.uniform([batch, k, length], 1, 1000, dtype=tf.int32),
+        "audio_mask": tf.ones([batch]),
+        "text_mask": tf.ones([batch, k]),
+    }
 
 
 def worker(spec):
@@ -72,6 +89,7 @@ def worker(spec):
     import numpy as np
     import psutil
     import tensorflow as tf
+
     from vatt_gh import losses, trainer
     from vatt_gh.models import build_vatt
 
@@ -89,16 +107,20 @@ def worker(spec):
         def step(data):
             with tf.GradientTape() as tape:
                 out = vatt(data, training=True)
-                loss = (losses.nce(out["video_va"], out["audio_va"], data["audio_mask"])[0] +
-                        losses.mil_nce(out["video_vt"], out["text_vt"], data["text_mask"])[0])
+                loss = (
+                    losses.nce(out["video_va"], out["audio_va"], data["audio_mask"])[0]
+                    + losses.mil_nce(out["video_vt"], out["text_vt"], data["text_mask"])[0]
+                )
             grads = tape.gradient(loss, vatt.trainable_variables)
             optimizer.apply_gradients(zip(grads, vatt.trainable_variables))
             return loss
+
         run = lambda: step(batch)
         trace = lambda: step.get_concrete_function(batch)
     else:
-        model = trainer.PretrainModel(vatt, trainer.Harmonization(
-            method=method, granularity=granularity or "replica"))
+        model = trainer.PretrainModel(
+            vatt, trainer.Harmonization(method=method, granularity=granularity or "replica")
+        )
         model(batch, training=False)
         model.compile(optimizer=optimizer)
         train_fn = model.make_train_function()
@@ -114,6 +136,7 @@ def worker(spec):
         while running[0]:
             peak[0] = max(peak[0], process.memory_info().rss)
             time.sleep(0.002)
+
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     trace()  # host-side graph building, one-off (not device memory on an accelerator)
@@ -128,14 +151,24 @@ def worker(spec):
         times.append(time.perf_counter() - t0)
     running[0] = False
     thread.join()
-    print("RESULT " + json.dumps(dict(
-        spec=spec, step_ms=1000 * float(np.median(times)), peak_mb=(peak[0] - traced_rss) / 2**20,
-        with_trace_mb=(peak[0] - base_rss) / 2**20,
-        rss_mb=peak[0] / 2**20, params=int(vatt.count_params()))))
+    print(
+        "RESULT "
+        + json.dumps(
+            dict(
+                spec=spec,
+                step_ms=1000 * float(np.median(times)),
+                peak_mb=(peak[0] - traced_rss) / 2**20,
+                with_trace_mb=(peak[0] - base_rss) / 2**20,
+                rss_mb=peak[0] / 2**20,
+                params=int(vatt.count_params()),
+            )
+        )
+    )
 
 
 def _median_ms(fn, steps):
     import numpy as np
+
     for _ in range(2):
         fn()
     times = []
@@ -149,6 +182,7 @@ def _median_ms(fn, steps):
 def breakdown(preset):
     """Where the example_fast time goes (tf.functions, no optimizer); prints a JSON line."""
     import tensorflow as tf
+
     from vatt_gh import harmonize, per_example, trainer
     from vatt_gh.models import build_vatt
 
@@ -170,25 +204,33 @@ def breakdown(preset):
         return done(per_example.per_example_statistics(loss_fn, variables, model.vatt)[:3])
 
     def fast_update():
-        update, st, _ = per_example.harmonized_gradients(loss_fn, variables, model.vatt, "both",
-                                                         gamma=-0.3)
+        update, st, _ = per_example.harmonized_gradients(
+            loss_fn, variables, model.vatt, "both", gamma=-0.3
+        )
         return done(update) + done(st["cosine"])
 
     def replica_update():
         update, _, _ = harmonize.harmonized_gradients(loss_fn, variables, "sum", "replica")
         return done(update)
 
-    parts = dict(forward=forward, forward_and_two_backward_to_outputs=backward_to_outputs,
-                 plus_per_layer_stats=stats, example_fast_both_update=fast_update,
-                 replica_sum_update=replica_update)
-    out = {name: _median_ms(lambda f=tf.function(fn): f().numpy(), FLAGS.steps)
-           for name, fn in parts.items()}
+    parts = dict(
+        forward=forward,
+        forward_and_two_backward_to_outputs=backward_to_outputs,
+        plus_per_layer_stats=stats,
+        example_fast_both_update=fast_update,
+        replica_sum_update=replica_update,
+    )
+    out = {
+        name: _median_ms(lambda f=tf.function(fn): f().numpy(), FLAGS.steps)
+        for name, fn in parts.items()
+    }
     print("BREAKDOWN " + json.dumps(dict(preset=preset, batch=FLAGS.batch, ms=out)))
 
 
 def check(preset="tiny", batch_size=4):
     """Relative error of the fast (dot, norms) against materialised per-example gradients."""
     import numpy as np
+
     from vatt_gh import per_example, trainer
     from vatt_gh.models import build_vatt
 
@@ -204,13 +246,22 @@ def check(preset="tiny", batch_size=4):
     errors = {}
     for mode in ("ghost", "direct", "auto"):
         got = per_example.per_example_statistics(loss_fn, variables, model.vatt, mode=mode)[:3]
-        errors[mode] = max(float(np.abs(g.numpy() - w).max() / np.abs(w).max())
-                           for g, w in zip(got, want))
+        errors[mode] = max(
+            float(np.abs(g.numpy() - w).max() / np.abs(w).max()) for g, w in zip(got, want)
+        )
     print("CHECK " + json.dumps(dict(preset=preset, batch=batch_size, max_rel_error=errors)))
 
 
-def memory_estimate(preset="medium", batch=8, video_tokens=1568, audio_tokens=1200,
-                    text_tokens=16, narrations=5, drop=0.5, act_bytes=4):
+def memory_estimate(
+    preset="medium",
+    batch=8,
+    video_tokens=1568,
+    audio_tokens=1200,
+    text_tokens=16,
+    narrations=5,
+    drop=0.5,
+    act_bytes=4,
+):
     """Analytic per-core peak memory (GB) of a VATT-MA preset (default: medium at the paper's
     per-core batch and inputs) for the `sum` step and the `example_fast` step.
 
@@ -228,38 +279,67 @@ def memory_estimate(preset="medium", batch=8, video_tokens=1568, audio_tokens=12
     Weights and Adam slots in float32; activations and output gradients in `act_bytes`.
     """
     from vatt_gh.models import get_config
+
     c = get_config(preset)
     d, h, mlp, layers = c.hidden_size, c.num_heads, c.mlp_dim, c.num_layers
-    seqs = [(1, int(video_tokens * (1 - drop)) + 1), (1, int(audio_tokens * (1 - drop)) + 1),
-            (narrations, text_tokens + 1)]                       # (sequences per example, T)
+    seqs = [
+        (1, int(video_tokens * (1 - drop)) + 1),
+        (1, int(audio_tokens * (1 - drop)) + 1),
+        (narrations, text_tokens + 1),
+    ]  # (sequences per example, T)
     tokens = batch * sum(n * t for n, t in seqs)
     per_layer = 4 * d * d + 4 * d + 2 * d * mlp + mlp + d + 4 * d
     patch = math.prod(c.video_patch_size) * 3
-    params = (layers * per_layer + 2 * d
-              + patch * d + d + d * d + d                        # video conv + projection
-              + c.audio_patch_size * d + d + d * d + d           # audio conv + projection
-              + c.vocab_size * c.word_dim + c.word_dim * d + d   # word embedding + projection
-              + (sum(c.video_grid) + c.audio_grid + c.text_grid + 3) * d
-              + d * 512 + 2 * 512 + 512 * 512 + 512 + 512 * 512 + 2 * 512 + 512 * 256 + 256
-              + d * 512 + 512 + d * 256 + 256)                  # FAC head
+    params = (
+        layers * per_layer
+        + 2 * d
+        + patch * d
+        + d
+        + d * d
+        + d  # video conv + projection
+        + c.audio_patch_size * d
+        + d
+        + d * d
+        + d  # audio conv + projection
+        + c.vocab_size * c.word_dim
+        + c.word_dim * d
+        + d  # word embedding + projection
+        + (sum(c.video_grid) + c.audio_grid + c.text_grid + 3) * d
+        + d * 512
+        + 2 * 512
+        + 512 * 512
+        + 512
+        + 512 * 512
+        + 2 * 512
+        + 512 * 256
+        + 256
+        + d * 512
+        + 512
+        + d * 256
+        + 256
+    )  # FAC head
     gb = lambda floats, nbytes=4: floats * nbytes / 2**30
     probs = layers * batch * h * sum(n * t * t for n, t in seqs)
-    per_d = gb(layers * tokens * d, act_bytes)                   # one D per token and layer
+    per_d = gb(layers * tokens * d, act_bytes)  # one D per token and layer
     activations = 17 * per_d + gb(probs, act_bytes)
     kept_inputs, captured = 7 * per_d, 2 * 12 * per_d
     t_all = sum(n * t for n, t in seqs)
-    stat_transient = gb(min(2 * batch * d * mlp, 4 * batch * t_all ** 2))
+    stat_transient = gb(min(2 * batch * d * mlp, 4 * batch * t_all**2))
     weights, adam = gb(params), gb(2 * params)
     rows = {
-        "weights": weights, "adam_slots": adam, "activations": activations,
+        "weights": weights,
+        "adam_slots": adam,
+        "activations": activations,
         "sum_step_gradients_g_va_g_vt_update": gb(3 * params),
         "example_fast_kept_layer_inputs": kept_inputs,
         "example_fast_captured_d_va_d_vt": captured,
-        "example_fast_update": gb(params), "example_fast_stat_transient": stat_transient,
+        "example_fast_update": gb(params),
+        "example_fast_stat_transient": stat_transient,
     }
     rows["total_sum_step"] = weights + adam + activations + gb(3 * params)
-    rows["total_example_fast"] = (weights + adam + max(activations, kept_inputs + captured)
-                                  + gb(params) + stat_transient)
+    rows["total_example_fast"] = (
+        weights + adam + max(activations, kept_inputs + captured) + gb(params) + stat_transient
+    )
     return params, tokens, rows
 
 
@@ -272,43 +352,68 @@ def main(argv):
             return check()
         return worker(FLAGS.worker)
     import numpy as np
+
     extra_lines = []
     for flag, spec, tag in ((FLAGS.check, "check", "CHECK "),) + tuple(
-            (FLAGS.breakdown, f"{p}|breakdown", "BREAKDOWN ") for p in FLAGS.presets):
+        (FLAGS.breakdown, f"{p}|breakdown", "BREAKDOWN ") for p in FLAGS.presets
+    ):
         if not flag:
             continue
-        proc = subprocess.run([sys.executable, __file__, f"--worker={spec}",
-                               f"--batch={FLAGS.batch}", f"--steps={FLAGS.steps}"],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                f"--worker={spec}",
+                f"--batch={FLAGS.batch}",
+                f"--steps={FLAGS.steps}",
+            ],
+            capture_output=True,
+            text=True,
+        )
         line = [l for l in proc.stdout.splitlines() if l.startswith(tag)]
         extra_lines.append(line[-1] if line else f"{spec} failed:\n{proc.stderr[-2000:]}")
         print("  " + extra_lines[-1][:200], file=sys.stderr)
     specs = [f"{p}|{m}" for p in FLAGS.presets for m in FLAGS.methods]
     results = {s: [] for s in specs}
     for r in range(FLAGS.repeats):
-        order = specs[r % len(specs):] + specs[:r % len(specs)]
+        order = specs[r % len(specs) :] + specs[: r % len(specs)]
         for spec in order:
-            cmd = [sys.executable, __file__, f"--worker={spec}", f"--batch={FLAGS.batch}",
-                   f"--steps={FLAGS.steps}"]
+            cmd = [
+                sys.executable,
+                __file__,
+                f"--worker={spec}",
+                f"--batch={FLAGS.batch}",
+                f"--steps={FLAGS.steps}",
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
             if not line:
                 print(f"{spec} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
                 continue
             results[spec].append(json.loads(line[-1][7:]))
-            print(f"  round {r + 1}: {spec:28s} {results[spec][-1]['step_ms']:8.1f} ms",
-                  file=sys.stderr)
+            print(
+                f"  round {r + 1}: {spec:28s} {results[spec][-1]['step_ms']:8.1f} ms",
+                file=sys.stderr,
+            )
 
-    print(f"\nbatch {FLAGS.batch}; inputs (frames, side, audio samples, K, L): "
-          + ", ".join(f"{p} {INPUTS[p]}" for p in FLAGS.presets))
-    print("'sum' = PretrainModel sum at replica granularity (two backward passes): the "
-          "reference of the 'x sum' columns; 'baseline' = VATT's one backward pass.")
-    print("Memory (MB, x sum): 'step' = peak RSS during the steps above the RSS once the step "
-          "is traced (the step's tensors: what device memory would hold); 'with trace' = above "
-          "the RSS of the built model (adds graph building and the optimizer slots); "
-          "'process' = the whole process's peak RSS.")
-    print("\n| preset | method | granularity | ms / step | x baseline | x sum | step MB | x sum "
-          "| with trace MB | x sum | process MB | x sum |")
+    print(
+        f"\nbatch {FLAGS.batch}; inputs (frames, side, audio samples, K, L): "
+        + ", ".join(f"{p} {INPUTS[p]}" for p in FLAGS.presets)
+    )
+    print(
+        "'sum' = PretrainModel sum at replica granularity (two backward passes): the "
+        "reference of the 'x sum' columns; 'baseline' = VATT's one backward pass."
+    )
+    print(
+        "Memory (MB, x sum): 'step' = peak RSS during the steps above the RSS once the step "
+        "is traced (the step's tensors: what device memory would hold); 'with trace' = above "
+        "the RSS of the built model (adds graph building and the optimizer slots); "
+        "'process' = the whole process's peak RSS."
+    )
+    print(
+        "\n| preset | method | granularity | ms / step | x baseline | x sum | step MB | x sum "
+        "| with trace MB | x sum | process MB | x sum |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     med = lambda runs, key: np.median([r[key] for r in runs]) if runs else np.nan
     for preset in FLAGS.presets:
@@ -320,33 +425,46 @@ def main(argv):
             ms = med(runs, "step_ms")
             name, _, gran = method.partition("@")
             gran = "-" if name == "baseline" else (gran or "replica")
-            cells = [f"{ms:.1f}", f"{ms / med(base, 'step_ms'):.2f}",
-                     f"{ms / med(ref, 'step_ms'):.2f}"]
+            cells = [
+                f"{ms:.1f}",
+                f"{ms / med(base, 'step_ms'):.2f}",
+                f"{ms / med(ref, 'step_ms'):.2f}",
+            ]
             for key in ("peak_mb", "with_trace_mb", "rss_mb"):
                 cells += [f"{med(runs, key):.0f}", f"{med(runs, key) / med(ref, key):.2f}"]
             print(f"| {preset} | {name} | {gran} | " + " | ".join(cells) + " |")
     for line in extra_lines:
         print("\n" + line)
-    if "small" in FLAGS.presets and results.get("small|sum") and results.get(
-            "small|both@example_fast"):
+    if (
+        "small" in FLAGS.presets
+        and results.get("small|sum")
+        and results.get("small|both@example_fast")
+    ):
         # The same model at this run's small inputs, against the measured ratio.
         from vatt_gh.models import get_config
+
         config = get_config("small")
         frames, side, samples, k, length = INPUTS["small"]
         t, h, w = config.video_patch_size
         video_tokens = (frames // t) * (side // h) * (side // w)
-        _, _, rows = memory_estimate("small", FLAGS.batch, video_tokens,
-                                     samples // config.audio_patch_size, length, k)
-        measured = (med(results["small|both@example_fast"], "peak_mb")
-                    / med(results["small|sum"], "peak_mb"))
-        print(f"\nmemory model on small at these inputs: example_fast / sum = "
-              f"{rows['total_example_fast'] / rows['total_sum_step']:.2f} predicted, "
-              f"{measured:.2f} measured (step memory)")
+        _, _, rows = memory_estimate(
+            "small", FLAGS.batch, video_tokens, samples // config.audio_patch_size, length, k
+        )
+        measured = med(results["small|both@example_fast"], "peak_mb") / med(
+            results["small|sum"], "peak_mb"
+        )
+        print(
+            f"\nmemory model on small at these inputs: example_fast / sum = "
+            f"{rows['total_example_fast'] / rows['total_sum_step']:.2f} predicted, "
+            f"{measured:.2f} measured (step memory)"
+        )
     for act_bytes, label in ((4, "float32"), (2, "bfloat16")):
         params, tokens, rows = memory_estimate(act_bytes=act_bytes)
-        print(f"\nmedium, per-core batch 8, 1568 video / 1200 audio / 5 x 16 text tokens "
-              f"(DropToken 0.5): {params / 1e6:.0f}M parameters, {tokens} token rows; "
-              f"activations in {label} (weights and optimizer in float32); GB:")
+        print(
+            f"\nmedium, per-core batch 8, 1568 video / 1200 audio / 5 x 16 text tokens "
+            f"(DropToken 0.5): {params / 1e6:.0f}M parameters, {tokens} token rows; "
+            f"activations in {label} (weights and optimizer in float32); GB:"
+        )
         print("| item | GB |\n| --- | --- |")
         for key, value in rows.items():
             print(f"| {key} | {value:.2f} |")

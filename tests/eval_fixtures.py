@@ -5,6 +5,7 @@ subprocess) and writes a separate labelled synthetic set (4 classes, aligned, 2 
 train / test) for probes and fine-tuning. Under pytest-xdist the run is built once, under a file
 lock in the session's shared temporary directory.
 """
+
 import fcntl
 import os
 import subprocess
@@ -15,26 +16,44 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-LABELLED = dict(num_clips=64, num_classes=4, misaligned_fraction=0.0, num_frames=16,
-                frame_size=40, num_shards=2, seed=1, prefix="labelled")
+LABELLED = dict(
+    num_clips=64,
+    num_classes=4,
+    misaligned_fraction=0.0,
+    num_frames=16,
+    frame_size=40,
+    num_shards=2,
+    seed=1,
+    prefix="labelled",
+)
 
 
 def run_tool(args, timeout=300, check=True):
     """Runs `python <args>` from the repository root; returns the CompletedProcess."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    result = subprocess.run([sys.executable] + list(args), cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable] + list(args),
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"{args[0]} failed ({result.returncode}):\n{result.stdout[-3000:]}"
-                             f"\n{result.stderr[-5000:]}")
+        raise AssertionError(
+            f"{args[0]} failed ({result.returncode}):\n{result.stdout[-3000:]}"
+            f"\n{result.stderr[-5000:]}"
+        )
     return result
 
 
 def assert_png(path, min_bytes=2000, min_side=100):
     """A real, non-trivial PNG image: signature, size, decodable with a plausible shape."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.image as mpimg
+
     assert os.path.exists(path), path
     with open(path, "rb") as f:
         assert f.read(8) == PNG_SIGNATURE, f"{path} is not a PNG"
@@ -48,11 +67,21 @@ def assert_png(path, min_bytes=2000, min_side=100):
 
 def _build(root):
     run_dir = os.path.join(root, "run")
-    run_tool(["tools/pretrain.py", "--gin_file=gin/baseline.gin", "--gin_file=gin/demo.gin",
-              "--gin_param=TRAIN_STEPS=4", "--gin_param=GLOBAL_BATCH=8",
-              "--gin_param=SyntheticData.num_clips=32", "--gin_param=pretrain.summary_every=2",
-              "--model_dir=" + run_dir], timeout=600)
+    run_tool(
+        [
+            "tools/pretrain.py",
+            "--gin_file=gin/baseline.gin",
+            "--gin_file=gin/demo.gin",
+            "--gin_param=TRAIN_STEPS=4",
+            "--gin_param=GLOBAL_BATCH=8",
+            "--gin_param=SyntheticData.num_clips=32",
+            "--gin_param=pretrain.summary_every=2",
+            "--model_dir=" + run_dir,
+        ],
+        timeout=600,
+    )
     from vatt_gh.data import synthetic
+
     synthetic.write_synthetic(os.path.join(root, "labelled"), **LABELLED)
     return _build_info(root)
 
@@ -76,10 +105,17 @@ def tiny_run(tmp_path_factory):
 
 def _build_info(root):
     run_dir = os.path.join(root, "run")
-    files = sorted(os.path.join(root, "labelled", f) for f in os.listdir(
-        os.path.join(root, "labelled")) if f.endswith(".tfrecord"))
-    return {"model_dir": run_dir, "pattern": os.path.join(run_dir, "data",
-                                                          "synthetic-*.tfrecord"),
-            "metadata": os.path.join(run_dir, "data", "metadata.json"),
-            "train_pattern": files[0], "test_pattern": files[1],
-            "num_classes": LABELLED["num_classes"], "root": root}
+    files = sorted(
+        os.path.join(root, "labelled", f)
+        for f in os.listdir(os.path.join(root, "labelled"))
+        if f.endswith(".tfrecord")
+    )
+    return {
+        "model_dir": run_dir,
+        "pattern": os.path.join(run_dir, "data", "synthetic-*.tfrecord"),
+        "metadata": os.path.join(run_dir, "data", "metadata.json"),
+        "train_pattern": files[0],
+        "test_pattern": files[1],
+        "num_classes": LABELLED["num_classes"],
+        "root": root,
+    }

@@ -3,6 +3,7 @@
 Each worker feeds its half of a fixed global batch; one SGD(1) step at method `sum`. The
 chief writes the initial and final trainable weights to OUT/{initial,final}.npy.
 """
+
 import json
 import os
 import sys
@@ -12,6 +13,7 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from toy import micro_vatt, random_batch  # noqa: E402
+
 from vatt_gh import trainer  # noqa: E402
 
 B = 8
@@ -19,8 +21,8 @@ B = 8
 
 def main(out_dir):
     strategy = tf.distribute.MultiWorkerMirroredStrategy(
-        communication_options=tf.distribute.experimental.CommunicationOptions(
-            timeout_seconds=120))
+        communication_options=tf.distribute.experimental.CommunicationOptions(timeout_seconds=120)
+    )
     strategy.extended.experimental_enable_get_next_as_optional = False
     tf.keras.utils.set_random_seed(0)
     batch = random_batch(B, seed=7)
@@ -33,8 +35,9 @@ def main(out_dir):
 
     def input_fn(context):  # worker i reads the i-th half
         i = context.input_pipeline_id
-        part = {k: v[i * half:(i + 1) * half] for k, v in batch.items()}
+        part = {k: v[i * half : (i + 1) * half] for k, v in batch.items()}
         return tf.data.Dataset.from_tensors(part).repeat()
+
     iterator = iter(strategy.distribute_datasets_from_function(input_fn))
     logs = model.make_train_function()(iterator)
     final = np.concatenate([v.numpy().ravel() for v in model.vatt.trainable_variables])

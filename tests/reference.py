@@ -1,4 +1,5 @@
 """Independent float64 NumPy references shared by the tests (no vatt_gh code)."""
+
 import numpy as np
 
 RW_VA = (2.5, 0.5)
@@ -32,7 +33,9 @@ def np_update(g_va, g_vt, method, gamma=None, reweight=RW_VA, phi_hat=0.0):
     if method == "gradvac":  # Wang et al. 2021: both modified from the original pair
         if cos >= phi_hat:
             return g_va + g_vt
-        k = (phi_hat * np.sqrt(1 - cos**2) - cos * np.sqrt(1 - phi_hat**2)) / np.sqrt(1 - phi_hat**2)
+        k = (phi_hat * np.sqrt(1 - cos**2) - cos * np.sqrt(1 - phi_hat**2)) / np.sqrt(
+            1 - phi_hat**2
+        )
         new_va = g_va + (g_vt * n_va * k / n_vt if n_vt > 0 else 0.0)
         new_vt = g_vt + (g_va * n_vt * k / n_va if n_va > 0 else 0.0)
         return new_va + new_vt
@@ -41,5 +44,9 @@ def np_update(g_va, g_vt, method, gamma=None, reweight=RW_VA, phi_hat=0.0):
 
 def flat_grads(grads, shapes):
     """Concatenate gradients (None -> zeros of the shape) into one float64 vector."""
-    return np.concatenate([np.zeros(int(np.prod(s))) if g is None
-                           else np.asarray(g, np.float64).ravel() for g, s in zip(grads, shapes)])
+    return np.concatenate(
+        [
+            np.zeros(int(np.prod(s))) if g is None else np.asarray(g, np.float64).ravel()
+            for g, s in zip(grads, shapes)
+        ]
+    )

@@ -1,5 +1,6 @@
 """Pre-training / evaluation pipelines: time alignment, narrations, masks, mixtures, sharding,
 determinism. Records are tiny (8 x 8 frames) and written here with the schema writer."""
+
 import os
 
 import numpy as np
@@ -14,172 +15,230 @@ SR = schema.SAMPLE_RATE
 
 
 def _gray_jpeg(value, size=8):
-  return tf.io.encode_jpeg(np.full((size, size, 3), value, np.uint8), quality=100).numpy()
+    return tf.io.encode_jpeg(np.full((size, size, 3), value, np.uint8), quality=100).numpy()
 
 
 def _clip(clip_id, num_frames, fps, label, captions=(), audio=True):
-  """Frame i is gray level 20 + 10 i; the audio is a ramp: sample j holds j / 48000 (its time)."""
-  frames = [_gray_jpeg(20 + 10 * i) for i in range(num_frames)]
-  wave = np.arange(int(num_frames / fps * SR), dtype=np.float64) / SR if audio else None
-  return schema.make_sequence_example(clip_id, frames, wave, list(captions), [label],
-                                      audio_chunk=int(SR / fps))
+    """Frame i is gray level 20 + 10 i; the audio is a ramp: sample j holds j / 48000 (its time)."""
+    frames = [_gray_jpeg(20 + 10 * i) for i in range(num_frames)]
+    wave = np.arange(int(num_frames / fps * SR), dtype=np.float64) / SR if audio else None
+    return schema.make_sequence_example(
+        clip_id, frames, wave, list(captions), [label], audio_chunk=int(SR / fps)
+    )
 
 
 def _write(path, examples):
-  schema.write_records(str(path), examples)
-  return str(path)
+    schema.write_records(str(path), examples)
+    return str(path)
 
 
 @pytest.fixture(scope="module")
 def vocab(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("vocab") / "vocab.txt")
-  text_lib.write_word_vocab(path, [f"w{i}" for i in range(10)])    # w<i> has id i + 2
-  return path
+    path = str(tmp_path_factory.mktemp("vocab") / "vocab.txt")
+    text_lib.write_word_vocab(path, [f"w{i}" for i in range(10)])  # w<i> has id i + 2
+    return path
 
 
 def _config(pattern, vocab, **kw):
-  source = P.SourceConfig(pattern, fps=kw.pop("fps", 10.0), stride=kw.pop("stride", 1))
-  defaults = dict(sources=(source,), num_frames=4, crop_size=8, min_resize=8, brightness=0.0,
-                  contrast=0.0, saturation=0.0, flip=False, num_captions=3, max_tokens=4,
-                  vocab_path=vocab, shuffle_buffer=8, cycle_length=2)
-  defaults.update(kw)
-  return P.PretrainConfig(**defaults)
+    source = P.SourceConfig(pattern, fps=kw.pop("fps", 10.0), stride=kw.pop("stride", 1))
+    defaults = dict(
+        sources=(source,),
+        num_frames=4,
+        crop_size=8,
+        min_resize=8,
+        brightness=0.0,
+        contrast=0.0,
+        saturation=0.0,
+        flip=False,
+        num_captions=3,
+        max_tokens=4,
+        vocab_path=vocab,
+        shuffle_buffer=8,
+        cycle_length=2,
+    )
+    defaults.update(kw)
+    return P.PretrainConfig(**defaults)
 
 
 def _frame_index(video):
-  """(T, H, W, 3) in [-1, 1] -> stored-frame index per frame, from the gray level."""
-  gray = ((video.mean(axis=(1, 2, 3)) + 1.0) / 2.0 * 255.0)
-  return np.round((gray - 20.0) / 10.0).astype(int)
+    """(T, H, W, 3) in [-1, 1] -> stored-frame index per frame, from the gray level."""
+    gray = (video.mean(axis=(1, 2, 3)) + 1.0) / 2.0 * 255.0
+    return np.round((gray - 20.0) / 10.0).astype(int)
 
 
 @pytest.mark.parametrize("fps,stride", [(10.0, 1), (25.0, 2)])
 def test_audio_window_matches_frames_time_span(tmp_path, vocab, fps, stride):
-  path = _write(tmp_path / "a.tfrecord", [_clip(f"c{i}", 20, fps, i) for i in range(4)])
-  cfg = _config(path, vocab, fps=fps, stride=stride)
-  batch = next(iter(P.pretrain_dataset(cfg, 4)))
-  samples = P.audio_samples_for(4, stride, fps, SR)
-  assert batch["audio"].shape == (4, samples) == (4, int(4 * stride / fps * SR))
-  video, audio = batch["video"].numpy(), batch["audio"].numpy()
-  offsets = set()
-  for b in range(4):
-    idx = _frame_index(video[b])
-    np.testing.assert_array_equal(np.diff(idx), [stride] * 3)
-    assert 0 <= idx[0] <= 20 - 4 * stride
-    offsets.add(idx[0])
-    # The ramp's value is time: the window starts at frame idx[0]'s time and lasts T*stride/fps.
-    np.testing.assert_allclose(audio[b, 0], idx[0] / fps, atol=1e-6)
-    np.testing.assert_allclose(audio[b, -1], (idx[0] + 4 * stride) / fps - 1 / SR, atol=1e-6)
-  assert len(offsets) > 1                       # random offsets, not always the same window
+    path = _write(tmp_path / "a.tfrecord", [_clip(f"c{i}", 20, fps, i) for i in range(4)])
+    cfg = _config(path, vocab, fps=fps, stride=stride)
+    batch = next(iter(P.pretrain_dataset(cfg, 4)))
+    samples = P.audio_samples_for(4, stride, fps, SR)
+    assert batch["audio"].shape == (4, samples) == (4, int(4 * stride / fps * SR))
+    video, audio = batch["video"].numpy(), batch["audio"].numpy()
+    offsets = set()
+    for b in range(4):
+        idx = _frame_index(video[b])
+        np.testing.assert_array_equal(np.diff(idx), [stride] * 3)
+        assert 0 <= idx[0] <= 20 - 4 * stride
+        offsets.add(idx[0])
+        # The ramp's value is time: the window starts at frame idx[0]'s time and lasts T*stride/fps.
+        np.testing.assert_allclose(audio[b, 0], idx[0] / fps, atol=1e-6)
+        np.testing.assert_allclose(audio[b, -1], (idx[0] + 4 * stride) / fps - 1 / SR, atol=1e-6)
+    assert len(offsets) > 1  # random offsets, not always the same window
 
 
 def test_output_contract_text_windows_and_masks(tmp_path, vocab):
-  examples = [
-      _clip("five", 6, 10.0, 1, captions=[f"w{i} W{i}" for i in range(5)]),  # K = 3 of 5
-      _clip("two", 6, 10.0, 2, captions=["w7", "w8 w9 w1 w2 w3"]),         # padded, truncated
-      _clip("none", 6, 10.0, 3, captions=[], audio=False),                 # no text, no audio
-  ]
-  path = _write(tmp_path / "t.tfrecord", examples)
-  cfg = _config(path, vocab, repeat=False)
-  batch = next(iter(P.pretrain_dataset(cfg, 3)))
-  expected = {"video": ((3, 4, 8, 8, 3), tf.float32), "audio": ((3, 4 * 4800), tf.float32),
-              "text": ((3, 3, 4), tf.int32), "audio_mask": ((3,), tf.float32),
-              "text_mask": ((3, 3), tf.float32), "label": ((3,), tf.int32),
-              "aligned_va": ((3,), tf.float32), "aligned_vt": ((3,), tf.float32)}
-  assert {k: (tuple(v.shape), v.dtype) for k, v in batch.items()} == expected
-  rows = {int(l): b for b, l in enumerate(batch["label"].numpy())}
-  text, mask = batch["text"].numpy(), batch["text_mask"].numpy()
-  first = text[rows[1], 0, 0] - 2
-  np.testing.assert_array_equal(text[rows[1]], [[i + 2, i + 2, 0, 0] for i in
-                                                range(first, first + 3)])
-  np.testing.assert_array_equal(mask[rows[1]], [1, 1, 1])
-  np.testing.assert_array_equal(text[rows[2]], [[9, 0, 0, 0], [10, 11, 3, 4], [0, 0, 0, 0]])
-  np.testing.assert_array_equal(mask[rows[2]], [1, 1, 0])
-  np.testing.assert_array_equal(text[rows[3]], np.zeros((3, 4)))
-  np.testing.assert_array_equal(mask[rows[3]], [0, 0, 0])
-  np.testing.assert_array_equal(batch["audio_mask"].numpy()[[rows[1], rows[2], rows[3]]],
-                                [1, 1, 0])
-  assert not batch["audio"].numpy()[rows[3]].any()
-  np.testing.assert_array_equal(batch["aligned_va"].numpy(), [1, 1, 1])
-  assert batch["video"].numpy().min() >= -1.0 and batch["video"].numpy().max() <= 1.0
+    examples = [
+        _clip("five", 6, 10.0, 1, captions=[f"w{i} W{i}" for i in range(5)]),  # K = 3 of 5
+        _clip("two", 6, 10.0, 2, captions=["w7", "w8 w9 w1 w2 w3"]),  # padded, truncated
+        _clip("none", 6, 10.0, 3, captions=[], audio=False),  # no text, no audio
+    ]
+    path = _write(tmp_path / "t.tfrecord", examples)
+    cfg = _config(path, vocab, repeat=False)
+    batch = next(iter(P.pretrain_dataset(cfg, 3)))
+    expected = {
+        "video": ((3, 4, 8, 8, 3), tf.float32),
+        "audio": ((3, 4 * 4800), tf.float32),
+        "text": ((3, 3, 4), tf.int32),
+        "audio_mask": ((3,), tf.float32),
+        "text_mask": ((3, 3), tf.float32),
+        "label": ((3,), tf.int32),
+        "aligned_va": ((3,), tf.float32),
+        "aligned_vt": ((3,), tf.float32),
+    }
+    assert {k: (tuple(v.shape), v.dtype) for k, v in batch.items()} == expected
+    rows = {int(l): b for b, l in enumerate(batch["label"].numpy())}
+    text, mask = batch["text"].numpy(), batch["text_mask"].numpy()
+    first = text[rows[1], 0, 0] - 2
+    np.testing.assert_array_equal(
+        text[rows[1]], [[i + 2, i + 2, 0, 0] for i in range(first, first + 3)]
+    )
+    np.testing.assert_array_equal(mask[rows[1]], [1, 1, 1])
+    np.testing.assert_array_equal(text[rows[2]], [[9, 0, 0, 0], [10, 11, 3, 4], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(mask[rows[2]], [1, 1, 0])
+    np.testing.assert_array_equal(text[rows[3]], np.zeros((3, 4)))
+    np.testing.assert_array_equal(mask[rows[3]], [0, 0, 0])
+    np.testing.assert_array_equal(
+        batch["audio_mask"].numpy()[[rows[1], rows[2], rows[3]]], [1, 1, 0]
+    )
+    assert not batch["audio"].numpy()[rows[3]].any()
+    np.testing.assert_array_equal(batch["aligned_va"].numpy(), [1, 1, 1])
+    assert batch["video"].numpy().min() >= -1.0 and batch["video"].numpy().max() <= 1.0
 
 
 def test_same_seed_same_batches_other_seed_differs(tmp_path, vocab):
-  files = [_write(tmp_path / f"s{k}.tfrecord",
-                  [_clip(f"c{k}_{i}", 12, 10.0, 10 * k + i, [f"w{j}" for j in range(6)])
-                   for i in range(6)]) for k in range(2)]
-  pattern = os.path.join(tmp_path, "s*.tfrecord")
-  del files
+    files = [
+        _write(
+            tmp_path / f"s{k}.tfrecord",
+            [
+                _clip(f"c{k}_{i}", 12, 10.0, 10 * k + i, [f"w{j}" for j in range(6)])
+                for i in range(6)
+            ],
+        )
+        for k in range(2)
+    ]
+    pattern = os.path.join(tmp_path, "s*.tfrecord")
+    del files
 
-  def take(seed):
-    cfg = _config(pattern, vocab, seed=seed, brightness=0.1, contrast=0.3, saturation=0.3,
-                  flip=True, scale_jitter=(0.8, 1.2))
-    return [{k: v.numpy() for k, v in b.items()} for b in P.pretrain_dataset(cfg, 4).take(4)]
+    def take(seed):
+        cfg = _config(
+            pattern,
+            vocab,
+            seed=seed,
+            brightness=0.1,
+            contrast=0.3,
+            saturation=0.3,
+            flip=True,
+            scale_jitter=(0.8, 1.2),
+        )
+        return [{k: v.numpy() for k, v in b.items()} for b in P.pretrain_dataset(cfg, 4).take(4)]
 
-  a, b, c = take(1), take(1), take(2)
-  for x, y in zip(a, b):
-    for key in x:
-      np.testing.assert_array_equal(x[key], y[key])
-  assert any(not np.array_equal(x["label"], z["label"]) or
-             not np.array_equal(x["video"], z["video"]) for x, z in zip(a, c))
+    a, b, c = take(1), take(1), take(2)
+    for x, y in zip(a, b):
+        for key in x:
+            np.testing.assert_array_equal(x[key], y[key])
+    assert any(
+        not np.array_equal(x["label"], z["label"]) or not np.array_equal(x["video"], z["video"])
+        for x, z in zip(a, c)
+    )
 
 
 def test_mixture_proportions_and_per_source_fps(tmp_path, vocab):
-  a = _write(tmp_path / "a.tfrecord", [_clip(f"a{i}", 8, 10.0, 0) for i in range(4)])
-  b = _write(tmp_path / "b.tfrecord", [_clip(f"b{i}", 16, 20.0, 1) for i in range(4)])
-  cfg = _config(a, vocab, sources=(P.SourceConfig(a, fps=10.0, stride=1, weight=3.0),
-                                   P.SourceConfig(b, fps=20.0, stride=2, weight=1.0)),
-                num_captions=1)
-  labels = np.concatenate([x["label"].numpy() for x in P.pretrain_dataset(cfg, 50).take(8)])
-  assert abs((labels == 1).mean() - 0.25) < 0.07           # 400 draws: sd 0.022
-  mismatched = _config(a, vocab, sources=(P.SourceConfig(a, fps=10.0),
-                                          P.SourceConfig(b, fps=20.0)))
-  with pytest.raises(ValueError, match="different time windows"):
-    P.pretrain_dataset(mismatched, 2)
+    a = _write(tmp_path / "a.tfrecord", [_clip(f"a{i}", 8, 10.0, 0) for i in range(4)])
+    b = _write(tmp_path / "b.tfrecord", [_clip(f"b{i}", 16, 20.0, 1) for i in range(4)])
+    cfg = _config(
+        a,
+        vocab,
+        sources=(
+            P.SourceConfig(a, fps=10.0, stride=1, weight=3.0),
+            P.SourceConfig(b, fps=20.0, stride=2, weight=1.0),
+        ),
+        num_captions=1,
+    )
+    labels = np.concatenate([x["label"].numpy() for x in P.pretrain_dataset(cfg, 50).take(8)])
+    assert abs((labels == 1).mean() - 0.25) < 0.07  # 400 draws: sd 0.022
+    mismatched = _config(
+        a, vocab, sources=(P.SourceConfig(a, fps=10.0), P.SourceConfig(b, fps=20.0))
+    )
+    with pytest.raises(ValueError, match="different time windows"):
+        P.pretrain_dataset(mismatched, 2)
 
 
 def test_input_fn_shards_files_per_pipeline_and_batches_per_replica(tmp_path, vocab):
-  for k in range(4):
-    _write(tmp_path / f"h{k}.tfrecord", [_clip(f"h{k}_{i}", 6, 10.0, k) for i in range(3)])
-  cfg = _config(os.path.join(tmp_path, "h*.tfrecord"), vocab, num_captions=1)
-  input_fn = P.make_pretrain_input_fn(cfg, global_batch_size=8)
-  seen = []
-  for pid in range(2):
-    ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pid,
-                                     num_replicas_in_sync=4)
-    batch = next(iter(input_fn(ctx)))
-    assert batch["video"].shape[0] == 2                      # 8 / 4 replicas
-    seen.append(set(np.concatenate([b["label"].numpy() for b in input_fn(ctx).take(4)])))
-  assert seen == [{0, 2}, {1, 3}]                            # files[pid::2], sorted names
+    for k in range(4):
+        _write(tmp_path / f"h{k}.tfrecord", [_clip(f"h{k}_{i}", 6, 10.0, k) for i in range(3)])
+    cfg = _config(os.path.join(tmp_path, "h*.tfrecord"), vocab, num_captions=1)
+    input_fn = P.make_pretrain_input_fn(cfg, global_batch_size=8)
+    seen = []
+    for pid in range(2):
+        ctx = tf.distribute.InputContext(
+            num_input_pipelines=2, input_pipeline_id=pid, num_replicas_in_sync=4
+        )
+        batch = next(iter(input_fn(ctx)))
+        assert batch["video"].shape[0] == 2  # 8 / 4 replicas
+        seen.append(set(np.concatenate([b["label"].numpy() for b in input_fn(ctx).take(4)])))
+    assert seen == [{0, 2}, {1, 3}]  # files[pid::2], sorted names
 
 
 def test_missing_pattern_is_named(vocab):
-  with pytest.raises(FileNotFoundError, match="/nowhere/x-"):
-    P.pretrain_dataset(_config("/nowhere/x-*", vocab), 2)
+    with pytest.raises(FileNotFoundError, match="/nowhere/x-"):
+        P.pretrain_dataset(_config("/nowhere/x-*", vocab), 2)
 
 
 def test_eval_windows_central_caption_and_clip_ids(tmp_path, vocab):
-  examples = [_clip(f"e{i}", 20, 10.0, i, captions=["w1", "w2", "w3", "w4", "w5"])
-              for i in range(3)]
-  path = _write(tmp_path / "e.tfrecord", examples)
-  cfg = P.EvalConfig(file_pattern=path, num_frames=4, stride=2, num_windows=3, crop_size=8,
-                     min_resize=8, num_captions=1, max_tokens=2, vocab_path=vocab)
-  batches = list(P.eval_dataset(cfg, 2))
-  assert [b["video"].shape[0] for b in batches] == [2, 1]   # nothing dropped
-  b = batches[0]
-  assert b["video"].shape == (2, 3, 4, 8, 8, 3) and b["audio"].shape == (2, 3, 4 * 2 * 4800)
-  assert b["clip_id"].numpy().tolist() == [b"e0", b"e1"]
-  for w, start in enumerate([0, 6, 12]):                     # evenly spaced in [0, 20 - 8]
-    np.testing.assert_array_equal(_frame_index(b["video"].numpy()[0, w]),
-                                  [start, start + 2, start + 4, start + 6])
-    np.testing.assert_allclose(b["audio"].numpy()[0, w, 0], start / 10.0, atol=1e-6)
-  np.testing.assert_array_equal(b["text"].numpy()[0], [[5, 0]])   # central narration "w3"
-  np.testing.assert_array_equal(b["label"].numpy(), [0, 1])
+    examples = [
+        _clip(f"e{i}", 20, 10.0, i, captions=["w1", "w2", "w3", "w4", "w5"]) for i in range(3)
+    ]
+    path = _write(tmp_path / "e.tfrecord", examples)
+    cfg = P.EvalConfig(
+        file_pattern=path,
+        num_frames=4,
+        stride=2,
+        num_windows=3,
+        crop_size=8,
+        min_resize=8,
+        num_captions=1,
+        max_tokens=2,
+        vocab_path=vocab,
+    )
+    batches = list(P.eval_dataset(cfg, 2))
+    assert [b["video"].shape[0] for b in batches] == [2, 1]  # nothing dropped
+    b = batches[0]
+    assert b["video"].shape == (2, 3, 4, 8, 8, 3) and b["audio"].shape == (2, 3, 4 * 2 * 4800)
+    assert b["clip_id"].numpy().tolist() == [b"e0", b"e1"]
+    for w, start in enumerate([0, 6, 12]):  # evenly spaced in [0, 20 - 8]
+        np.testing.assert_array_equal(
+            _frame_index(b["video"].numpy()[0, w]), [start, start + 2, start + 4, start + 6]
+        )
+        np.testing.assert_allclose(b["audio"].numpy()[0, w, 0], start / 10.0, atol=1e-6)
+    np.testing.assert_array_equal(b["text"].numpy()[0], [[5, 0]])  # central narration "w3"
+    np.testing.assert_array_equal(b["label"].numpy(), [0, 1])
 
 
 def test_gin_reaches_every_setting():
-  import gin
-  gin.clear_config()
-  gin.parse_config("""
+    import gin
+
+    gin.clear_config()
+    gin.parse_config("""
       howto/SourceConfig.file_pattern = 'x-*'
       howto/SourceConfig.fps = 25.0
       howto/SourceConfig.stride = 2
@@ -187,9 +246,9 @@ def test_gin_reaches_every_setting():
       PretrainConfig.num_frames = 8
       PretrainConfig.on_error = 'skip'
   """)
-  try:
-    cfg = P.PretrainConfig()
-    assert cfg.num_frames == 8 and cfg.on_error == "skip"
-    assert cfg.sources == (P.SourceConfig("x-*", fps=25.0, stride=2),)
-  finally:
-    gin.clear_config()
+    try:
+        cfg = P.PretrainConfig()
+        assert cfg.num_frames == 8 and cfg.on_error == "skip"
+        assert cfg.sources == (P.SourceConfig("x-*", fps=25.0, stride=2),)
+    finally:
+        gin.clear_config()

@@ -1,6 +1,7 @@
 """Evaluation maths against hand-computed values: retrieval ranks (ties), top-k, linear probe,
 histogram percentiles, extreme selection, AUC, summaries, and the cosine / clip-id matching of
 the conflict inspection (with a fake model). No checkpoint needed."""
+
 import json
 import os
 
@@ -8,34 +9,49 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vatt_gh.evaluation import (accuracy, conflicts, features, finetune, histories, probe,
-                                retrieval, summaries)
+from vatt_gh.evaluation import (
+    accuracy,
+    conflicts,
+    features,
+    finetune,
+    histories,
+    probe,
+    retrieval,
+    summaries,
+)
 
 
 # ------------------------------------------------------------------------------ retrieval
 def test_pessimistic_ranks_hand_computed_with_ties():
-    scores = np.array([[0.9, 0.1, 0.9, 0.0],    # tie with column 2 -> rank 2
-                       [0.5, 0.4, 0.3, 0.6],    # two higher -> rank 3
-                       [0.1, 0.2, 0.3, 0.0],    # best -> rank 1
-                       [0.7, 0.7, 0.7, 0.7]])   # all tied -> last, rank 4
+    scores = np.array(
+        [
+            [0.9, 0.1, 0.9, 0.0],  # tie with column 2 -> rank 2
+            [0.5, 0.4, 0.3, 0.6],  # two higher -> rank 3
+            [0.1, 0.2, 0.3, 0.0],  # best -> rank 1
+            [0.7, 0.7, 0.7, 0.7],
+        ]
+    )  # all tied -> last, rank 4
     np.testing.assert_array_equal(retrieval.pessimistic_ranks(scores), [2, 3, 1, 4])
     np.testing.assert_array_equal(retrieval.pessimistic_ranks(scores.T), [1, 2, 4, 1])
     metrics = retrieval.recall_metrics([2, 3, 1, 4], recall_at=(1, 2, 5))
-    assert metrics == {"R@1": 25.0, "R@2": 50.0, "R@5": 100.0, "median_rank": 2.5,
-                       "mean_rank": 2.5}
+    assert metrics == {"R@1": 25.0, "R@2": 50.0, "R@5": 100.0, "median_rank": 2.5, "mean_rank": 2.5}
 
 
 def test_retrieval_metrics_from_embeddings():
-    video = np.eye(3)                                          # clips 0, 1, 2
-    text = np.array([[2.0, 0, 0],                              # = video 0: rank 1
-                     [1.0, 0, 0],                              # scores 0 with its video: rank 3
-                     [0.0, 3, 3]])                             # ties videos 1 and 2: rank 2
+    video = np.eye(3)  # clips 0, 1, 2
+    text = np.array(
+        [
+            [2.0, 0, 0],  # = video 0: rank 1
+            [1.0, 0, 0],  # scores 0 with its video: rank 3
+            [0.0, 3, 3],
+        ]
+    )  # ties videos 1 and 2: rank 2
     m = retrieval.retrieval_metrics(video, text)
     assert m["num_clips"] == 3
     assert m["t2v/R@1"] == pytest.approx(100 / 3)
     assert m["t2v/R@5"] == 100.0
     assert m["t2v/median_rank"] == 2.0
-    assert m["t2v/mean_rank"] == pytest.approx(2.0)                # ranks 1, 3, 2
+    assert m["t2v/mean_rank"] == pytest.approx(2.0)  # ranks 1, 3, 2
     # video -> text: video 0 ties texts 0 and 1 (rank 2); video 1 scores 0 against all (rank 3)
     assert m["v2t/R@1"] == pytest.approx(100 / 3)
     assert m["v2t/median_rank"] == 2.0
@@ -54,9 +70,13 @@ def test_retrieval_rejects_mismatched_shapes():
 
 # ------------------------------------------------------------------------------ accuracy
 def test_topk_accuracy_ties_count_against_the_label():
-    scores = np.array([[0.5, 0.5, 0.0],           # label 0 tied with class 1 -> rank 2
-                       [0.1, 0.8, 0.1],           # label 1 best -> rank 1
-                       [0.3, 0.3, 0.4]])          # label 0: class 2 above, class 1 tied -> 3
+    scores = np.array(
+        [
+            [0.5, 0.5, 0.0],  # label 0 tied with class 1 -> rank 2
+            [0.1, 0.8, 0.1],  # label 1 best -> rank 1
+            [0.3, 0.3, 0.4],
+        ]
+    )  # label 0: class 2 above, class 1 tied -> 3
     labels = np.array([0, 1, 0])
     np.testing.assert_array_equal(accuracy.label_ranks(scores, labels), [2, 1, 3])
     out = accuracy.topk_accuracy(scores, labels, top_k=(1, 2, 5))
@@ -85,7 +105,7 @@ def test_probe_separable_features_and_shuffled_labels():
     good = probe.linear_probe_metrics(train_x, train_y, test_x, test_y)
     assert good["top1"] >= 95.0 and good["top5"] == 100.0 and good["chance"] == 20.0
     shuffled = probe.linear_probe_metrics(train_x, rng.permutation(train_y), test_x, test_y)
-    assert shuffled["top1"] < 40.0, shuffled      # chance is 20% (200 test clips)
+    assert shuffled["top1"] < 40.0, shuffled  # chance is 20% (200 test clips)
 
 
 def test_probe_classes_missing_from_training_get_zero_probability():
@@ -102,9 +122,9 @@ def test_probe_classes_missing_from_training_get_zero_probability():
 
 # ------------------------------------------------------------------------------ features
 def test_window_and_caption_averaging():
-    windows = np.array([[[3.0, 0.0], [0.0, 0.5]]])             # (1, 2 windows, 2)
-    np.testing.assert_allclose(features.clip_embeddings(windows), [[2 ** -0.5, 2 ** -0.5]])
-    captions = np.array([[[0.0, 2.0], [5.0, 0.0]]])             # second caption is padding
+    windows = np.array([[[3.0, 0.0], [0.0, 0.5]]])  # (1, 2 windows, 2)
+    np.testing.assert_allclose(features.clip_embeddings(windows), [[2**-0.5, 2**-0.5]])
+    captions = np.array([[[0.0, 2.0], [5.0, 0.0]]])  # second caption is padding
     np.testing.assert_allclose(features.text_embeddings(captions, [[1.0, 0.0]]), [[0.0, 1.0]])
 
 
@@ -128,9 +148,8 @@ def test_histogram_percentiles_match_samples():
     buckets = np.stack([edges[:-1], edges[1:], counts], axis=1)
     got = histories.histogram_percentiles(buckets, (5, 25, 50, 75, 95))
     np.testing.assert_allclose(got, np.percentile(samples, [5, 25, 50, 75, 95]), atol=0.04)
-    assert histories.fraction_below(buckets, 0.0) == pytest.approx(np.mean(samples < 0),
-                                                                    abs=0.01)
-    point = np.array([[0.3, 0.3, 1.0], [0.3, 0.3, 0.0]])          # one value (one replica)
+    assert histories.fraction_below(buckets, 0.0) == pytest.approx(np.mean(samples < 0), abs=0.01)
+    point = np.array([[0.3, 0.3, 1.0], [0.3, 0.3, 0.0]])  # one value (one replica)
     np.testing.assert_allclose(histories.histogram_percentiles(point, (5, 50, 95)), [0.3] * 3)
     assert histories.fraction_below(point, 0.0) == 0.0
     assert histories.fraction_below(np.array([[-0.5, 0.5, 4.0]]), 0.0) == 0.5
@@ -141,7 +160,7 @@ def test_read_histograms_from_event_files(tmp_path):
     with writer.as_default():
         tf.summary.histogram(histories.TAG, [0.5] * 10, step=20)
         tf.summary.histogram(histories.TAG, np.linspace(-1, 0, 101), step=10)
-        tf.summary.histogram(histories.TAG, [-0.2] * 4, step=20)    # a resumed run: last wins
+        tf.summary.histogram(histories.TAG, [-0.2] * 4, step=20)  # a resumed run: last wins
         tf.summary.scalar("train/loss", 1.0, step=10)
     writer.close()
     h = histories.read_histograms(str(tmp_path))
@@ -162,7 +181,7 @@ def test_select_extremes_and_auc():
     top, bottom = conflicts.select_extremes(cos, 0.2)
     np.testing.assert_array_equal(top, [9, 2])
     np.testing.assert_array_equal(bottom, [4, 1])
-    top, bottom = conflicts.select_extremes(cos, 0.01)            # at least one each
+    top, bottom = conflicts.select_extremes(cos, 0.01)  # at least one each
     assert list(top) == [9] and list(bottom) == [4]
     # aligned {0.3, 0.1} vs misaligned {0.2, 0.0}: 3 of 4 pairs ordered -> 0.75
     auc = conflicts.alignment_auc([0.3, 0.1, 0.2, 0.0], [1, 1, 0, 1], [1, 1, 1, 0])
@@ -179,23 +198,41 @@ class _FakeModel:
 
     def gradient_stats(self, data, granularity):
         self.granularities.add(granularity)
-        assert data["video"].shape[0] == self.batch_size       # static, always full
+        assert data["video"].shape[0] == self.batch_size  # static, always full
         assert data["video"].shape.rank == 5 and data["text"].shape.rank == 3
         mean = tf.reduce_mean(data["video"], axis=[1, 2, 3, 4])
-        return {"cosine": mean, "dot": 2 * mean, "norm_va": data["audio_mask"],
-                "norm_vt": tf.reduce_sum(data["text_mask"], axis=1)}
+        return {
+            "cosine": mean,
+            "dot": 2 * mean,
+            "norm_va": data["audio_mask"],
+            "norm_vt": tf.reduce_sum(data["text_mask"], axis=1),
+        }
 
 
 def test_triplet_cosines_stay_with_their_clips(tmp_path):
     from vatt_gh.data import pipeline, synthetic
-    made = synthetic.write_synthetic(str(tmp_path), num_clips=11, num_classes=3,
-                                     misaligned_fraction=0.5, num_frames=8, frame_size=40,
-                                     num_shards=2)
-    config = pipeline.EvalConfig(file_pattern=made["file_pattern"], vocab_path=made["vocab_path"],
-                                 num_frames=8, num_windows=1, crop_size=32, min_resize=40,
-                                 num_captions=2, max_tokens=8)
+
+    made = synthetic.write_synthetic(
+        str(tmp_path),
+        num_clips=11,
+        num_classes=3,
+        misaligned_fraction=0.5,
+        num_frames=8,
+        frame_size=40,
+        num_shards=2,
+    )
+    config = pipeline.EvalConfig(
+        file_pattern=made["file_pattern"],
+        vocab_path=made["vocab_path"],
+        num_frames=8,
+        num_windows=1,
+        crop_size=32,
+        min_resize=40,
+        num_captions=2,
+        max_tokens=8,
+    )
     model = _FakeModel(batch_size=4)
-    rows = conflicts.triplet_cosines(model, config, batch_size=4)   # 4 + 4 + 3 (filled up)
+    rows = conflicts.triplet_cosines(model, config, batch_size=4)  # 4 + 4 + 3 (filled up)
     assert model.granularities == {"example"}
     truth = {c["clip_id"]: c for c in made["clips"]}
     assert sorted(rows["clip_id"]) == sorted(truth)
@@ -221,15 +258,27 @@ def test_triplet_cosines_stay_with_their_clips(tmp_path):
 
 
 def test_html_names_every_selected_clip(tmp_path):
-    rows = {"clip_id": np.array(["a<1>", "b", "c"]), "cosine": np.array([0.5, -0.2, 0.1]),
-            "aligned_va": np.array([1, 0, 1]), "aligned_vt": np.array([1, 1, 1]),
-            "label": np.array([0, 1, 2])}
+    rows = {
+        "clip_id": np.array(["a<1>", "b", "c"]),
+        "cosine": np.array([0.5, -0.2, 0.1]),
+        "aligned_va": np.array([1, 0, 1]),
+        "aligned_vt": np.array([1, 1, 1]),
+        "label": np.array([0, 1, 2]),
+    }
     jpeg = tf.io.encode_jpeg(tf.zeros([4, 4, 3], tf.uint8)).numpy()
-    clips = {"a<1>": {"frames": [jpeg, jpeg], "captions": ["hello there"]},
-             "b": {"frames": [jpeg], "captions": ["x & y"]}}
-    path = conflicts.write_html(str(tmp_path / "p.html"), rows,
-                                {"top": np.array([0]), "bottom": np.array([1])}, clips,
-                                "t", synthetic=True, auc=0.75)
+    clips = {
+        "a<1>": {"frames": [jpeg, jpeg], "captions": ["hello there"]},
+        "b": {"frames": [jpeg], "captions": ["x & y"]},
+    }
+    path = conflicts.write_html(
+        str(tmp_path / "p.html"),
+        rows,
+        {"top": np.array([0]), "bottom": np.array([1])},
+        clips,
+        "t",
+        synthetic=True,
+        auc=0.75,
+    )
     page = open(path).read()
     assert "a&lt;1&gt;" in page and "<code>b</code>" in page and "<code>c</code>" not in page
     assert page.count("<img ") == 3 and "x &amp; y" in page and "0.750" in page
@@ -238,17 +287,24 @@ def test_html_names_every_selected_clip(tmp_path):
 
 # ------------------------------------------------------------------------------ summaries
 def test_json_and_tensorboard_scalars(tmp_path):
-    metrics = {"youcook2": {"t2v/R@1": np.float32(12.5), "num_clips": np.int64(8),
-                            "bad": float("nan")}, "probe": {"video": {"top1": 50.0}}}
+    metrics = {
+        "youcook2": {"t2v/R@1": np.float32(12.5), "num_clips": np.int64(8), "bad": float("nan")},
+        "probe": {"video": {"top1": 50.0}},
+    }
     path = summaries.write_json(str(tmp_path / "m" / "metrics.json"), metrics)
     loaded = json.load(open(path))
-    assert loaded == {"youcook2": {"t2v/R@1": 12.5, "num_clips": 8, "bad": None},
-                      "probe": {"video": {"top1": 50.0}}}
+    assert loaded == {
+        "youcook2": {"t2v/R@1": 12.5, "num_clips": 8, "bad": None},
+        "probe": {"video": {"top1": 50.0}},
+    }
     summaries.write_scalars(str(tmp_path / "eval"), 7, metrics)
     seen = {}
     for name in os.listdir(tmp_path / "eval"):
         for event in tf.compat.v1.train.summary_iterator(str(tmp_path / "eval" / name)):
             for value in event.summary.value:
                 seen[value.tag] = (event.step, float(tf.make_ndarray(value.tensor)))
-    assert seen == {"eval/youcook2/t2v/R@1": (7, 12.5), "eval/youcook2/num_clips": (7, 8.0),
-                    "eval/probe/video/top1": (7, 50.0)}
+    assert seen == {
+        "eval/youcook2/t2v/R@1": (7, 12.5),
+        "eval/youcook2/num_clips": (7, 8.0),
+        "eval/probe/video/top1": (7, 50.0),
+    }

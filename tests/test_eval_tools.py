@@ -1,5 +1,6 @@
 """Each evaluation tool end to end on one tiny pre-trained checkpoint and synthetic records
 (subprocesses: every tool parses its own gin). Shares `tiny_run` (tests/eval_fixtures.py)."""
+
 import csv
 import json
 import os
@@ -7,8 +8,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-
-from eval_fixtures import assert_png, run_tool, tiny_run  # noqa: F401  (fixture)
+from eval_fixtures import assert_png, run_tool
 
 
 def _scalars(log_dir):
@@ -22,12 +22,20 @@ def _scalars(log_dir):
 
 def test_evaluate_retrieval_and_probes(tiny_run, tmp_path):
     output = tmp_path / "metrics.json"
-    result = run_tool(["tools/evaluate.py", "--model_dir=" + tiny_run["model_dir"],
-                       "--retrieval_pattern=" + tiny_run["pattern"], "--retrieval_name=synthetic",
-                       "--probe_train_pattern=" + tiny_run["train_pattern"],
-                       "--probe_test_pattern=" + tiny_run["test_pattern"],
-                       "--probe_name=labelled", "--num_windows=2", "--batch_size=16",
-                       "--output_json=" + str(output)])
+    result = run_tool(
+        [
+            "tools/evaluate.py",
+            "--model_dir=" + tiny_run["model_dir"],
+            "--retrieval_pattern=" + tiny_run["pattern"],
+            "--retrieval_name=synthetic",
+            "--probe_train_pattern=" + tiny_run["train_pattern"],
+            "--probe_test_pattern=" + tiny_run["test_pattern"],
+            "--probe_name=labelled",
+            "--num_windows=2",
+            "--batch_size=16",
+            "--output_json=" + str(output),
+        ]
+    )
     assert "step 4: metrics written" in result.stdout
     metrics = json.loads(output.read_text())
     assert metrics["step"] == 4
@@ -42,8 +50,8 @@ def test_evaluate_retrieval_and_probes(tiny_run, tmp_path):
     video = metrics["labelled"]["video"]
     assert video["num_train_clips"] == 32 and video["num_test_clips"] == 32
     assert video["chance"] == 25.0
-    assert video["top1"] >= 75.0, video         # 4 classes of distinct colour and shape
-    assert video["top5"] == 100.0               # 4 classes: top-5 always holds
+    assert video["top1"] >= 75.0, video  # 4 classes of distinct colour and shape
+    assert video["top5"] == 100.0  # 4 classes: top-5 always holds
     assert "audio" in metrics["labelled"]
     scalars = _scalars(os.path.join(tiny_run["model_dir"], "eval"))
     assert scalars["eval/synthetic/t2v/R@10"] == (4, pytest.approx(r["t2v/R@10"]))
@@ -51,30 +59,48 @@ def test_evaluate_retrieval_and_probes(tiny_run, tmp_path):
 
 
 def test_evaluate_errors_name_the_flag(tiny_run, tmp_path):
-    result = run_tool(["tools/evaluate.py", "--model_dir=" + tiny_run["model_dir"],
-                       "--retrieval_pattern=" + str(tmp_path / "none-*.tfrecord")], check=False)
+    result = run_tool(
+        [
+            "tools/evaluate.py",
+            "--model_dir=" + tiny_run["model_dir"],
+            "--retrieval_pattern=" + str(tmp_path / "none-*.tfrecord"),
+        ],
+        check=False,
+    )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1].startswith("error: --retrieval_pattern: ")
-    result = run_tool(["tools/evaluate.py", "--model_dir=" + str(tmp_path),
-                       "--retrieval_pattern=" + tiny_run["pattern"]], check=False)
+    result = run_tool(
+        [
+            "tools/evaluate.py",
+            "--model_dir=" + str(tmp_path),
+            "--retrieval_pattern=" + tiny_run["pattern"],
+        ],
+        check=False,
+    )
     assert result.stderr.strip().splitlines()[-1].startswith("error: --model_dir ")
 
 
 def test_finetune_beats_chance(tiny_run, tmp_path):
     out = tmp_path / "finetune"
-    run_tool(["tools/finetune.py", "--model_dir=" + tiny_run["model_dir"],
-              "--output_dir=" + str(out), "--train_pattern=" + tiny_run["train_pattern"],
-              "--test_pattern=" + tiny_run["test_pattern"],
-              "--num_classes=%d" % tiny_run["num_classes"],
-              "--gin_param=FinetuneConfig.train_steps=60",
-              "--gin_param=FinetuneConfig.global_batch_size=8",
-              "--gin_param=FinetuneConfig.warmup_steps=3",
-              "--gin_param=FinetuneConfig.summary_every=10",
-              "--gin_param=FinetuneConfig.checkpoint_every=20",
-              "--gin_param=FinetuneConfig.eval_windows=2"])
+    run_tool(
+        [
+            "tools/finetune.py",
+            "--model_dir=" + tiny_run["model_dir"],
+            "--output_dir=" + str(out),
+            "--train_pattern=" + tiny_run["train_pattern"],
+            "--test_pattern=" + tiny_run["test_pattern"],
+            "--num_classes=%d" % tiny_run["num_classes"],
+            "--gin_param=FinetuneConfig.train_steps=60",
+            "--gin_param=FinetuneConfig.global_batch_size=8",
+            "--gin_param=FinetuneConfig.warmup_steps=3",
+            "--gin_param=FinetuneConfig.summary_every=10",
+            "--gin_param=FinetuneConfig.checkpoint_every=20",
+            "--gin_param=FinetuneConfig.eval_windows=2",
+        ]
+    )
     metrics = json.loads((out / "metrics-60.json").read_text())
     assert metrics["num_test_clips"] == 32 and metrics["chance"] == 25.0
-    assert metrics["top1"] >= 62.5, metrics     # chance is 25%
+    assert metrics["top1"] >= 62.5, metrics  # chance is 25%
     assert tf.train.latest_checkpoint(str(out / "checkpoints")).endswith("ckpt-60")
     assert _scalars(str(out / "eval"))["eval/finetune/top1"][0] == 60
 
@@ -113,36 +139,55 @@ print("RESULT " + json.dumps(dict(replicas=strategy.num_replicas_in_sync, first=
 
 def test_finetune_mirrored_two_replicas_trains_backbone_and_resumes(tiny_run, tmp_path):
     out = tmp_path / "mirrored"
-    result = run_tool(["-c", MIRRORED_FINETUNE, tiny_run["model_dir"], tiny_run["train_pattern"],
-                       tiny_run["test_pattern"], str(out)])
+    result = run_tool(
+        [
+            "-c",
+            MIRRORED_FINETUNE,
+            tiny_run["model_dir"],
+            tiny_run["train_pattern"],
+            tiny_run["test_pattern"],
+            str(out),
+        ]
+    )
     line = [x for x in result.stdout.splitlines() if x.startswith("RESULT ")][-1]
-    r = json.loads(line[len("RESULT "):])
+    r = json.loads(line[len("RESULT ") :])
     assert r["replicas"] == 2
     assert (r["first"]["start_step"], r["first"]["step"]) == (0, 4)
-    assert (r["second"]["start_step"], r["second"]["step"]) == (4, 6)   # resumed from ckpt-4
+    assert (r["second"]["start_step"], r["second"]["step"]) == (4, 6)  # resumed from ckpt-4
     assert {"ckpt-4.index", "ckpt-6.index"} <= set(os.listdir(out / "checkpoints"))
     changed = " ".join(r["changed"])
-    assert "video_tokenizer" in changed and "encoder" in changed     # the backbone trains
+    assert "video_tokenizer" in changed and "encoder" in changed  # the backbone trains
     assert "text_tokenizer" not in changed and "audio_tokenizer" not in changed
 
 
 def test_inspect_conflicts_csv_html_pngs_auc(tiny_run, tmp_path):
     out = tmp_path / "conflicts"
-    result = run_tool(["tools/inspect_conflicts.py", "--model_dir=" + tiny_run["model_dir"],
-                       "--pattern=" + tiny_run["pattern"], "--output_dir=" + str(out),
-                       "--batch_size=8", "--fraction=0.1", "--frames_shown=4"])
+    result = run_tool(
+        [
+            "tools/inspect_conflicts.py",
+            "--model_dir=" + tiny_run["model_dir"],
+            "--pattern=" + tiny_run["pattern"],
+            "--output_dir=" + str(out),
+            "--batch_size=8",
+            "--fraction=0.1",
+            "--frames_shown=4",
+        ]
+    )
     assert "ROC AUC" in result.stdout
     truth = {c["clip_id"]: c for c in json.load(open(tiny_run["metadata"]))["clips"]}
     with open(out / "cosines.csv") as f:
         rows = list(csv.DictReader(f))
-    assert sorted(r["clip_id"] for r in rows) == sorted(truth)          # every clip once
-    for r in rows:                                                     # ground truth matched
+    assert sorted(r["clip_id"] for r in rows) == sorted(truth)  # every clip once
+    for r in rows:  # ground truth matched
         c = truth[r["clip_id"]]
-        assert (int(r["label"]), int(r["aligned_va"]), int(r["aligned_vt"])) == \
-            (c["label"], c["aligned_va"], c["aligned_vt"])
+        assert (int(r["label"]), int(r["aligned_va"]), int(r["aligned_vt"])) == (
+            c["label"],
+            c["aligned_va"],
+            c["aligned_vt"],
+        )
         assert -1.0 <= float(r["cosine"]) <= 1.0
     cosines = np.array([float(r["cosine"]) for r in rows])
-    assert np.std(cosines) > 0                                         # per-triplet values
+    assert np.std(cosines) > 0  # per-triplet values
     # The top and bottom 10% (4 of 32 each), all named on the page.
     order = np.argsort(cosines, kind="stable")
     selected = [rows[i]["clip_id"] for i in list(order[:4]) + list(order[-4:])]
@@ -164,9 +209,17 @@ def test_inspect_conflicts_csv_html_pngs_auc(tiny_run, tmp_path):
     # --granularity=example_fast (per-layer statistics; checked against materialised gradients
     # in test_per_example.py) on the same checkpoint.
     fast = tmp_path / "fast"
-    run_tool(["tools/inspect_conflicts.py", "--model_dir=" + tiny_run["model_dir"],
-              "--pattern=" + tiny_run["pattern"], "--output_dir=" + str(fast),
-              "--batch_size=8", "--max_clips=8", "--granularity=example_fast"])
+    run_tool(
+        [
+            "tools/inspect_conflicts.py",
+            "--model_dir=" + tiny_run["model_dir"],
+            "--pattern=" + tiny_run["pattern"],
+            "--output_dir=" + str(fast),
+            "--batch_size=8",
+            "--max_clips=8",
+            "--granularity=example_fast",
+        ]
+    )
     assert json.loads((fast / "summary.json").read_text())["granularity"] == "example_fast"
     with open(fast / "cosines.csv") as f:
         fast_cosines = np.array([float(r["cosine"]) for r in csv.DictReader(f)])
@@ -175,22 +228,39 @@ def test_inspect_conflicts_csv_html_pngs_auc(tiny_run, tmp_path):
 
 def test_plot_cosines_from_event_files(tiny_run, tmp_path):
     output = tmp_path / "figure4.png"
-    result = run_tool(["tools/plot_cosines.py", "--run=baseline=" + tiny_run["model_dir"],
-                       "--run=again=" + tiny_run["model_dir"], "--output=" + str(output)])
+    result = run_tool(
+        [
+            "tools/plot_cosines.py",
+            "--run=baseline=" + tiny_run["model_dir"],
+            "--run=again=" + tiny_run["model_dir"],
+            "--output=" + str(output),
+        ]
+    )
     assert "baseline: 2 steps (2-4)" in result.stdout
     height, width, _ = assert_png(str(output))
-    assert width > height                        # two panels side by side
+    assert width > height  # two panels side by side
     with open(tmp_path / "figure4.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["run"], r["step"]) for r in rows] == [("baseline", "2"), ("baseline", "4"),
-                                                     ("again", "2"), ("again", "4")]
+    assert [(r["run"], r["step"]) for r in rows] == [
+        ("baseline", "2"),
+        ("baseline", "4"),
+        ("again", "2"),
+        ("again", "4"),
+    ]
 
 
 def test_plot_tsne(tiny_run, tmp_path):
     output = tmp_path / "figure5.png"
-    result = run_tool(["tools/plot_tsne.py", "--model_dir=" + tiny_run["model_dir"],
-                       "--pattern=" + tiny_run["pattern"], "--output=" + str(output),
-                       "--num_windows=1", "--batch_size=16"])
+    result = run_tool(
+        [
+            "tools/plot_tsne.py",
+            "--model_dir=" + tiny_run["model_dir"],
+            "--pattern=" + tiny_run["pattern"],
+            "--output=" + str(output),
+            "--num_windows=1",
+            "--batch_size=16",
+        ]
+    )
     assert "32 clips" in result.stdout
     assert_png(str(output))
     with open(tmp_path / "figure5.csv") as f:

@@ -8,6 +8,7 @@ An interrupted run must still be training when the signal lands: on a fast machi
 model's steps take ~60 ms, so STEPS leaves about a second of training after the first
 checkpoint, and `interrupt` repeats a run that ended first with a shorter delay.
 """
+
 import os
 import random
 import signal
@@ -25,35 +26,56 @@ pytestmark = pytest.mark.slow  # in `make test-slow` (CI runs both)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, EVERY = 20, 3
-RUN = ["--gin_file=gin/curriculum.gin", "--gin_file=gin/demo.gin",
-       "--gin_param=GLOBAL_BATCH=8", "--gin_param=SyntheticData.num_clips=32",
-       "--gin_param=SyntheticData.num_shards=2", "--gin_param=build_vatt.num_layers=1",
-       f"--gin_param=pretrain.checkpoint_every={EVERY}", "--gin_param=pretrain.summary_every=4",
-       f"--gin_param=make_optimizer.decay_steps={STEPS}",
-       f"--gin_param=Harmonization.gamma_steps={STEPS}", "--gin_param=make_optimizer.warmup_steps=2"]
+RUN = [
+    "--gin_file=gin/curriculum.gin",
+    "--gin_file=gin/demo.gin",
+    "--gin_param=GLOBAL_BATCH=8",
+    "--gin_param=SyntheticData.num_clips=32",
+    "--gin_param=SyntheticData.num_shards=2",
+    "--gin_param=build_vatt.num_layers=1",
+    f"--gin_param=pretrain.checkpoint_every={EVERY}",
+    "--gin_param=pretrain.summary_every=4",
+    f"--gin_param=make_optimizer.decay_steps={STEPS}",
+    f"--gin_param=Harmonization.gamma_steps={STEPS}",
+    "--gin_param=make_optimizer.warmup_steps=2",
+]
 
 
 def command(model_dir, steps=STEPS, extra=()):
-    return [sys.executable, os.path.join(REPO, "tools", "pretrain.py"), f"--model_dir={model_dir}",
-            f"--gin_param=TRAIN_STEPS={steps}", *RUN, *extra]
+    return [
+        sys.executable,
+        os.path.join(REPO, "tools", "pretrain.py"),
+        f"--model_dir={model_dir}",
+        f"--gin_param=TRAIN_STEPS={steps}",
+        *RUN,
+        *extra,
+    ]
 
 
 def run(model_dir, steps=STEPS, extra=(), timeout=600):
-    return subprocess.run(command(model_dir, steps, extra), capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        command(model_dir, steps, extra), capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
 
 
 def final_state(model_dir, step=STEPS):
     """Weights, optimizer slots and generator states of checkpoint `step`."""
     reader = tf.train.load_checkpoint(os.path.join(model_dir, "checkpoints", f"ckpt-{step}"))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if name.split("/")[0] in ("model", "optimizer", "rng")}
+    return {
+        name: reader.get_tensor(name)
+        for name in reader.get_variable_to_shape_map()
+        if name.split("/")[0] in ("model", "optimizer", "rng")
+    }
 
 
 def max_difference(a, b):
     assert a.keys() == b.keys() and len(a) > 10
-    return max(float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64))))
-               if a[k].dtype.kind in "fiu" else 0.0 for k in a)
+    return max(
+        float(np.max(np.abs(a[k].astype(np.float64) - b[k].astype(np.float64))))
+        if a[k].dtype.kind in "fiu"
+        else 0.0
+        for k in a
+    )
 
 
 def wait_for(path, proc, timeout=300, others=()):
@@ -63,8 +85,10 @@ def wait_for(path, proc, timeout=300, others=()):
         if proc.poll() is not None or time.time() - t0 > timeout:
             for p in (proc, *others):
                 p.kill()
-            logs = "\n".join(f"--- process {i} (exit {p.wait()}):\n{p.communicate()[1][-3000:]}"
-                             for i, p in enumerate((proc, *others)))
+            logs = "\n".join(
+                f"--- process {i} (exit {p.wait()}):\n{p.communicate()[1][-3000:]}"
+                for i, p in enumerate((proc, *others))
+            )
             raise AssertionError(f"{path} never appeared\n{logs}")
         time.sleep(0.05)
 
@@ -87,11 +111,16 @@ def interrupt(tmp_path, sig, extra=(), window=0.5, attempts=4):
     rng = random.Random(os.getpid())
     for attempt in range(attempts):
         model_dir = str(tmp_path / f"attempt{attempt}")
-        proc = subprocess.Popen(command(model_dir, extra=extra), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, cwd=REPO)
+        proc = subprocess.Popen(
+            command(model_dir, extra=extra),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
         wait_for(os.path.join(model_dir, "checkpoints", f"ckpt-{EVERY}.index"), proc)
         if attempt < attempts - 1:
-            time.sleep(rng.uniform(0.0, window / 4 ** attempt))
+            time.sleep(rng.uniform(0.0, window / 4**attempt))
         proc.send_signal(sig)  # no-op once the process has ended
         _, stderr = proc.communicate(timeout=300)
         if proc.returncode != 0:
@@ -131,8 +160,10 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous(tmp_path, uninte
     resumed = run(model_dir)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"ckpt-{2 * EVERY} is unreadable" in resumed.stderr
-    assert f"falling back to {os.path.join(model_dir, 'checkpoints', f'ckpt-{EVERY}')}" \
+    assert (
+        f"falling back to {os.path.join(model_dir, 'checkpoints', f'ckpt-{EVERY}')}"
         in resumed.stderr
+    )
     assert os.path.exists(data + ".unreadable")  # set aside, not deleted
     assert max_difference(final_state(model_dir), uninterrupted) == 0.0
 
@@ -142,11 +173,16 @@ def write_nan_records(directory, clips=16):
     rng = np.random.default_rng(0)
     examples = []
     for i in range(clips):
-        frames = [tf.io.encode_jpeg(rng.integers(0, 255, (40, 40, 3), np.uint8)).numpy()
-                  for _ in range(16)]
+        frames = [
+            tf.io.encode_jpeg(rng.integers(0, 255, (40, 40, 3), np.uint8)).numpy()
+            for _ in range(16)
+        ]
         audio = np.full(16 * 4800, np.nan, np.float32)
-        examples.append(schema.make_sequence_example(
-            f"nan_{i}", frames, audio=audio, captions=["a red ball", "a tone"]))
+        examples.append(
+            schema.make_sequence_example(
+                f"nan_{i}", frames, audio=audio, captions=["a red ball", "a tone"]
+            )
+        )
     schema.write_records(os.path.join(directory, "nan-00000-of-00001.tfrecord"), examples)
     text.write_word_vocab(os.path.join(directory, "vocab.txt"), ["a", "red", "ball", "tone"])
 
@@ -165,11 +201,13 @@ def test_nonfinite_steps_are_skipped_counted_and_stop_training(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     write_nan_records(str(data))
-    extra = ["--gin_param=pretrain.synthetic_data=None",
-             f"--gin_param=nan/SourceConfig.file_pattern='{data}/nan-*.tfrecord'",
-             "--gin_param=PretrainConfig.sources=(@nan/SourceConfig(),)",
-             f"--gin_param=PretrainConfig.vocab_path='{data}/vocab.txt'",
-             "--gin_param=pretrain.max_nonfinite_in_a_row=3"]
+    extra = [
+        "--gin_param=pretrain.synthetic_data=None",
+        f"--gin_param=nan/SourceConfig.file_pattern='{data}/nan-*.tfrecord'",
+        "--gin_param=PretrainConfig.sources=(@nan/SourceConfig(),)",
+        f"--gin_param=PretrainConfig.vocab_path='{data}/vocab.txt'",
+        "--gin_param=pretrain.max_nonfinite_in_a_row=3",
+    ]
     proc = run(str(tmp_path / "run"), extra=extra)
     assert proc.returncode != 0
     assert "3 non-finite steps in a row (steps 1-3)" in proc.stderr, proc.stderr[-3000:]

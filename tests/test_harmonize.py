@@ -1,10 +1,11 @@
 """vatt_gh.harmonize against an independent float64 NumPy reading of the paper's formulas."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
+from reference import flat_grads, np_update
 
 from vatt_gh import harmonize as hz
-from reference import flat_grads, np_update
 
 SHAPES = [(3, 4), (5,), (2, 2, 2)]
 METHOD_CASES = [  # (method, kwargs)
@@ -114,8 +115,9 @@ def test_gradvac_reaches_its_target_cosine():
     new_va = f_va + (float(stats["beta"]) - 1.0) * f_vt
     cos = new_va @ f_vt / np.linalg.norm(new_va) / np.linalg.norm(f_vt)
     np.testing.assert_allclose(cos, phi, atol=1e-5)
-    np.testing.assert_allclose(float(stats["phi_hat"]),
-                               0.99 * phi + 0.01 * float(stats["cosine"]), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(stats["phi_hat"]), 0.99 * phi + 0.01 * float(stats["cosine"]), rtol=1e-6
+    )
 
 
 def test_dropping_everything_gives_zeros_and_says_so():
@@ -143,8 +145,9 @@ def test_bad_arguments_are_named():
 def test_linear_gamma(step, want):
     np.testing.assert_allclose(float(hz.linear_gamma(step, 500)), want, atol=1e-7)
     np.testing.assert_allclose(float(hz.linear_gamma(step, 500, 0.0, 0.0)), 0.0)  # Table 2 (0, 0)
-    np.testing.assert_allclose(float(hz.linear_gamma(step, 500, -0.2, 0.0)),
-                               -0.2 + 0.2 * min(step / 500, 1.0), atol=1e-7)
+    np.testing.assert_allclose(
+        float(hz.linear_gamma(step, 500, -0.2, 0.0)), -0.2 + 0.2 * min(step / 500, 1.0), atol=1e-7
+    )
 
 
 def test_example_weights_match_the_update_for_each_pair():
@@ -157,8 +160,12 @@ def test_example_weights_match_the_update_for_each_pair():
         n_vt = np.array([b @ b for _, b in flats], np.float32)
         alpha, beta = hz.example_weights(dot, n_va, n_vt, method, **kwargs)
         for i, (a, b) in enumerate(flats):
-            np.testing.assert_allclose(alpha[i].numpy() * a + beta[i].numpy() * b,
-                                       np_update(a, b, method, **kwargs), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(
+                alpha[i].numpy() * a + beta[i].numpy() * b,
+                np_update(a, b, method, **kwargs),
+                rtol=1e-4,
+                atol=1e-5,
+            )
 
 
 # ------------------------------------------------------------------ granularity on a real loss
@@ -175,8 +182,12 @@ def toy_problem(seed=0):
     variables = [w_v, w_a, w_t]
 
     def nce(z_v, z_y):
-        logits = tf.matmul(tf.math.l2_normalize(z_v, -1), tf.math.l2_normalize(z_y, -1),
-                           transpose_b=True) / 0.5
+        logits = (
+            tf.matmul(
+                tf.math.l2_normalize(z_v, -1), tf.math.l2_normalize(z_y, -1), transpose_b=True
+            )
+            / 0.5
+        )
         return -tf.linalg.diag_part(tf.nn.log_softmax(logits, axis=1))  # (B,)
 
     def loss_fn():
@@ -194,22 +205,28 @@ def loop_reference(variables, loss_fn, groups, method, **kwargs):
     for g in range(groups):
         with tf.GradientTape(persistent=True) as tape:
             loss_va, loss_vt, _ = loss_fn()
-            part_va = tf.reduce_sum(loss_va[g * size:(g + 1) * size])
-            part_vt = tf.reduce_sum(loss_vt[g * size:(g + 1) * size])
+            part_va = tf.reduce_sum(loss_va[g * size : (g + 1) * size])
+            part_vt = tf.reduce_sum(loss_vt[g * size : (g + 1) * size])
         f_va = flat(tape.gradient(part_va, variables), shapes)
         f_vt = flat(tape.gradient(part_vt, variables), shapes)
         total = total + np_update(f_va, f_vt, method, **kwargs)
     return total
 
 
-GRANULAR_METHODS = [("sum", {}), ("reweight", {"reweight": hz.RW_VT}), ("realign", {}),
-                    ("curriculum", {"gamma": -0.1}), ("both", {"gamma": -0.2}),
-                    ("gradvac", {"phi_hat": 0.2})]
+GRANULAR_METHODS = [
+    ("sum", {}),
+    ("reweight", {"reweight": hz.RW_VT}),
+    ("realign", {}),
+    ("curriculum", {"gamma": -0.1}),
+    ("both", {"gamma": -0.2}),
+    ("gradvac", {"phi_hat": 0.2}),
+]
 
 
 @pytest.mark.parametrize("method,kwargs", GRANULAR_METHODS)
-@pytest.mark.parametrize("granularity,groups", [("example", B), ("microbatch:2", 2),
-                                                ("microbatch:3", 3), ("replica", 1)])
+@pytest.mark.parametrize(
+    "granularity,groups", [("example", B), ("microbatch:2", 2), ("microbatch:3", 3), ("replica", 1)]
+)
 def test_granularity_matches_a_python_loop(method, kwargs, granularity, groups):
     variables, loss_fn = toy_problem(seed=groups)
     update, stats, _ = hz.harmonized_gradients(loss_fn, variables, method, granularity, **kwargs)
@@ -225,8 +242,7 @@ def test_microbatch_extremes_equal_replica_and_example():
     for method, kwargs in GRANULAR_METHODS:
         u1, s1, _ = hz.harmonized_gradients(loss_fn, variables, method, "microbatch:1", **kwargs)
         ur, sr, _ = hz.harmonized_gradients(loss_fn, variables, method, "replica", **kwargs)
-        uB, sB, _ = hz.harmonized_gradients(loss_fn, variables, method, f"microbatch:{B}",
-                                            **kwargs)
+        uB, sB, _ = hz.harmonized_gradients(loss_fn, variables, method, f"microbatch:{B}", **kwargs)
         ue, se, _ = hz.harmonized_gradients(loss_fn, variables, method, "example", **kwargs)
         for a, b in zip(u1, ur):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
@@ -240,8 +256,7 @@ def test_example_granularity_drops_only_the_conflicting_examples():
     _, stats, _ = hz.harmonized_gradients(loss_fn, variables, "sum", "example")
     cos = stats["cosine"].numpy()
     gamma = float(np.median(cos))
-    _, stats, _ = hz.harmonized_gradients(loss_fn, variables, "curriculum", "example",
-                                          gamma=gamma)
+    _, stats, _ = hz.harmonized_gradients(loss_fn, variables, "curriculum", "example", gamma=gamma)
     np.testing.assert_array_equal(stats["dropped"].numpy(), (cos <= gamma).astype(np.float32))
 
 
@@ -254,8 +269,9 @@ def test_harmonize_compiles_with_xla(method, kwargs):
 
     @tf.function(jit_compile=True)
     def step(a0, b0, a1, b2, gamma_t):
-        return hz.harmonize([a0, a1, None], [b0, None, b2], method,
-                            gamma=None if gamma is None else gamma_t, **kw)
+        return hz.harmonize(
+            [a0, a1, None], [b0, None, b2], method, gamma=None if gamma is None else gamma_t, **kw
+        )
 
     update, stats = step(g_va[0], g_vt[0], g_va[1], g_vt[2], tf.constant(gamma or 0.0))
     want = np_update(flat(g_va), flat(g_vt), method, **kwargs)
@@ -268,8 +284,9 @@ def test_example_granularity_compiles_with_xla():
 
     @tf.function(jit_compile=True)
     def step(gamma):
-        update, stats, _ = hz.harmonized_gradients(loss_fn, variables, "both", "example",
-                                                   gamma=gamma)
+        update, stats, _ = hz.harmonized_gradients(
+            loss_fn, variables, "both", "example", gamma=gamma
+        )
         return update, stats["cosine"]
 
     update, _ = step(tf.constant(-0.2))

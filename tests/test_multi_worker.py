@@ -1,4 +1,5 @@
-"""MultiWorkerMirroredStrategy with two worker processes on 127.0.0.1 (TF_NOTES.md)."""
+"""MultiWorkerMirroredStrategy with two worker processes on 127.0.0.1 (docs/tensorflow_notes.md)."""
+
 import json
 import os
 import signal
@@ -9,9 +10,8 @@ import time
 
 import numpy as np
 import pytest
-
 from reference import flat_grads
-from test_fault_tolerance import RUN, STEPS, EVERY, final_state, max_difference, wait_for
+from test_fault_tolerance import EVERY, RUN, STEPS, final_state, max_difference, wait_for
 from toy import group_gradients, micro_vatt, random_batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,16 +28,25 @@ def tf_configs():
     for s in sockets:
         s.close()
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-            for i in range(2)]
+    return [
+        json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}) for i in range(2)
+    ]
 
 
 def start_workers(cmd_for_worker):
     procs = []
     for i, config in enumerate(tf_configs()):
         env = dict(os.environ, TF_CONFIG=config)
-        procs.append(subprocess.Popen(cmd_for_worker(i), env=env, cwd=REPO, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        procs.append(
+            subprocess.Popen(
+                cmd_for_worker(i),
+                env=env,
+                cwd=REPO,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        )
     return procs
 
 
@@ -47,9 +56,15 @@ def finish(procs, timeout=900):
 
 
 def pretrain_cmd(model_dir):
-    return lambda i: [sys.executable, os.path.join(REPO, "tools", "pretrain.py"),
-                      "--strategy=multi_worker", f"--collective_timeout={TIMEOUT}",
-                      f"--model_dir={model_dir}", f"--gin_param=TRAIN_STEPS={STEPS}", *RUN]
+    return lambda i: [
+        sys.executable,
+        os.path.join(REPO, "tools", "pretrain.py"),
+        "--strategy=multi_worker",
+        f"--collective_timeout={TIMEOUT}",
+        f"--model_dir={model_dir}",
+        f"--gin_param=TRAIN_STEPS={STEPS}",
+        *RUN,
+    ]
 
 
 @pytest.mark.slow
@@ -66,9 +81,9 @@ def test_two_workers_apply_the_single_device_update(tmp_path):
     offset = 0
     for v in vatt.trainable_variables:
         size = int(np.prod(v.shape))
-        v.assign(initial[offset:offset + size].reshape(v.shape))
+        v.assign(initial[offset : offset + size].reshape(v.shape))
         offset += size
-    (g_va, g_vt), = group_gradients(vatt, batch, 1)
+    ((g_va, g_vt),) = group_gradients(vatt, batch, 1)
     want = flat_grads(g_va, shapes) + flat_grads(g_vt, shapes)
     rel = np.linalg.norm((initial - final) - want) / np.linalg.norm(want)
     assert rel < 1e-5, rel
@@ -112,11 +127,15 @@ def test_a_chief_that_fails_before_the_data_ends_the_other_worker(tmp_path):
     so the chief's failure ends it at once (it used to poll for the data for 600 s)."""
     bad = "--gin_param=SyntheticData.num_classes=1"  # misaligned clips need two classes
     t0 = time.time()
-    codes, errs = finish(start_workers(
-        lambda i: pretrain_cmd(str(tmp_path))(i) + ([bad] if i == 0 else [])), timeout=400)
+    codes, errs = finish(
+        start_workers(lambda i: pretrain_cmd(str(tmp_path))(i) + ([bad] if i == 0 else [])),
+        timeout=400,
+    )
     waited = time.time() - t0
-    assert codes[0] != 0 and "error: SyntheticData: misaligned clips need at least two classes" \
-        in errs[0], errs[0][-3000:]
+    assert (
+        codes[0] != 0
+        and "error: SyntheticData: misaligned clips need at least two classes" in errs[0]
+    ), errs[0][-3000:]
     assert codes[1] != 0 and "a worker stalled or died" in errs[1], errs[1][-3000:]
     assert "Traceback" not in errs[0] + errs[1]
     assert waited < 300, waited

@@ -1,4 +1,5 @@
 """tools/pretrain.py end to end: every method config, tiny model, synthetic TFRecords."""
+
 import glob
 import os
 import subprocess
@@ -11,19 +12,47 @@ import tensorflow as tf
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 4
 # (config, gamma_start, gamma_end): the curriculum schedule each config must log.
-CONFIGS = [("baseline", None, None), ("reweight_va", None, None), ("reweight_vt", None, None),
-           ("realign", None, None), ("curriculum", -0.3, 0.0), ("both", -0.3, 0.0),
-           ("gradvac", None, None)]
-SCALARS = {"loss_va", "loss_vt", "learning_rate", "gamma", "cosine", "projected", "dropped",
-           "norm_va", "norm_vt", "skipped_all_dropped", "skipped_nonfinite", "seconds_per_step"}
-SMALL = ["--gin_param=GLOBAL_BATCH=8", "--gin_param=SyntheticData.num_clips=32",
-         "--gin_param=SyntheticData.num_shards=2", "--gin_param=pretrain.summary_every=2",
-         "--gin_param=pretrain.checkpoint_every=2", "--gin_param=build_vatt.num_layers=1"]
+CONFIGS = [
+    ("baseline", None, None),
+    ("reweight_va", None, None),
+    ("reweight_vt", None, None),
+    ("realign", None, None),
+    ("curriculum", -0.3, 0.0),
+    ("both", -0.3, 0.0),
+    ("gradvac", None, None),
+]
+SCALARS = {
+    "loss_va",
+    "loss_vt",
+    "learning_rate",
+    "gamma",
+    "cosine",
+    "projected",
+    "dropped",
+    "norm_va",
+    "norm_vt",
+    "skipped_all_dropped",
+    "skipped_nonfinite",
+    "seconds_per_step",
+}
+SMALL = [
+    "--gin_param=GLOBAL_BATCH=8",
+    "--gin_param=SyntheticData.num_clips=32",
+    "--gin_param=SyntheticData.num_shards=2",
+    "--gin_param=pretrain.summary_every=2",
+    "--gin_param=pretrain.checkpoint_every=2",
+    "--gin_param=build_vatt.num_layers=1",
+]
 
 
 def pretrain(model_dir, *args, steps=STEPS, timeout=600):
-    cmd = [sys.executable, os.path.join(REPO, "tools", "pretrain.py"),
-           f"--model_dir={model_dir}", f"--gin_param=TRAIN_STEPS={steps}", *args]
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "tools", "pretrain.py"),
+        f"--model_dir={model_dir}",
+        f"--gin_param=TRAIN_STEPS={steps}",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
@@ -45,10 +74,10 @@ def test_method_config_end_to_end(tmp_path, config, gamma_start, gamma_end):
     events = read_events(os.path.join(model_dir, "train"))
     assert SCALARS <= {tag.split("/", 1)[1] for tag in events if tag.startswith("train/")}
     seconds = events["train/seconds_per_step"]
-    assert seconds[2] > seconds[STEPS] > 0         # the first window includes tracing
+    assert seconds[2] > seconds[STEPS] > 0  # the first window includes tracing
     for step in (2, STEPS):
         assert np.isfinite(events["train/loss_va"][step]) and events["train/loss_va"][step] > 0
-        cosines = events["harmonize/cosines"][step]    # histogram buckets (left, right, count)
+        cosines = events["harmonize/cosines"][step]  # histogram buckets (left, right, count)
         assert cosines.shape[-1] == 3 and cosines[:, 2].sum() == 1  # one group: replica
         # The gamma a step used is the schedule at the step index before it completed.
         if gamma_start is not None:
@@ -56,22 +85,34 @@ def test_method_config_end_to_end(tmp_path, config, gamma_start, gamma_end):
             np.testing.assert_allclose(events["train/gamma"][step], want, atol=1e-6)
     operative = open(os.path.join(model_dir, "operative_config.gin")).read()
     assert "Harmonization.method" in operative and "build_vatt.preset = 'tiny'" in operative
-    assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith(
-        f"-{STEPS}")
+    assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith(f"-{STEPS}")
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--gin_file=gin/curriculum.gin", "--gin_param=Harmonization.methd='both'"],
-     "doesn't have a parameter named 'methd'"),
-    (["--gin_file=gin/curriculum.gin", "--gin_param=Harmonization.method='pcgrad'"],
-     "unknown harmonization method 'pcgrad'"),
-    (["--gin_file=gin/no_such.gin"], "--gin_file 'gin/no_such.gin' does not exist"),
-    (["--gin_file=gin/curriculum.gin",
-      "--gin_param=howto100m/SourceConfig.file_pattern='/nonexistent/shard-*.tfrecord'"],
-     "/nonexistent/shard-*.tfrecord"),
-    (["--gin_file=gin/curriculum.gin", "--gin_file=gin/demo.gin", "--strategy=multi_worker"],
-     "--strategy=multi_worker cannot start: TF_CONFIG is not set"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["--gin_file=gin/curriculum.gin", "--gin_param=Harmonization.methd='both'"],
+            "doesn't have a parameter named 'methd'",
+        ),
+        (
+            ["--gin_file=gin/curriculum.gin", "--gin_param=Harmonization.method='pcgrad'"],
+            "unknown harmonization method 'pcgrad'",
+        ),
+        (["--gin_file=gin/no_such.gin"], "--gin_file 'gin/no_such.gin' does not exist"),
+        (
+            [
+                "--gin_file=gin/curriculum.gin",
+                "--gin_param=howto100m/SourceConfig.file_pattern='/nonexistent/shard-*.tfrecord'",
+            ],
+            "/nonexistent/shard-*.tfrecord",
+        ),
+        (
+            ["--gin_file=gin/curriculum.gin", "--gin_file=gin/demo.gin", "--strategy=multi_worker"],
+            "--strategy=multi_worker cannot start: TF_CONFIG is not set",
+        ),
+    ],
+)
 def test_bad_configuration_is_named_before_training(tmp_path, args, message):
     proc = pretrain(str(tmp_path / "run"), *args, timeout=180)
     assert proc.returncode != 0
@@ -83,8 +124,12 @@ def test_bad_configuration_is_named_before_training(tmp_path, args, message):
 def test_unwritable_model_dir_is_named(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    proc = pretrain(str(blocker / "run"), "--gin_file=gin/curriculum.gin",
-                    "--gin_file=gin/demo.gin", timeout=180)
+    proc = pretrain(
+        str(blocker / "run"),
+        "--gin_file=gin/curriculum.gin",
+        "--gin_file=gin/demo.gin",
+        timeout=180,
+    )
     assert proc.returncode != 0
     assert f"--model_dir '{blocker / 'run'}' cannot be written" in proc.stderr, proc.stderr[-2000:]
 
@@ -92,7 +137,9 @@ def test_unwritable_model_dir_is_named(tmp_path):
 def test_workers_probing_one_model_dir_at_once_do_not_trip_each_other(tmp_path):
     """Every worker of a multi-worker run checks the shared --model_dir as it starts."""
     from concurrent.futures import ThreadPoolExecutor
+
     from vatt_gh import loop
+
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda _: loop.check_writable(str(tmp_path)), range(400)))
     assert os.listdir(tmp_path) == []  # every probe removed
@@ -101,7 +148,9 @@ def test_workers_probing_one_model_dir_at_once_do_not_trip_each_other(tmp_path):
 def test_a_peer_failure_becomes_one_line_only_under_multi_worker():
     from absl import flags
     from absl.testing import flagsaver
+
     from vatt_gh import strategy_flags
+
     if "strategy" not in flags.FLAGS:
         strategy_flags.define_strategy_flags()
     if not flags.FLAGS.is_parsed():
@@ -113,7 +162,8 @@ def test_a_peer_failure_becomes_one_line_only_under_multi_worker():
                 raise stalled
         assert str(raised.value).startswith(
             "a collective with the other workers failed (DeadlineExceededError: Collective ops "
-            "timed out): a worker stalled or died (--collective_timeout=7s")
+            "timed out): a worker stalled or died (--collective_timeout=7s"
+        )
         assert "\n" not in str(raised.value) and raised.value.__cause__ is None
         with pytest.raises(KeyError):  # anything else passes through
             with strategy_flags.peer_failures_as(ValueError):

@@ -1,5 +1,6 @@
 """bench/reproduce.py end to end at its smallest setting, in a subprocess, so it cannot rot:
 one seed, a few steps, two methods, one misaligned level, tiny data, a one-layer model."""
+
 import json
 import os
 import subprocess
@@ -14,12 +15,24 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_reproduce_smallest_setting(tmp_path):
     results = tmp_path / "reproduce"
-    command = [sys.executable, os.path.join(REPO, "bench", "reproduce.py"),
-               f"--results_dir={results}", "--steps=4", "--batch=8", "--seeds=0",
-               "--methods=sum,curriculum", "--levels=0.4", "--noablation",
-               "--train_clips=32", "--test_clips=16", "--probe_train_clips=16",
-               "--cosine_probe_clips=16", "--cosine_checkpoints=1", "--num_windows=1",
-               "--gin_param=build_vatt.num_layers=1"]
+    command = [
+        sys.executable,
+        os.path.join(REPO, "bench", "reproduce.py"),
+        f"--results_dir={results}",
+        "--steps=4",
+        "--batch=8",
+        "--seeds=0",
+        "--methods=sum,curriculum",
+        "--levels=0.4",
+        "--noablation",
+        "--train_clips=32",
+        "--test_clips=16",
+        "--probe_train_clips=16",
+        "--cosine_probe_clips=16",
+        "--cosine_checkpoints=1",
+        "--num_windows=1",
+        "--gin_param=build_vatt.num_layers=1",
+    ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 

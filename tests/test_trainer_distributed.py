@@ -1,4 +1,5 @@
-"""MirroredStrategy over 2 logical CPU devices against single-device runs (TF_NOTES.md)."""
+"""MirroredStrategy over 2 logical CPU devices against single-device runs (docs/tensorflow_notes.md)."""
+
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ def report():
     proc = subprocess.run([sys.executable, HELPER], capture_output=True, text=True, timeout=600)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 def test_sum_on_two_replicas_equals_one_device(report):
@@ -31,7 +32,7 @@ def test_sum_on_two_replicas_equals_one_device(report):
 
 @pytest.mark.parametrize("method", ["sum", "realign", "gradvac", "curriculum"])
 def test_replica_granularity_is_the_spec_definition(report, method):
-    """Each replica harmonizes its own pair; the harmonized updates are summed (SPEC.md)."""
+    """Each replica harmonizes its own pair; the harmonized updates are summed (docs/harmonization.md)."""
     r = report[method]
     assert r["rel_error_spec"] < 1e-5, r
     assert len(r["cosines"]) == 2  # every replica's cosine reaches the host, not replica 0's

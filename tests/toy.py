@@ -1,5 +1,6 @@
 """Toy-sized models and batches shared by the trainer tests (deterministic, no randomness left
 in the forward pass: DropToken and dropout off, so a reference can recompute it exactly)."""
+
 import numpy as np
 import tensorflow as tf
 
@@ -19,15 +20,16 @@ def random_batch(batch_size=4, num_texts=2, seed=0, preset="micro"):
     rng = np.random.default_rng(seed)
     t, h, w = (g * p for g, p in zip(config.video_grid, config.video_patch_size))
     text = rng.integers(1, config.vocab_size, size=(batch_size, num_texts, config.text_grid))
-    text[:, :, -2:] = 0                                    # padded tokens
+    text[:, :, -2:] = 0  # padded tokens
     text_mask = np.ones((batch_size, num_texts), np.float32)
-    text_mask[1, -1] = 0.0                                 # a padded narration
+    text_mask[1, -1] = 0.0  # a padded narration
     audio_mask = np.ones(batch_size, np.float32)
-    audio_mask[-1] = 0.0                                   # a clip without audio
+    audio_mask[-1] = 0.0  # a clip without audio
     return {
         "video": tf.constant(rng.uniform(-1, 1, (batch_size, t, h, w, 3)), tf.float32),
-        "audio": tf.constant(rng.normal(size=(batch_size, config.audio_grid *
-                                              config.audio_patch_size)), tf.float32),
+        "audio": tf.constant(
+            rng.normal(size=(batch_size, config.audio_grid * config.audio_patch_size)), tf.float32
+        ),
         "text": tf.constant(text, tf.int32),
         "audio_mask": tf.constant(audio_mask),
         "text_mask": tf.constant(text_mask),
@@ -36,7 +38,7 @@ def random_batch(batch_size=4, num_texts=2, seed=0, preset="micro"):
 
 def group_gradients(vatt, batch, groups, temperature=0.07):
     """Reference: one full-batch forward, then one tape.gradient per group and per loss of that
-    group's share of the global mean losses (SPEC.md section 2, written out directly)."""
+    group's share of the global mean losses (docs/harmonization.md, written out directly)."""
     variables = vatt.trainable_variables
     with tf.GradientTape(persistent=True) as tape:
         out = vatt(batch, training=True)
@@ -45,8 +47,14 @@ def group_gradients(vatt, batch, groups, temperature=0.07):
         l_va = l_va / tf.reduce_sum(batch["audio_mask"])
         l_vt = l_vt / tf.reduce_sum(tf.reduce_max(batch["text_mask"], axis=1))
         size = l_va.shape[0] // groups
-        parts = [(tf.reduce_sum(l_va[g * size:(g + 1) * size]),
-                  tf.reduce_sum(l_vt[g * size:(g + 1) * size])) for g in range(groups)]
+        parts = [
+            (
+                tf.reduce_sum(l_va[g * size : (g + 1) * size]),
+                tf.reduce_sum(l_vt[g * size : (g + 1) * size]),
+            )
+            for g in range(groups)
+        ]
     dense = lambda grads: [None if g is None else tf.convert_to_tensor(g) for g in grads]
-    return [(dense(tape.gradient(a, variables)), dense(tape.gradient(b, variables)))
-            for a, b in parts]
+    return [
+        (dense(tape.gradient(a, variables)), dense(tape.gradient(b, variables))) for a, b in parts
+    ]

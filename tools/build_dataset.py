@@ -10,13 +10,16 @@ Example:
 Re-running the same command skips finished shards; files that cannot be decoded are listed in
 the summary at the end (and in each shard's .json sidecar).
 """
+
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a bare checkout
 
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags
+from absl import (
+    app,
+    flags,
+)
 
 from vatt_gh.data import builder
 
@@ -37,19 +40,25 @@ flags.mark_flags_as_required(["videos", "out_dir"])
 
 
 def main(argv):
-  del argv
-  config = builder.BuildConfig(
-      fps=FLAGS.fps, short_side=FLAGS.short_side, clip_seconds=FLAGS.clip_seconds,
-      min_clip_seconds=FLAGS.min_clip_seconds, neighbours=FLAGS.neighbours,
-      jpeg_quality=FLAGS.jpeg_quality, videos_per_shard=FLAGS.videos_per_shard,
-      prefix=FLAGS.prefix)
-  videos = builder.find_videos(FLAGS.videos)
-  if not videos:
-    raise app.UsageError(f"no mp4/webm/mkv files match {FLAGS.videos}")
-  summary = builder.build_dataset(videos, FLAGS.captions, FLAGS.out_dir, config,
-                                  num_workers=FLAGS.num_workers)
-  print(builder.format_summary(summary))
+    del argv
+    config = builder.BuildConfig(
+        fps=FLAGS.fps,
+        short_side=FLAGS.short_side,
+        clip_seconds=FLAGS.clip_seconds,
+        min_clip_seconds=FLAGS.min_clip_seconds,
+        neighbours=FLAGS.neighbours,
+        jpeg_quality=FLAGS.jpeg_quality,
+        videos_per_shard=FLAGS.videos_per_shard,
+        prefix=FLAGS.prefix,
+    )
+    videos = builder.find_videos(FLAGS.videos)
+    if not videos:
+        raise app.UsageError(f"no mp4/webm/mkv files match {FLAGS.videos}")
+    summary = builder.build_dataset(
+        videos, FLAGS.captions, FLAGS.out_dir, config, num_workers=FLAGS.num_workers
+    )
+    print(builder.format_summary(summary))
 
 
 if __name__ == "__main__":
-  app.run(main)
+    app.run(main)

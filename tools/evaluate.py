@@ -14,6 +14,7 @@ eval/<name>/... at the checkpoint's step in <model_dir>/eval. Input sizes follow
 operative config; override with --gin_param=EvalConfig.num_frames=... (fps / stride of the record
 set: EvalConfig.fps, EvalConfig.stride).
 """
+
 import os
 import sys
 
@@ -47,6 +48,7 @@ FLAGS = flags.FLAGS
 def _extract(vatt, pattern, vocab, modalities):
     from vatt_gh.data import pipeline
     from vatt_gh.evaluation import features
+
     config = features.eval_config_for_run(pattern, vocab, num_windows=FLAGS.num_windows)
     dataset = pipeline.eval_dataset(config, FLAGS.batch_size)
     return features.extract(vatt, dataset, modalities, FLAGS.max_clips or None)
@@ -54,11 +56,14 @@ def _extract(vatt, pattern, vocab, modalities):
 
 def evaluate():
     from vatt_gh.evaluation import features, probe, retrieval, run, summaries
+
     if FLAGS.num_windows < 1:
         raise run.EvalError(f"--num_windows={FLAGS.num_windows}: need at least 1")
     if not FLAGS.retrieval_pattern and not FLAGS.probe_train_pattern:
-        raise run.EvalError("nothing to evaluate: give --retrieval_pattern and/or "
-                            "--probe_train_pattern with --probe_test_pattern")
+        raise run.EvalError(
+            "nothing to evaluate: give --retrieval_pattern and/or "
+            "--probe_train_pattern with --probe_test_pattern"
+        )
     if bool(FLAGS.probe_train_pattern) != bool(FLAGS.probe_test_pattern):
         raise run.EvalError("--probe_train_pattern and --probe_test_pattern go together")
     bad = set(FLAGS.probe_features) - {"video", "audio"}
@@ -67,8 +72,7 @@ def evaluate():
     for flag in ("retrieval_pattern", "probe_train_pattern", "probe_test_pattern"):
         if FLAGS[flag].value:
             run.check_pattern(flag, FLAGS[flag].value)
-    model, step = run.open_run(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.gin_file,
-                               FLAGS.gin_param)
+    model, step = run.open_run(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.gin_file, FLAGS.gin_param)
     try:
         vocab = features.resolve_vocab(FLAGS.model_dir, FLAGS.vocab_path)
     except ValueError as e:
@@ -91,8 +95,9 @@ def evaluate():
         test = _extract(model.vatt, FLAGS.probe_test_pattern, vocab, modalities)
         for name, arrays in (("probe_train_pattern", train), ("probe_test_pattern", test)):
             if (arrays["label"] < 0).any():
-                raise run.EvalError(f"--{name}: {(arrays['label'] < 0).sum()} clip(s) have no "
-                                    "clip/label/index")
+                raise run.EvalError(
+                    f"--{name}: {(arrays['label'] < 0).sum()} clip(s) have no clip/label/index"
+                )
         result = {}
         for modality in modalities:
             if modality == "audio" and (train["audio_mask"] == 0).all():
@@ -100,17 +105,24 @@ def evaluate():
                 continue
             key = f"{modality}_features"
             result[modality] = probe.linear_probe_metrics(
-                train[key], train["label"], test[key], test["label"],
-                FLAGS.num_classes or None, regularization=FLAGS.probe_c)
+                train[key],
+                train["label"],
+                test[key],
+                test["label"],
+                FLAGS.num_classes or None,
+                regularization=FLAGS.probe_c,
+            )
             logging.info("%s %s probe: %s", FLAGS.probe_name, modality, result[modality])
         metrics[FLAGS.probe_name] = result
 
-    output = FLAGS.output_json or os.path.join(FLAGS.model_dir, "eval",
-                                               f"metrics-{step}.json")
+    output = FLAGS.output_json or os.path.join(FLAGS.model_dir, "eval", f"metrics-{step}.json")
     summaries.write_json(output, metrics)
     if FLAGS.summaries:
-        summaries.write_scalars(os.path.join(FLAGS.model_dir, "eval"), step,
-                                {k: v for k, v in metrics.items() if k != "step"})
+        summaries.write_scalars(
+            os.path.join(FLAGS.model_dir, "eval"),
+            step,
+            {k: v for k, v in metrics.items() if k != "step"},
+        )
     return metrics, output
 
 
@@ -118,6 +130,7 @@ def main(argv):
     del argv
     from vatt_gh.data import pipeline
     from vatt_gh.evaluation import run
+
     try:
         metrics, output = evaluate()
     except (run.EvalError, pipeline.BadRecordError) as e:

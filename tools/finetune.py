@@ -11,6 +11,7 @@ vatt_gh/evaluation/finetune.py; change it with --gin_param, e.g.
 top-5 with FinetuneConfig.eval_windows windows per test clip averaged, in
 --output_dir/metrics-<step>.json and TensorBoard (--output_dir/train, --output_dir/eval).
 """
+
 import os
 import sys
 
@@ -22,8 +23,10 @@ from absl import app, flags, logging  # noqa: E402
 from vatt_gh import strategy_flags  # noqa: E402
 from vatt_gh.evaluation import run_flags  # noqa: E402
 
-run_flags.define_run_flags(model_dir_help="Pre-training run to start from.",
-                           gin_param_help="Gin bindings, e.g. FinetuneConfig.train_steps=2000.")
+run_flags.define_run_flags(
+    model_dir_help="Pre-training run to start from.",
+    gin_param_help="Gin bindings, e.g. FinetuneConfig.train_steps=2000.",
+)
 flags.adopt_module_key_flags(run_flags)  # listed by --help
 flags.DEFINE_string("output_dir", None, "Fine-tuning checkpoints, summaries and metrics.")
 flags.DEFINE_string("train_pattern", None, "Labelled training records.")
@@ -39,6 +42,7 @@ FLAGS = flags.FLAGS
 def run_finetune():
     from vatt_gh import launch
     from vatt_gh.evaluation import finetune, run
+
     if FLAGS.num_classes < 2:
         raise run.EvalError(f"--num_classes={FLAGS.num_classes}: need at least 2")
     run.check_pattern("train_pattern", FLAGS.train_pattern)
@@ -48,21 +52,30 @@ def run_finetune():
     except launch.LaunchError as e:
         raise run.EvalError(str(e)) from None
     with strategy.scope():
-        pretrained, step = run.open_run(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.gin_file,
-                                        FLAGS.gin_param)
+        pretrained, step = run.open_run(
+            FLAGS.model_dir, FLAGS.checkpoint, FLAGS.gin_file, FLAGS.gin_param
+        )
         config = finetune.FinetuneConfig()
         if config.global_batch_size % strategy.num_replicas_in_sync:
-            raise run.EvalError(f"FinetuneConfig.global_batch_size={config.global_batch_size} "
-                                f"does not split over {strategy.num_replicas_in_sync} replicas")
+            raise run.EvalError(
+                f"FinetuneConfig.global_batch_size={config.global_batch_size} "
+                f"does not split over {strategy.num_replicas_in_sync} replicas"
+            )
         model = finetune.VideoClassifier(pretrained.vatt, FLAGS.num_classes, config.head_dropout)
         model.classifier.build([None, pretrained.vatt.vatt_config.hidden_size])
-    logging.info("fine-tuning from %s (pre-training step %d) on %d replica(s)", FLAGS.model_dir,
-                 step, strategy.num_replicas_in_sync)
+    logging.info(
+        "fine-tuning from %s (pre-training step %d) on %d replica(s)",
+        FLAGS.model_dir,
+        step,
+        strategy.num_replicas_in_sync,
+    )
     import tensorflow as tf
+
     try:
         with strategy_flags.peer_failures_as(run.EvalError):
-            return finetune.finetune(model, FLAGS.train_pattern, FLAGS.test_pattern,
-                                     FLAGS.output_dir, strategy, config)
+            return finetune.finetune(
+                model, FLAGS.train_pattern, FLAGS.test_pattern, FLAGS.output_dir, strategy, config
+            )
     except tf.errors.InvalidArgumentError as e:
         raise run.EvalError(e.message.splitlines()[0]) from None
 
@@ -71,13 +84,16 @@ def main(argv):
     del argv
     from vatt_gh.data import pipeline
     from vatt_gh.evaluation import run
+
     try:
         metrics = run_finetune()
     except (run.EvalError, pipeline.BadRecordError) as e:
         raise SystemExit(f"error: {e}") from None
-    print(f"\nfine-tuned to step {metrics['step']}: top-1 {metrics['top1']:.2f}%  "
-          f"top-5 {metrics['top5']:.2f}%  (chance {metrics['chance']:.2f}%, "
-          f"{metrics['num_test_clips']} test clips)\n  written to {FLAGS.output_dir}")
+    print(
+        f"\nfine-tuned to step {metrics['step']}: top-1 {metrics['top1']:.2f}%  "
+        f"top-5 {metrics['top5']:.2f}%  (chance {metrics['chance']:.2f}%, "
+        f"{metrics['num_test_clips']} test clips)\n  written to {FLAGS.output_dir}"
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ applied). Writes to --output_dir:
   summary.json       counts, mean cosine, fraction negative, and for synthetic data the ROC AUC
                      of the cosine separating aligned (both pairs) from misaligned triplets
 """
+
 import os
 import sys
 
@@ -31,10 +32,14 @@ flags.DEFINE_string("vocab_path", None, "Vocabulary of the run (default: found f
 flags.DEFINE_integer("batch_size", 16, "Triplets per batch (they are each other's negatives).")
 flags.DEFINE_float("fraction", 0.05, "Share of triplets shown at each end (paper: 5%).")
 flags.DEFINE_integer("max_clips", 0, "Inspect at most this many clips (0 = all).")
-flags.DEFINE_enum("granularity", "example", ["example", "example_fast"],
-                  "Per-triplet gradient: of the clip's own loss terms (example; batch x "
-                  "parameters in memory) or its contribution through its own forward path "
-                  "(example_fast; the memory of one step, for large models).")
+flags.DEFINE_enum(
+    "granularity",
+    "example",
+    ["example", "example_fast"],
+    "Per-triplet gradient: of the clip's own loss terms (example; batch x "
+    "parameters in memory) or its contribution through its own forward path "
+    "(example_fast; the memory of one step, for large models).",
+)
 flags.DEFINE_integer("frames_shown", 8, "Frames per clip on the page and the sheets.")
 flags.DEFINE_integer("max_sheet_rows", 12, "At most this many clips per contact sheet.")
 for _name in ("model_dir", "pattern", "output_dir"):
@@ -44,25 +49,28 @@ FLAGS = flags.FLAGS
 
 def inspect():
     import numpy as np
+
     from vatt_gh.data import pipeline
     from vatt_gh.evaluation import conflicts, features, figures, run, summaries
+
     if not 0 < FLAGS.fraction <= 0.5:
         raise run.EvalError(f"--fraction={FLAGS.fraction}: must lie in (0, 0.5]")
     if FLAGS.batch_size < 2:
         raise run.EvalError(f"--batch_size={FLAGS.batch_size}: contrastive losses need >= 2")
     run.check_pattern("pattern", FLAGS.pattern)
-    model, step = run.open_run(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.gin_file,
-                               FLAGS.gin_param)
+    model, step = run.open_run(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.gin_file, FLAGS.gin_param)
     try:
         vocab = features.resolve_vocab(FLAGS.model_dir, FLAGS.vocab_path)
         num_captions = pipeline.PretrainConfig().num_captions
-        config = features.eval_config_for_run(FLAGS.pattern, vocab, num_windows=1,
-                                              num_captions=num_captions)
+        config = features.eval_config_for_run(
+            FLAGS.pattern, vocab, num_windows=1, num_captions=num_captions
+        )
     except ValueError as e:
         raise run.EvalError(str(e)) from None
     try:
-        rows = conflicts.triplet_cosines(model, config, FLAGS.batch_size,
-                                         FLAGS.max_clips or None, FLAGS.granularity)
+        rows = conflicts.triplet_cosines(
+            model, config, FLAGS.batch_size, FLAGS.max_clips or None, FLAGS.granularity
+        )
     except ValueError as e:
         raise run.EvalError(f"--pattern: {e}") from None
 
@@ -74,27 +82,41 @@ def inspect():
     aligned = (rows["aligned_va"] > 0.5) & (rows["aligned_vt"] > 0.5)
     synthetic = not aligned.all()
     percent = f"{100 * FLAGS.fraction:g}%"
-    groups = {f"top {percent} (most aligned gradients)": top,
-              f"bottom {percent} (most conflicting gradients)": bottom}
+    groups = {
+        f"top {percent} (most aligned gradients)": top,
+        f"bottom {percent} (most conflicting gradients)": bottom,
+    }
     selected = [str(rows["clip_id"][i]) for i in np.concatenate([top, bottom])]
     clips = conflicts.read_clips(FLAGS.pattern, selected, FLAGS.frames_shown)
     title = f"Gradient conflicts: {os.path.basename(FLAGS.model_dir.rstrip('/'))} step {step}"
     conflicts.write_html(out("conflicts.html"), rows, groups, clips, title, synthetic, auc)
     for name, indices in (("top", top), ("bottom", bottom)):
-        sheet = conflicts.contact_sheet_rows(rows, indices[:FLAGS.max_sheet_rows], clips,
-                                               synthetic)
+        sheet = conflicts.contact_sheet_rows(
+            rows, indices[: FLAGS.max_sheet_rows], clips, synthetic
+        )
         figures.contact_sheet(sheet, out(f"{name}.png"), f"{title}: {name} {percent}")
-    figures.cosine_histogram(rows["cosine"], aligned if synthetic else None, out("cosines.png"),
-                             f"{title}: cos(g_va, g_vt) per triplet")
-    summary = {"step": step, "num_triplets": int(len(rows["cosine"])),
-               "batch_size": FLAGS.batch_size, "granularity": FLAGS.granularity,
-               "mean_cosine": float(np.mean(rows["cosine"])),
-               "fraction_negative": float(np.mean(rows["cosine"] < 0)),
-               "num_selected_each": int(len(top)), "auc_aligned": auc}
+    figures.cosine_histogram(
+        rows["cosine"],
+        aligned if synthetic else None,
+        out("cosines.png"),
+        f"{title}: cos(g_va, g_vt) per triplet",
+    )
+    summary = {
+        "step": step,
+        "num_triplets": int(len(rows["cosine"])),
+        "batch_size": FLAGS.batch_size,
+        "granularity": FLAGS.granularity,
+        "mean_cosine": float(np.mean(rows["cosine"])),
+        "fraction_negative": float(np.mean(rows["cosine"] < 0)),
+        "num_selected_each": int(len(top)),
+        "auc_aligned": auc,
+    }
     if synthetic:
-        summary.update(mean_cosine_aligned=float(np.mean(rows["cosine"][aligned])),
-                       mean_cosine_misaligned=float(np.mean(rows["cosine"][~aligned])),
-                       num_aligned=int(aligned.sum()))
+        summary.update(
+            mean_cosine_aligned=float(np.mean(rows["cosine"][aligned])),
+            mean_cosine_misaligned=float(np.mean(rows["cosine"][~aligned])),
+            num_aligned=int(aligned.sum()),
+        )
     summaries.write_json(out("summary.json"), summary)
     return summary
 
@@ -103,18 +125,25 @@ def main(argv):
     del argv
     from vatt_gh.data import pipeline
     from vatt_gh.evaluation import run
+
     try:
         summary = inspect()
     except (run.EvalError, pipeline.BadRecordError) as e:
         raise SystemExit(f"error: {e}") from None
-    print(f"step {summary['step']}: {summary['num_triplets']} triplets, mean cosine "
-          f"{summary['mean_cosine']:+.4f}, {100 * summary['fraction_negative']:.1f}% negative")
+    print(
+        f"step {summary['step']}: {summary['num_triplets']} triplets, mean cosine "
+        f"{summary['mean_cosine']:+.4f}, {100 * summary['fraction_negative']:.1f}% negative"
+    )
     if summary["auc_aligned"] is not None:
-        print(f"ROC AUC (aligned vs misaligned triplets): {summary['auc_aligned']:.3f}; mean cosine "
-              f"aligned {summary['mean_cosine_aligned']:+.4f}, misaligned "
-              f"{summary['mean_cosine_misaligned']:+.4f}")
-    print(f"wrote {FLAGS.output_dir}/cosines.csv, conflicts.html, top.png, bottom.png, "
-          "cosines.png, summary.json")
+        print(
+            f"ROC AUC (aligned vs misaligned triplets): {summary['auc_aligned']:.3f}; mean cosine "
+            f"aligned {summary['mean_cosine_aligned']:+.4f}, misaligned "
+            f"{summary['mean_cosine_misaligned']:+.4f}"
+        )
+    print(
+        f"wrote {FLAGS.output_dir}/cosines.csv, conflicts.html, top.png, bottom.png, "
+        "cosines.png, summary.json"
+    )
 
 
 if __name__ == "__main__":

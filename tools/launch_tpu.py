@@ -9,6 +9,7 @@ Creates a (spot) TPU VM with TensorFlow 2.15.1, copies the committed tree, insta
 workers, and restarts after preemption (see vatt_gh/tpu_job.py for the policy). --model_dir
 must be on GCS. TensorBoard: `tensorboard --logdir=gs://BUCKET/runs`.
 """
+
 import os
 import shlex
 import subprocess
@@ -24,8 +25,9 @@ flags.DEFINE_string("name", None, "TPU VM name.")
 flags.DEFINE_string("zone", None, "GCP zone, e.g. europe-west4-a.")
 flags.DEFINE_string("project", None, "GCP project (default: gcloud's).")
 flags.DEFINE_string("accelerator_type", "v3-8", "TPU type, e.g. v3-8, v3-32, v4-64.")
-flags.DEFINE_string("version", "tpu-vm-tf-2.15.1-pjrt",
-                    "TPU VM runtime (the -pod- variant for multi-host slices).")
+flags.DEFINE_string(
+    "version", "tpu-vm-tf-2.15.1-pjrt", "TPU VM runtime (the -pod- variant for multi-host slices)."
+)
 flags.DEFINE_bool("spot", True, "Spot (preemptible) capacity.")
 flags.DEFINE_multi_string("gin_file", [], "Gin files for tools/pretrain.py.")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings for tools/pretrain.py.")
@@ -39,10 +41,17 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     job = tpu_job.TpuJob(
-        name=FLAGS.name, zone=FLAGS.zone, model_dir=FLAGS.model_dir, gin_files=FLAGS.gin_file,
-        gin_params=FLAGS.gin_param, project=FLAGS.project,
-        accelerator_type=FLAGS.accelerator_type, version=FLAGS.version, spot=FLAGS.spot,
-        max_restarts=FLAGS.max_restarts)
+        name=FLAGS.name,
+        zone=FLAGS.zone,
+        model_dir=FLAGS.model_dir,
+        gin_files=FLAGS.gin_file,
+        gin_params=FLAGS.gin_param,
+        project=FLAGS.project,
+        accelerator_type=FLAGS.accelerator_type,
+        version=FLAGS.version,
+        spot=FLAGS.spot,
+        max_restarts=FLAGS.max_restarts,
+    )
 
     def run(cmd):
         print("$ " + shlex.join(cmd), flush=True)

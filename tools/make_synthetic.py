@@ -7,13 +7,16 @@ Presets: 'small' (256 clips of 16 frames at 40x40, 1.6 s audio) and 'demo' (512 
 frames at 40x40, for the demo's 8 x 32 x 32 crops and 0.8 s audio). Flags override a preset.
 Writes the shards, vocab.txt (word vocabulary, pad id 0) and metadata.json (ground truth).
 """
+
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a bare checkout
 
-from absl import app  # pylint: disable=g-import-not-at-top
-from absl import flags
+from absl import (
+    app,
+    flags,
+)
 
 from vatt_gh.data import synthetic
 
@@ -32,17 +35,26 @@ flags.mark_flag_as_required("out_dir")
 
 
 def main(argv):
-  del argv
-  kwargs = dict(synthetic.DEMO if FLAGS.preset == "demo" else synthetic.SMALL)
-  for name in ("num_clips", "num_classes", "misaligned_fraction", "num_frames", "frame_size",
-               "num_captions", "num_shards"):
-    if getattr(FLAGS, name) is not None:
-      kwargs[name] = getattr(FLAGS, name)
-  out = synthetic.write_synthetic(FLAGS.out_dir, seed=FLAGS.seed, **kwargs)
-  bad = sum(1 for c in out["clips"] if not (c["aligned_va"] and c["aligned_vt"]))
-  print(f"wrote {len(out['clips'])} clips ({bad} misaligned) to {out['file_pattern']}\n"
-        f"vocabulary: {out['vocab_path']}\nground truth: {out['metadata_path']}")
+    del argv
+    kwargs = dict(synthetic.DEMO if FLAGS.preset == "demo" else synthetic.SMALL)
+    for name in (
+        "num_clips",
+        "num_classes",
+        "misaligned_fraction",
+        "num_frames",
+        "frame_size",
+        "num_captions",
+        "num_shards",
+    ):
+        if getattr(FLAGS, name) is not None:
+            kwargs[name] = getattr(FLAGS, name)
+    out = synthetic.write_synthetic(FLAGS.out_dir, seed=FLAGS.seed, **kwargs)
+    bad = sum(1 for c in out["clips"] if not (c["aligned_va"] and c["aligned_vt"]))
+    print(
+        f"wrote {len(out['clips'])} clips ({bad} misaligned) to {out['file_pattern']}\n"
+        f"vocabulary: {out['vocab_path']}\nground truth: {out['metadata_path']}"
+    )
 
 
 if __name__ == "__main__":
-  app.run(main)
+    app.run(main)

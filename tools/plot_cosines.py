@@ -10,6 +10,7 @@ device a step has a single cosine; pre-train with Harmonization.granularity='exa
 'microbatch:K') to see the per-triplet distribution of the paper. Also writes the percentiles as
 CSV next to the PNG.
 """
+
 import os
 import sys
 
@@ -41,6 +42,7 @@ def parse_runs(specs):
 def main(argv):
     del argv
     from vatt_gh.evaluation import figures, histories
+
     if not FLAGS.run:
         raise SystemExit("error: give at least one --run=NAME=MODEL_DIR")
     histories_by_run = {}
@@ -59,14 +61,18 @@ def main(argv):
         f.write("run,step,count," + ",".join(f"p{p}" for p in levels) + ",fraction_negative\n")
         for name, h in histories_by_run.items():
             for i, step in enumerate(h.steps):
-                f.write(f"{name},{step},{h.counts[i]:g}," +
-                        ",".join(f"{v:.6g}" for v in h.percentiles[i]) +
-                        f",{h.fraction_negative[i]:.6g}\n")
+                f.write(
+                    f"{name},{step},{h.counts[i]:g},"
+                    + ",".join(f"{v:.6g}" for v in h.percentiles[i])
+                    + f",{h.fraction_negative[i]:.6g}\n"
+                )
     for name, h in histories_by_run.items():
         median = h.percentiles[:, list(h.percentile_levels).index(50)]
-        print(f"{name}: {len(h.steps)} steps ({int(h.steps[0])}-{int(h.steps[-1])}), "
-              f"{h.counts.mean():.0f} cosines/step, median {median[0]:+.3f} -> {median[-1]:+.3f}, "
-              f"fraction < 0: {h.fraction_negative.mean():.2f} on average")
+        print(
+            f"{name}: {len(h.steps)} steps ({int(h.steps[0])}-{int(h.steps[-1])}), "
+            f"{h.counts.mean():.0f} cosines/step, median {median[0]:+.3f} -> {median[-1]:+.3f}, "
+            f"fraction < 0: {h.fraction_negative.mean():.2f} on average"
+        )
     print(f"wrote {FLAGS.output} and {csv_path}")
 
 

@@ -8,6 +8,7 @@ scikit-learn t-SNE on the 2N L2-normalised points together, and plots them colou
 and, when the records have labels, by class. Input sizes follow the run's operative config
 (override with --gin_param=EvalConfig....). Also writes the 2-D points as CSV next to the PNG.
 """
+
 import os
 import sys
 
@@ -38,27 +39,35 @@ def tsne_points(video, text, perplexity, seed):
     """(N, D) video, (N, D) text -> (2N, 2) t-SNE points (video first)."""
     import numpy as np
     from sklearn.manifold import TSNE
+
     points = np.concatenate([video, text], axis=0)
     perplexity = min(perplexity, max(1.0, (len(points) - 1) / 3.0))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
-                metric="cosine").fit_transform(points)
+    return TSNE(
+        n_components=2, perplexity=perplexity, init="pca", random_state=seed, metric="cosine"
+    ).fit_transform(points)
 
 
 def run_tsne():
     import numpy as np
+
     from vatt_gh.data import pipeline
     from vatt_gh.evaluation import features, figures, run
+
     run.check_pattern("pattern", FLAGS.pattern)
-    model, step = run.open_run(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.gin_file,
-                               FLAGS.gin_param)
+    model, step = run.open_run(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.gin_file, FLAGS.gin_param)
     try:
         vocab = features.resolve_vocab(FLAGS.model_dir, FLAGS.vocab_path)
     except ValueError as e:
         raise run.EvalError(str(e)) from None
-    config = features.eval_config_for_run(FLAGS.pattern, vocab, num_windows=FLAGS.num_windows,
-                                          num_captions=1)
-    arrays = features.extract(model.vatt, pipeline.eval_dataset(config, FLAGS.batch_size),
-                              ("video", "text"), FLAGS.max_clips or None)
+    config = features.eval_config_for_run(
+        FLAGS.pattern, vocab, num_windows=FLAGS.num_windows, num_captions=1
+    )
+    arrays = features.extract(
+        model.vatt,
+        pipeline.eval_dataset(config, FLAGS.batch_size),
+        ("video", "text"),
+        FLAGS.max_clips or None,
+    )
     keep = arrays["text_mask"].sum(axis=1) > 0
     if keep.sum() < 3:
         raise run.EvalError(f"--pattern: {int(keep.sum())} clip(s) with a caption; t-SNE needs 3")
@@ -69,17 +78,23 @@ def run_tsne():
     modality = np.array(["video"] * n + ["text"] * n)
     labels = np.concatenate([arrays["label"][keep]] * 2)
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-    title = FLAGS.title or f"t-SNE of the vt space: {os.path.basename(FLAGS.model_dir.rstrip('/'))}" \
+    title = (
+        FLAGS.title
+        or f"t-SNE of the vt space: {os.path.basename(FLAGS.model_dir.rstrip('/'))}"
         f" step {step}, {n} clips"
-    figures.tsne_scatter(points, modality, FLAGS.output,
-                         labels if (labels >= 0).any() else None, title)
+    )
+    figures.tsne_scatter(
+        points, modality, FLAGS.output, labels if (labels >= 0).any() else None, title
+    )
     csv_path = os.path.splitext(FLAGS.output)[0] + ".csv"
     clip_ids = np.concatenate([arrays["clip_id"][keep]] * 2)
     with open(csv_path, "w") as f:
         f.write("clip_id,modality,label,x,y\n")
         for i in range(2 * n):
-            f.write(f"\"{clip_ids[i]}\",{modality[i]},{int(labels[i])},"
-                    f"{points[i, 0]:.6g},{points[i, 1]:.6g}\n")
+            f.write(
+                f'"{clip_ids[i]}",{modality[i]},{int(labels[i])},'
+                f"{points[i, 0]:.6g},{points[i, 1]:.6g}\n"
+            )
     # How mixed are the modalities? Mean cosine of matching pairs vs all pairs.
     matching = float(np.mean(np.sum(video * text, axis=1)))
     overall = float(np.mean(video @ text.T))
@@ -90,12 +105,15 @@ def main(argv):
     del argv
     from vatt_gh.data import pipeline
     from vatt_gh.evaluation import run
+
     try:
         n, step, matching, overall, csv_path = run_tsne()
     except (run.EvalError, pipeline.BadRecordError) as e:
         raise SystemExit(f"error: {e}") from None
-    print(f"step {step}: {n} clips; mean video-text cosine {matching:+.3f} for matching pairs, "
-          f"{overall:+.3f} over all pairs\nwrote {FLAGS.output} and {csv_path}")
+    print(
+        f"step {step}: {n} clips; mean video-text cosine {matching:+.3f} for matching pairs, "
+        f"{overall:+.3f} over all pairs\nwrote {FLAGS.output} and {csv_path}"
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ r"""Pre-train VATT with cross-modality gradient harmonization.
 
 Resumes from the newest checkpoint in --model_dir. TensorBoard: tensorboard --logdir=MODEL_DIR.
 """
+
 import os
 import sys
 
@@ -30,17 +31,21 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     from vatt_gh import launch, loop
+
     try:
         with strategy_flags.peer_failures_as(loop.TrainingError):
             launch.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
             strategy = strategy_flags.make_strategy()
-            logging.info("strategy %s with %d replica(s)", FLAGS.strategy,
-                         strategy.num_replicas_in_sync)
+            logging.info(
+                "strategy %s with %d replica(s)", FLAGS.strategy, strategy.num_replicas_in_sync
+            )
             loop.pretrain(FLAGS.model_dir, strategy)
     except (launch.LaunchError, loop.ConfigError, loop.TrainingError) as e:
         raise SystemExit(f"error: {e}") from None
-    print(f"\nDone. TensorBoard logs: {os.path.join(FLAGS.model_dir, 'train')}\n"
-          f"  open them with: tensorboard --logdir={FLAGS.model_dir}")
+    print(
+        f"\nDone. TensorBoard logs: {os.path.join(FLAGS.model_dir, 'train')}\n"
+        f"  open them with: tensorboard --logdir={FLAGS.model_dir}"
+    )
 
 
 if __name__ == "__main__":

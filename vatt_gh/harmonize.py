@@ -3,7 +3,7 @@
 Pure TensorFlow, no Keras: functions over lists of gradient tensors, one per trainable variable,
 in the same order for both losses (``None`` where a loss does not reach a variable).
 
-Every method of SPEC.md section 2 is a linear combination of the two gradients,
+Every method of docs/harmonization.md is a linear combination of the two gradients,
 
     update = alpha * g_va + beta * g_vt,
 
@@ -22,6 +22,7 @@ harmonizes at a granularity (``replica``, ``example`` or ``microbatch:K``).
 | both         | cos <= gamma: (0, 0); gamma < cos < 0: realign; cos >= 0: (1, 1) (Sec 4.4)|
 | gradvac      | cos < phi_hat: (1 + c_vt, 1 + c_va), Gradient Vaccine (Wang et al. 2021)  |
 """
+
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
@@ -81,7 +82,7 @@ def _weights(dot, norm_va_sq, norm_vt_sq, method, gamma, reweight, phi_hat):
 
     if method == "realign":
         return alpha_realign, beta_realign, cos, tf.cast(conflict, tf.float32), no_flag
-    if method == "curriculum":  # Algorithm 2, gated on the cosine (SPEC.md section 2)
+    if method == "curriculum":  # Algorithm 2, gated on the cosine (docs/harmonization.md)
         keep = tf.cast(cos > gamma, tf.float32)
         return keep, keep, cos, no_flag, 1.0 - keep
     if method == "both":  # Section 4.4: drop, else realign when conflicting, else sum
@@ -107,9 +108,10 @@ def _weights(dot, norm_va_sq, norm_vt_sq, method, gamma, reweight, phi_hat):
     return alpha, beta, cos, tf.cast(vaccinate, tf.float32), no_flag
 
 
-def example_weights(dot, norm_va_sq, norm_vt_sq, method, gamma=None, reweight=RW_VA,
-                    phi_hat=None) -> Tuple[tf.Tensor, tf.Tensor]:
-    """Per-example loss weights (alpha_i, beta_i) of SPEC.md section 2.
+def example_weights(
+    dot, norm_va_sq, norm_vt_sq, method, gamma=None, reweight=RW_VA, phi_hat=None
+) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Per-example loss weights (alpha_i, beta_i) of docs/harmonization.md.
 
     With d_i = g_va,i . g_vt,i and the squared norms of the per-example gradients,
     sum_i alpha_i grad(loss_va_i) + beta_i grad(loss_vt_i) is the per-example harmonized update.
@@ -136,23 +138,34 @@ def _shapes_of(g_va: Grads, g_vt: Grads):
     shapes = []
     for i, (a, b) in enumerate(zip(g_va, g_vt)):
         if a is None and b is None:
-            raise ValueError(f"variable {i} is reached by neither loss: its shape is unknown; "
-                             "pass zeros or drop it")
+            raise ValueError(
+                f"variable {i} is reached by neither loss: its shape is unknown; "
+                "pass zeros or drop it"
+            )
         shapes.append((a if a is not None else b).shape)
     return shapes
 
 
 def _pair_stats(g_va, g_vt, batch_dims=0):
     """(dot, |g_va|^2, |g_vt|^2) over all variables; batch_dims leading axes are kept."""
+
     def total(x):
         return tf.add_n([tf.reduce_sum(t, axis=list(range(batch_dims, t.shape.rank))) for t in x])
+
     dot = total([a * b for a, b in zip(g_va, g_vt)])
     return dot, total([a * a for a in g_va]), total([b * b for b in g_vt])
 
 
-def harmonize(g_va: Grads, g_vt: Grads, method: str, gamma=None, reweight=RW_VA, phi_hat=None,
-              gradvac_beta=GRADVAC_BETA):
-    """Harmonize one pair of gradients (SPEC.md section 2). Returns (update, stats).
+def harmonize(
+    g_va: Grads,
+    g_vt: Grads,
+    method: str,
+    gamma=None,
+    reweight=RW_VA,
+    phi_hat=None,
+    gradvac_beta=GRADVAC_BETA,
+):
+    """Harmonize one pair of gradients (docs/harmonization.md). Returns (update, stats).
 
     update: list of dense tensors, one per variable. stats: scalar tensors `cosine`, `dot`,
     `norm_va`, `norm_vt`, `projected` (0/1), `dropped` (0/1), `alpha`, `beta`, and `phi_hat`
@@ -161,12 +174,21 @@ def harmonize(g_va: Grads, g_vt: Grads, method: str, gamma=None, reweight=RW_VA,
     shapes = _shapes_of(g_va, g_vt)
     g_va, g_vt = _dense(g_va, shapes), _dense(g_vt, shapes)
     dot, nva2, nvt2 = _pair_stats(g_va, g_vt)
-    alpha, beta, cos, projected, dropped = _weights(dot, nva2, nvt2, method, gamma, reweight,
-                                                    phi_hat)
+    alpha, beta, cos, projected, dropped = _weights(
+        dot, nva2, nvt2, method, gamma, reweight, phi_hat
+    )
     update = [alpha * a + beta * b for a, b in zip(g_va, g_vt)]
-    stats = dict(cosine=cos, dot=dot, norm_va=tf.sqrt(nva2), norm_vt=tf.sqrt(nvt2),
-                 projected=projected, dropped=dropped, alpha=alpha, beta=beta,
-                 phi_hat=_next_phi(phi_hat, cos, gradvac_beta))
+    stats = dict(
+        cosine=cos,
+        dot=dot,
+        norm_va=tf.sqrt(nva2),
+        norm_vt=tf.sqrt(nvt2),
+        projected=projected,
+        dropped=dropped,
+        alpha=alpha,
+        beta=beta,
+        phi_hat=_next_phi(phi_hat, cos, gradvac_beta),
+    )
     return update, stats
 
 
@@ -193,22 +215,28 @@ def parse_granularity(granularity: str, batch_size: int) -> int:
         except ValueError:
             groups = 0
         if groups < 1:
-            raise ValueError(f"granularity {granularity!r}: K in 'microbatch:K' must be a "
-                             "positive integer")
+            raise ValueError(
+                f"granularity {granularity!r}: K in 'microbatch:K' must be a positive integer"
+            )
         if batch_size is not None and batch_size % groups:
-            raise ValueError(f"granularity {granularity!r}: the local batch of {batch_size} "
-                             f"does not split into {groups} equal groups")
+            raise ValueError(
+                f"granularity {granularity!r}: the local batch of {batch_size} "
+                f"does not split into {groups} equal groups"
+            )
         return groups
-    raise ValueError(f"unknown granularity {granularity!r}; use 'replica', 'example', "
-                     f"'{EXAMPLE_FAST}' or 'microbatch:K'")
+    raise ValueError(
+        f"unknown granularity {granularity!r}; use 'replica', 'example', "
+        f"'{EXAMPLE_FAST}' or 'microbatch:K'"
+    )
 
 
 def check_config(method: str, granularity: str = "replica", chunk_size=None):
     """Raise a ValueError naming a bad method, granularity or chunk size before any tracing."""
     _check_method(method, gamma=0.0)
     parse_granularity(granularity, batch_size=None)
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
-                                   or chunk_size < 1):
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
         raise ValueError(f"chunk_size {chunk_size!r} must be a positive integer or None")
 
 
@@ -218,9 +246,17 @@ def chunks(size: int, chunk_size=None):
     return [(a, min(a + step, size)) for a in range(0, size, step)]
 
 
-def harmonized_gradients(loss_fn: Callable, variables, method: str, granularity="replica",
-                         gamma=None, reweight=RW_VA, phi_hat=None, gradvac_beta=GRADVAC_BETA,
-                         chunk_size=None):
+def harmonized_gradients(
+    loss_fn: Callable,
+    variables,
+    method: str,
+    granularity="replica",
+    gamma=None,
+    reweight=RW_VA,
+    phi_hat=None,
+    gradvac_beta=GRADVAC_BETA,
+    chunk_size=None,
+):
     """Run `loss_fn` under two tapes and harmonize its two gradients at a granularity.
 
     loss_fn() -> (loss_va, loss_vt, aux): per-example loss vectors (B,) whose SUMS are the two
@@ -230,11 +266,11 @@ def harmonized_gradients(loss_fn: Callable, variables, method: str, granularity=
       replica context with negatives gathered by `all_gather` (and synchronised BatchNorm),
       this is the gradient of the GLOBAL losses with respect to this replica's copy of the
       weights, i.e. the local examples' contribution through their own forward path
-      (SPEC.md section 2). It is not the same split as 'microbatch:R' on one device, which
+      (docs/harmonization.md). It is not the same split as 'microbatch:R' on one device, which
       takes each group's own loss terms through every path; both add up to the full gradient.
     - 'example' / 'microbatch:K': the B examples form G groups of B/G consecutive examples;
       per-group gradients of the group-summed losses come from one pfor Jacobian per loss
-      (correct although negatives couple examples; TF_NOTES.md), and the update is
+      (correct although negatives couple examples; docs/tensorflow_notes.md), and the update is
       sum_g alpha_g G_va,g + beta_g G_vt,g with the weights of `example_weights`.
       chunk_size=C: the Jacobian rows, the stats, the weights and the update are computed for C
       groups at a time and the update accumulated (each group's weights depend only on its
@@ -248,16 +284,21 @@ def harmonized_gradients(loss_fn: Callable, variables, method: str, granularity=
     `loss_vt` (the sums) and `phi_hat` (GradVac target after this step).
     """
     if granularity == EXAMPLE_FAST:
-        raise ValueError(f"granularity {EXAMPLE_FAST!r} needs the model's layers: use "
-                         "vatt_gh.per_example.harmonized_gradients")
+        raise ValueError(
+            f"granularity {EXAMPLE_FAST!r} needs the model's layers: use "
+            "vatt_gh.per_example.harmonized_gradients"
+        )
     variables = list(variables)
-    with tf.GradientTape(persistent=bool(chunk_size)) as tape_va, \
-            tf.GradientTape(persistent=bool(chunk_size)) as tape_vt:
+    with (
+        tf.GradientTape(persistent=bool(chunk_size)) as tape_va,
+        tf.GradientTape(persistent=bool(chunk_size)) as tape_vt,
+    ):
         loss_va, loss_vt, aux = loss_fn()
         batch = loss_va.shape[0]
         if batch is None:
-            raise ValueError("harmonized_gradients needs a static batch size "
-                             "(batch with drop_remainder=True)")
+            raise ValueError(
+                "harmonized_gradients needs a static batch size (batch with drop_remainder=True)"
+            )
         groups = parse_granularity(granularity, batch)
         # The targets stay on the tapes: the two sums, or (G,) group sums per loss, sliced
         # into chunks of groups here so that each chunk's Jacobian is taken separately.
@@ -273,8 +314,10 @@ def harmonized_gradients(loss_fn: Callable, variables, method: str, granularity=
         dot, nva2, nvt2 = _pair_stats(g_va, g_vt, batch_dims=1)  # (G_chunk,)
         weights = _weights(dot, nva2, nvt2, method, gamma, reweight, phi_hat)
         alpha, beta = weights[:2]
-        update = [tf.tensordot(alpha, a, axes=1) + tf.tensordot(beta, b, axes=1)
-                  for a, b in zip(g_va, g_vt)]
+        update = [
+            tf.tensordot(alpha, a, axes=1) + tf.tensordot(beta, b, axes=1)
+            for a, b in zip(g_va, g_vt)
+        ]
         return update, (dot, nva2, nvt2) + tuple(weights)
 
     if groups == 1:  # one pair: an ordinary backward pass per loss
@@ -289,20 +332,39 @@ def harmonized_gradients(loss_fn: Callable, variables, method: str, granularity=
         for part_va, part_vt in parts:
             # One chunk after the other: only one chunk's Jacobians are alive at a time.
             with tf.control_dependencies([] if update is None else update):
-                g_va = [tf.cast(g, tf.float32) for g in tape_va.jacobian(
-                    part_va, variables, unconnected_gradients=zero, experimental_use_pfor=True)]
-                g_vt = [tf.cast(g, tf.float32) for g in tape_vt.jacobian(
-                    part_vt, variables, unconnected_gradients=zero, experimental_use_pfor=True)]
+                g_va = [
+                    tf.cast(g, tf.float32)
+                    for g in tape_va.jacobian(
+                        part_va, variables, unconnected_gradients=zero, experimental_use_pfor=True
+                    )
+                ]
+                g_vt = [
+                    tf.cast(g, tf.float32)
+                    for g in tape_vt.jacobian(
+                        part_vt, variables, unconnected_gradients=zero, experimental_use_pfor=True
+                    )
+                ]
             chunk_update, chunk_stats = weigh(g_va, g_vt)
-            update = chunk_update if update is None else [
-                u + c for u, c in zip(update, chunk_update)]
+            update = (
+                chunk_update if update is None else [u + c for u, c in zip(update, chunk_update)]
+            )
             per_group.append(chunk_stats)
     del tape_va, tape_vt
 
     dot, nva2, nvt2, alpha, beta, cos, projected, dropped = (
-        tf.concat([s[j] for s in per_group], 0) for j in range(8))
-    stats = dict(cosine=cos, dot=dot, norm_va=tf.sqrt(nva2), norm_vt=tf.sqrt(nvt2),
-                 projected=projected, dropped=dropped, alpha=alpha, beta=beta,
-                 loss_va=tf.reduce_sum(loss_va), loss_vt=tf.reduce_sum(loss_vt),
-                 phi_hat=_next_phi(phi_hat, cos, gradvac_beta))
+        tf.concat([s[j] for s in per_group], 0) for j in range(8)
+    )
+    stats = dict(
+        cosine=cos,
+        dot=dot,
+        norm_va=tf.sqrt(nva2),
+        norm_vt=tf.sqrt(nvt2),
+        projected=projected,
+        dropped=dropped,
+        alpha=alpha,
+        beta=beta,
+        loss_va=tf.reduce_sum(loss_va),
+        loss_vt=tf.reduce_sum(loss_vt),
+        phi_hat=_next_phi(phi_hat, cos, gradvac_beta),
+    )
     return update, stats, aux

@@ -2,11 +2,12 @@
 
 Both raise `LaunchError` with one line that names the flag, file or binding at fault.
 """
+
 import os
 
-import gin
 import tensorflow as tf
 
+import gin
 from vatt_gh.strategy_flags import STRATEGIES
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,6 +20,7 @@ class LaunchError(ValueError):
 def parse_gin(files, params=()):
     """Parse gin files then bindings; `include 'gin/...'` resolves from the repository root."""
     import vatt_gh.loop  # noqa: F401  (registers every configurable before parsing)
+
     gin.add_config_file_search_path(REPO)
     resolved = []
     for path in files:
@@ -53,7 +55,8 @@ def make_strategy(name: str = "default", tpu=None, timeout_seconds=None, heartbe
             if heartbeat_seconds:
                 _configure_heartbeat(heartbeat_seconds)
             options = tf.distribute.experimental.CommunicationOptions(
-                timeout_seconds=timeout_seconds)
+                timeout_seconds=timeout_seconds
+            )
             return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
         tf.config.experimental_connect_to_cluster(resolver)
@@ -71,15 +74,20 @@ def _configure_heartbeat(seconds):
     context; the strategy keeps a service configured before it is created."""
     from tensorflow.python.eager import context
     from tensorflow.tsl.protobuf import coordination_config_pb2
+
     spec = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
     jobs = [job for job in ("chief", "worker") if job in spec.jobs]
     if not jobs:
         raise ValueError("TF_CONFIG lists no 'chief' or 'worker' job")
     context.context().configure_coordination_service(
-        service_type="standalone", service_leader=f"/job:{jobs[0]}/replica:0/task:0",
+        service_type="standalone",
+        service_leader=f"/job:{jobs[0]}/replica:0/task:0",
         heartbeat_timeout_in_ms=int(seconds * 1000),
-        coordinated_jobs=[coordination_config_pb2.CoordinatedJob(
-            name=job, num_tasks=spec.num_tasks(job)) for job in jobs])
+        coordinated_jobs=[
+            coordination_config_pb2.CoordinatedJob(name=job, num_tasks=spec.num_tasks(job))
+            for job in jobs
+        ],
+    )
 
 
 def chief_barrier(key: str, chief: bool):
@@ -87,6 +95,7 @@ def chief_barrier(key: str, chief: bool):
     every other worker blocks until then. If the chief dies first, the workers get an
     UnavailableError instead of waiting forever (the chief hosts the coordination service)."""
     from tensorflow.python.eager import context
+
     if chief:
         context.context().set_config_key_value(key, "done")
     else:

@@ -7,6 +7,7 @@ losses, learning rate, gamma, mean cosine, fractions projected / dropped, gradie
 skipped steps, wall seconds per step since the last summary, and a histogram of the cosines of
 every group of every replica.
 """
+
 import dataclasses
 import os
 import sys
@@ -14,11 +15,10 @@ import time
 import uuid
 from typing import Optional
 
-import gin
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
+import gin
 from vatt_gh import launch, trainer
 from vatt_gh.data import pipeline, synthetic
 from vatt_gh.models import build_vatt, dummy_inputs
@@ -35,6 +35,7 @@ class ConfigError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class SyntheticData:
     """Synthetic triplets made on first use under <model_dir>/data (the demo's embedded data)."""
+
     num_clips: int = 512
     num_classes: int = 8
     misaligned_fraction: float = 0.25
@@ -57,8 +58,12 @@ def check_writable(model_dir: str):
         raise ConfigError(f"--model_dir {model_dir!r} cannot be written: {e}") from None
 
 
-def data_config(model_dir: str, synthetic_data: Optional[SyntheticData],
-                chief: bool = True, multi_worker: bool = False) -> pipeline.PretrainConfig:
+def data_config(
+    model_dir: str,
+    synthetic_data: Optional[SyntheticData],
+    chief: bool = True,
+    multi_worker: bool = False,
+) -> pipeline.PretrainConfig:
     """The gin-configured PretrainConfig; with `synthetic_data`, pointed at records it makes.
 
     The chief makes them in a temporary folder renamed into place; other workers wait until
@@ -80,10 +85,13 @@ def data_config(model_dir: str, synthetic_data: Optional[SyntheticData],
         if multi_worker:
             launch.chief_barrier("vatt_gh/synthetic_data", chief)
         if not tf.io.gfile.exists(marker):
-            raise ConfigError(f"synthetic data is missing from {out_dir!r} (no metadata.json); "
-                              "is --model_dir on storage every worker sees?")
+            raise ConfigError(
+                f"synthetic data is missing from {out_dir!r} (no metadata.json); "
+                "is --model_dir on storage every worker sees?"
+            )
         source = pipeline.SourceConfig(
-            file_pattern=os.path.join(out_dir, "synthetic-*.tfrecord"), name="synthetic")
+            file_pattern=os.path.join(out_dir, "synthetic-*.tfrecord"), name="synthetic"
+        )
         config = dataclasses.replace(config, sources=(source,), vocab_path=_find_vocab(out_dir))
     if not config.sources:
         raise ConfigError("no data: set PretrainConfig.sources in gin (see gin/data/)")
@@ -105,12 +113,16 @@ def _find_vocab(out_dir):
 def is_chief(strategy) -> bool:
     """Whether this task writes checkpoints and summaries (the chief, or worker 0)."""
     resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type or isinstance(
-            strategy, tf.distribute.TPUStrategy):
+    if (
+        resolver is None
+        or not resolver.task_type
+        or isinstance(strategy, tf.distribute.TPUStrategy)
+    ):
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker"
-                                             and resolver.task_id == 0)
+    return resolver.task_type == "chief" or (
+        not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
+    )
 
 
 def _dummy_batch(element_spec):
@@ -136,8 +148,9 @@ def load_pretrained(model_dir: str, checkpoint: Optional[str] = None, parse_conf
         raise ConfigError(f"no checkpoint in {os.path.join(model_dir, 'checkpoints')!r}")
     model = trainer.PretrainModel(build_vatt())
     model(dummy_inputs(model.vatt.vatt_config), training=False)  # build, then restore in place
-    tf.train.Checkpoint(model=model).restore(path).expect_partial() \
-        .assert_existing_objects_matched()
+    tf.train.Checkpoint(model=model).restore(
+        path
+    ).expect_partial().assert_existing_objects_matched()
     step = int(path.rsplit("-", 1)[-1]) if path.rsplit("-", 1)[-1].isdigit() else 0
     return model, step
 
@@ -184,13 +197,19 @@ def set_aside_unreadable(ckpt_dir: str) -> Optional[str]:
             return paths[-1]
         except (tf.errors.OpError, ValueError, IndexError, TypeError) as e:  # truncated/corrupt
             bad = paths.pop()
-            logging.warning("checkpoint %s is unreadable (%s): set aside as %s.*.unreadable; "
-                            "falling back to %s", bad, str(e).splitlines()[0], bad,
-                            paths[-1] if paths else "a fresh start")
+            logging.warning(
+                "checkpoint %s is unreadable (%s): set aside as %s.*.unreadable; "
+                "falling back to %s",
+                bad,
+                str(e).splitlines()[0],
+                bad,
+                paths[-1] if paths else "a fresh start",
+            )
             for path in tf.io.gfile.glob(bad + ".*"):
                 tf.io.gfile.rename(path, path + ".unreadable", overwrite=True)
-            tf.compat.v1.train.update_checkpoint_state(ckpt_dir, paths[-1] if paths else "",
-                                             all_model_checkpoint_paths=paths)
+            tf.compat.v1.train.update_checkpoint_state(
+                ckpt_dir, paths[-1] if paths else "", all_model_checkpoint_paths=paths
+            )
     return None
 
 
@@ -202,12 +221,22 @@ PREEMPTED_EXIT_CODE = 42  # SIGTERM: checkpoint saved at the step boundary; rest
 
 
 @gin.configurable(denylist=["model_dir", "strategy"])
-def pretrain(model_dir: str, strategy: Optional[tf.distribute.Strategy] = None, *,
-             train_steps: int = 500_000, global_batch_size: int = 2048,
-             checkpoint_every: int = 5000, summary_every: int = 100, keep_checkpoints: int = 5,
-             synthetic_data: Optional[SyntheticData] = None, xla_math: bool = False,
-             progress: Optional[bool] = None, seed: int = 0,
-             max_nonfinite_in_a_row: int = 10, checkpoint_iterator: bool = True):
+def pretrain(
+    model_dir: str,
+    strategy: Optional[tf.distribute.Strategy] = None,
+    *,
+    train_steps: int = 500_000,
+    global_batch_size: int = 2048,
+    checkpoint_every: int = 5000,
+    summary_every: int = 100,
+    keep_checkpoints: int = 5,
+    synthetic_data: Optional[SyntheticData] = None,
+    xla_math: bool = False,
+    progress: Optional[bool] = None,
+    seed: int = 0,
+    max_nonfinite_in_a_row: int = 10,
+    checkpoint_iterator: bool = True,
+):
     """Pre-train VATT with the gin-configured harmonization; resumes from model_dir.
 
     Exact resume: weights, optimizer slots, the step, every random generator and (single
@@ -228,16 +257,19 @@ def pretrain(model_dir: str, strategy: Optional[tf.distribute.Strategy] = None, 
     check_writable(model_dir)
     config = data_config(model_dir, synthetic_data, chief, multi_worker)
     if global_batch_size % strategy.num_replicas_in_sync:
-        raise ConfigError(f"global_batch_size {global_batch_size} does not split over "
-                          f"{strategy.num_replicas_in_sync} replicas")
+        raise ConfigError(
+            f"global_batch_size {global_batch_size} does not split over "
+            f"{strategy.num_replicas_in_sync} replicas"
+        )
 
     # ----------------------------------------------------------- model, every stream seeded
     tf.keras.backend.experimental.enable_tf_random_generator()  # checkpointable dropout
     tf.keras.utils.set_random_seed(seed)
     with strategy.scope():
         model = trainer.PretrainModel(build_vatt(), harmonization, xla_math=xla_math)
-        local = pipeline.pretrain_dataset(config, global_batch_size //
-                                          strategy.num_replicas_in_sync).element_spec
+        local = pipeline.pretrain_dataset(
+            config, global_batch_size // strategy.num_replicas_in_sync
+        ).element_spec
         strategy.run(lambda: model(_dummy_batch(local), training=False))
         optimizer = trainer.make_optimizer()
         model.compile(optimizer=optimizer)
@@ -257,26 +289,41 @@ def pretrain(model_dir: str, strategy: Optional[tf.distribute.Strategy] = None, 
         logging.info("resumed from %s", manager.latest_checkpoint)
     # Restores the newest checkpoint; on SIGTERM saves at the next step boundary and exits.
     preemption = tf.distribute.experimental.PreemptionCheckpointHandler(
-        strategy.cluster_resolver if multi_worker else None, manager,
+        strategy.cluster_resolver if multi_worker else None,
+        manager,
         termination_config=tf.distribute.experimental.TerminationConfig(
-            exit_fn=lambda: sys.exit(PREEMPTED_EXIT_CODE)))
+            exit_fn=lambda: sys.exit(PREEMPTED_EXIT_CODE)
+        ),
+    )
     step = int(optimizer.iterations.numpy())
     if not checkpoint_iterator:
         iterator = iter(_distribute(strategy, config, global_batch_size, skip=step))
-    saver = manager if chief else tf.train.CheckpointManager(  # non-chief: a private copy
-        checkpoint, os.path.join(model_dir, "workers", _task_name(strategy)), max_to_keep=1)
+    saver = (
+        manager
+        if chief
+        else tf.train.CheckpointManager(  # non-chief: a private copy
+            checkpoint, os.path.join(model_dir, "workers", _task_name(strategy)), max_to_keep=1
+        )
+    )
 
     # ------------------------------------------------------------------- summaries, progress
     if chief:
         with tf.io.gfile.GFile(os.path.join(model_dir, "operative_config.gin"), "w") as f:
             f.write(gin.operative_config_str())
-    log_dir = os.path.join(model_dir, "train") if chief else os.path.join(
-        model_dir, "workers", _task_name(strategy), "train")
+    log_dir = (
+        os.path.join(model_dir, "train")
+        if chief
+        else os.path.join(model_dir, "workers", _task_name(strategy), "train")
+    )
     writer = tf.summary.create_file_writer(log_dir)
     progress = sys.stdout.isatty() if progress is None else progress
-    bar = tf.keras.utils.Progbar(train_steps, stateful_metrics=["loss_va", "loss_vt", "cosine",
-                                                               "dropped", "gamma"]) \
-        if progress and chief else None
+    bar = (
+        tf.keras.utils.Progbar(
+            train_steps, stateful_metrics=["loss_va", "loss_vt", "cosine", "dropped", "gamma"]
+        )
+        if progress and chief
+        else None
+    )
 
     # ------------------------------------------------------------------------------ train
     train_fn = model.make_train_function()
@@ -296,19 +343,31 @@ def pretrain(model_dir: str, strategy: Optional[tf.distribute.Strategy] = None, 
             model.reset_metrics()
             if bar is None and chief:
                 rate = (step - start) / max(time.time() - t0, 1e-9)
-                logging.info("step %d/%d  loss_va %.4f  loss_vt %.4f  cos %.3f  dropped %.2f  "
-                             "gamma %.3f  lr %.2e  (%.1f steps/s)", step, train_steps,
-                             values["loss_va"], values["loss_vt"], values["cosine"],
-                             values["dropped"], values["gamma"], values["learning_rate"], rate)
+                logging.info(
+                    "step %d/%d  loss_va %.4f  loss_vt %.4f  cos %.3f  dropped %.2f  "
+                    "gamma %.3f  lr %.2e  (%.1f steps/s)",
+                    step,
+                    train_steps,
+                    values["loss_va"],
+                    values["loss_vt"],
+                    values["cosine"],
+                    values["dropped"],
+                    values["gamma"],
+                    values["learning_rate"],
+                    rate,
+                )
         if stop:
             writer.close()
             raise TrainingError(
                 f"{nonfinite_run} non-finite steps in a row (steps {step - nonfinite_run + 1}"
                 f"-{step}); each was skipped, so the weights are those after step "
-                f"{step - nonfinite_run}. Check the data and the learning rate, then resume.")
+                f"{step - nonfinite_run}. Check the data and the learning rate, then resume."
+            )
         if bar is not None:
-            bar.update(step, [(k, float(logs[k])) for k in ("loss_va", "loss_vt", "cosine",
-                                                            "dropped", "gamma")])
+            bar.update(
+                step,
+                [(k, float(logs[k])) for k in ("loss_va", "loss_vt", "cosine", "dropped", "gamma")],
+            )
         if step % checkpoint_every == 0 or step == train_steps:
             saver.save(checkpoint_number=step)
         preemption.save_checkpoint_if_preempted(checkpoint_number=step)
@@ -326,8 +385,9 @@ def _num_workers(strategy) -> int:
 
 def _task_name(strategy) -> str:
     resolver = getattr(strategy, "cluster_resolver", None)
-    return f"{resolver.task_type}_{resolver.task_id}" if resolver and resolver.task_type \
-        else "local"
+    return (
+        f"{resolver.task_type}_{resolver.task_id}" if resolver and resolver.task_type else "local"
+    )
 
 
 def _distribute(strategy, config, global_batch_size, skip):
@@ -343,6 +403,7 @@ def _distribute(strategy, config, global_batch_size, skip):
     def skipped_input_fn(context):
         local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
         return input_fn(context).skip(skip * local_replicas).with_options(options)
+
     # Multi-worker input would otherwise drop the static batch size (to allow workers with
     # unequal data); every worker's pipeline repeats forever, and harmonization needs it.
     if hasattr(strategy.extended, "experimental_enable_get_next_as_optional"):

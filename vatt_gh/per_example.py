@@ -1,7 +1,7 @@
 r"""Per-example harmonization at scale: exact per-triplet (dot, |g_va|^2, |g_vt|^2) without
 materialising per-example gradients ("ghost" inner products), and the harmonized update.
 
-Every method of SPEC.md section 2 needs, per example i, only three numbers:
+Every method of docs/harmonization.md needs, per example i, only three numbers:
 
     dot_i = g_va,(i) . g_vt,(i),   |g_va,(i)|^2,   |g_vt,(i)|^2,
 
@@ -16,7 +16,7 @@ that only example i's rows use. For a layer y = x W applied row-wise,
 
     g_(i) = sum_{t in example i} x_t^T d_t,        d = d(sum_b loss_b) / dy   (all examples' losses)
 
-and sum_i g_(i) is the ordinary gradient. This is the semantics of SPEC's `replica` granularity
+and sum_i g_(i) is the ordinary gradient. This is the semantics of the `replica` granularity of docs/harmonization.md
 (one replica's contribution to the global loss through its copy of the weights), taken down to
 one example. The pfor-Jacobian 'example' granularity of `harmonize.harmonized_gradients`
 defines instead the gradient of example i's OWN loss term loss_i through every path; the two
@@ -52,6 +52,7 @@ formed). A handler per layer type turns each call into terms:
 Rows of a captured tensor belong to examples in order: a leading axis of R = B * m rows maps row
 r to example r // m (the text path's (B * K, L) narrations: m = K).
 """
+
 import collections
 import contextlib
 import dataclasses
@@ -73,6 +74,7 @@ MODES = ("auto", "ghost", "direct")
 @dataclasses.dataclass
 class Call:
     """One call of a layer during the forward: its arguments and outputs (as given to call)."""
+
     layer: tf.keras.layers.Layer
     args: tuple
     kwargs: dict
@@ -88,8 +90,12 @@ def owned_variables(model: tf.Module) -> Dict[tf.keras.layers.Layer, List[tf.Var
     for layer in layers:
         if layer in owned:
             continue
-        inner = {v.ref() for sub in layer.submodules if isinstance(sub, tf.keras.layers.Layer)
-                 for v in sub.trainable_weights}
+        inner = {
+            v.ref()
+            for sub in layer.submodules
+            if isinstance(sub, tf.keras.layers.Layer)
+            for v in sub.trainable_weights
+        }
         own = [v for v in layer.trainable_weights if v.ref() not in inner]
         if own:
             owned[layer] = own
@@ -162,6 +168,7 @@ def capture_layer_calls(layers: Sequence[tf.keras.layers.Layer]):
 class Outer:
     """G_i = reshape(x_i^T d_i, var.shape); x (B, T, k) or (1, T, k) when the same for every
     example (positional tables), d_va / d_vt (B, T, n)."""
+
     var: tf.Variable
     x: tf.Tensor
     d_va: tf.Tensor
@@ -171,6 +178,7 @@ class Outer:
 @dataclasses.dataclass
 class Rows:
     """G_i[v] = sum_{t: ids_t = v} d_t (an embedding table); ids (B, T), d (B, T, n)."""
+
     var: tf.Variable
     ids: tf.Tensor
     d_va: tf.Tensor
@@ -180,6 +188,7 @@ class Rows:
 @dataclasses.dataclass
 class Full:
     """Materialised per-example gradients (B, *var.shape)."""
+
     var: tf.Variable
     g_va: tf.Tensor
     g_vt: tf.Tensor
@@ -189,8 +198,9 @@ def _examples(t: tf.Tensor, batch: int, width: Optional[int] = None) -> tf.Tenso
     """(R, ..., width) rows of examples (R = batch * m, example-major) -> (B, -1, width)."""
     rows = t.shape[0]
     if rows is None or rows % batch:
-        raise ValueError(f"a captured tensor of shape {t.shape} has rows that do not split into "
-                         f"{batch} examples")
+        raise ValueError(
+            f"a captured tensor of shape {t.shape} has rows that do not split into {batch} examples"
+        )
     width = t.shape[-1] if width is None else width
     return tf.reshape(tf.cast(t, tf.float32), [batch, -1, width])
 
@@ -202,10 +212,12 @@ def handles(*layer_types):
     """Registers a handler `f(call, d_va, d_vt, batch, chunk_size) -> [terms]` for layer types.
 
     A handler may return None to send the call to the generic fallback."""
+
     def register(fn):
         for layer_type in layer_types:
             _HANDLERS[layer_type] = fn
         return fn
+
     return register
 
 
@@ -236,7 +248,7 @@ def _dense(call, d_va, d_vt, batch, chunk_size):
     if isinstance(x, (tf.SparseTensor, tf.RaggedTensor)):
         return None
     k, n = layer.kernel.shape
-    da, db = _examples(da, batch, n), _examples(db, batch, n)       # (B, T, n)
+    da, db = _examples(da, batch, n), _examples(db, batch, n)  # (B, T, n)
     terms = [Outer(layer.kernel, _examples(x, batch, k), da, db)]
     if layer.use_bias:
         terms.append(Full(layer.bias, tf.reduce_sum(da, 1), tf.reduce_sum(db, 1)))
@@ -276,18 +288,22 @@ def _einsum_dense(call, d_va, d_vt, batch, chunk_size):
         return None
     _, contracted, new = split
     kernel_shape = layer.kernel.shape.as_list()
-    k = math.prod(kernel_shape[:len(contracted)])
-    n = math.prod(kernel_shape[len(contracted):])
+    k = math.prod(kernel_shape[: len(contracted)])
+    n = math.prod(kernel_shape[len(contracted) :])
     x, da, db = call.args[0], d_va[0], d_vt[0]
-    terms = [Outer(layer.kernel, _examples(x, batch, k), _examples(da, batch, n),
-                   _examples(db, batch, n))]
+    terms = [
+        Outer(
+            layer.kernel, _examples(x, batch, k), _examples(da, batch, n), _examples(db, batch, n)
+        )
+    ]
     if layer.bias is not None:
         bias_shape = layer.bias.shape.as_list()
-        if bias_shape != kernel_shape[len(kernel_shape) - len(bias_shape):]:
+        if bias_shape != kernel_shape[len(kernel_shape) - len(bias_shape) :]:
             return None  # bias not over trailing output axes (broadcast 1s): fallback
         width = math.prod(bias_shape)
-        sum_t = lambda d: tf.reshape(tf.reduce_sum(_examples(d, batch, width), 1),
-                                     [batch] + bias_shape)
+        sum_t = lambda d: tf.reshape(
+            tf.reduce_sum(_examples(d, batch, width), 1), [batch] + bias_shape
+        )
         terms.append(Full(layer.bias, sum_t(da), sum_t(db)))
     return terms
 
@@ -296,15 +312,15 @@ def _patches(x, kernel_size):
     """(R, s_1..s_n, C) -> (R, prod(s_j // k_j), prod(k_j) * C): non-overlapping patches in the
     order of a (k_1..k_n, C, out) convolution kernel."""
     n = len(kernel_size)
-    spatial = x.shape[1:1 + n]
+    spatial = x.shape[1 : 1 + n]
     grid = [s // k for s, k in zip(spatial, kernel_size)]
     x = x[(slice(None),) + tuple(slice(0, g * k) for g, k in zip(grid, kernel_size))]
     split = [-1]
     for g, k in zip(grid, kernel_size):
         split += [g, k]
-    x = tf.reshape(x, split + [x.shape[-1]])                 # (R, g1, k1, ..., gn, kn, C)
+    x = tf.reshape(x, split + [x.shape[-1]])  # (R, g1, k1, ..., gn, kn, C)
     perm = [0] + [1 + 2 * j for j in range(n)] + [2 + 2 * j for j in range(n)] + [2 * n + 1]
-    x = tf.transpose(x, perm)                                # (R, g..., k..., C)
+    x = tf.transpose(x, perm)  # (R, g..., k..., C)
     return tf.reshape(x, [-1, math.prod(grid), math.prod(kernel_size) * x.shape[-1]])
 
 
@@ -312,10 +328,15 @@ def _patches(x, kernel_size):
 def _conv(call, d_va, d_vt, batch, chunk_size):
     """Convolution with kernel = stride ('valid', channels_last): a dense layer over patches."""
     layer = call.layer
-    if (tuple(layer.strides) != tuple(layer.kernel_size) or layer.padding != "valid"
-            or any(r != 1 for r in layer.dilation_rate) or layer.groups != 1
-            or layer.data_format != "channels_last" or not _is_linear(layer.activation)
-            or len(call.args) != 1):
+    if (
+        tuple(layer.strides) != tuple(layer.kernel_size)
+        or layer.padding != "valid"
+        or any(r != 1 for r in layer.dilation_rate)
+        or layer.groups != 1
+        or layer.data_format != "channels_last"
+        or not _is_linear(layer.activation)
+        or len(call.args) != 1
+    ):
         return None
     x, da, db = call.args[0], d_va[0], d_vt[0]
     k = math.prod(layer.kernel.shape[:-1])
@@ -334,7 +355,7 @@ def _embedding(call, d_va, d_vt, batch, chunk_size):
         return None
     ids, da, db = call.args[0], d_va[0], d_vt[0]
     n = layer.embeddings.shape[-1]
-    ids = tf.reshape(tf.cast(ids, tf.int32), [batch, -1])                       # (B, T)
+    ids = tf.reshape(tf.cast(ids, tf.int32), [batch, -1])  # (B, T)
     return [Rows(layer.embeddings, ids, _examples(da, batch, n), _examples(db, batch, n))]
 
 
@@ -352,11 +373,13 @@ def _positions(call, d_va, d_vt, batch, chunk_size):
     for j, table in enumerate(layer.tables):
         n, length = table.shape[0], tokens.shape[1 + j]
         other = [1 + a for a in range(rank) if a != j]
-        u = lambda d: _examples(tf.reduce_sum(d, other), batch, d.shape[-1])   # (B, m*l, D)
+        u = lambda d, other=other: _examples(
+            tf.reduce_sum(d, other), batch, d.shape[-1]
+        )  # (B, m*l, D)
         # The interpolation applied to the identity: column c is the response to table row c.
-        m = tf.eye(n) if n == length else interpolate_table(tf.eye(n), length)   # (l, n)
+        m = tf.eye(n) if n == length else interpolate_table(tf.eye(n), length)  # (l, n)
         da, db = u(d_va[0]), u(d_vt[0])
-        rows = da.shape[1] // length                        # narrations per example (text)
+        rows = da.shape[1] // length  # narrations per example (text)
         terms.append(Outer(table, tf.tile(m[None], [1, rows, 1]), da, db))  # x shared
     return terms
 
@@ -365,8 +388,9 @@ def _positions(call, d_va, d_vt, batch, chunk_size):
 def _aggregation_token(call, d_va, d_vt, batch, chunk_size):
     """concat(token, tokens): the token's per-example gradient is d at position 0."""
     token = call.layer.token
-    g = lambda d: tf.reshape(tf.reduce_sum(_examples(d[:, 0], batch), 1),
-                             [batch] + token.shape.as_list())
+    g = lambda d: tf.reshape(
+        tf.reduce_sum(_examples(d[:, 0], batch), 1), [batch] + token.shape.as_list()
+    )
     return [Full(token, g(d_va[0]), g(d_vt[0]))]
 
 
@@ -402,9 +426,14 @@ def _batch_norm(call, d_va, d_vt, batch, chunk_size):
     synchronised BatchNorm: the same all-reduce, via the layer's own moments)."""
     layer = call.layer
     x = call.args[0]
-    if (layer.renorm or layer.virtual_batch_size is not None or layer.adjustment is not None
-            or len(layer.axis) != 1 or layer.axis[0] != x.shape.rank - 1
-            or call.kwargs.get("mask") is not None):
+    if (
+        layer.renorm
+        or layer.virtual_batch_size is not None
+        or layer.adjustment is not None
+        or len(layer.axis) != 1
+        or layer.axis[0] != x.shape.rank - 1
+        or call.kwargs.get("mask") is not None
+    ):
         return None
     training = call.kwargs.get("training", call.args[1] if len(call.args) > 1 else None)
     if not isinstance(training, (bool, type(None))):
@@ -430,9 +459,14 @@ def _fallback(call, d_va, d_vt, batch, chunk_size, variables):
         outputs = tf.nest.flatten(call.layer.call(*call.args, **call.kwargs))
 
         def per_example(ds):
-            s = tf.add_n([tf.reduce_sum(_examples(tf.stop_gradient(d) * y, batch, 1), [1, 2])
-                          for d, y in zip(ds, outputs)])                       # (B,)
+            s = tf.add_n(
+                [
+                    tf.reduce_sum(_examples(tf.stop_gradient(d) * y, batch, 1), [1, 2])
+                    for d, y in zip(ds, outputs)
+                ]
+            )  # (B,)
             return [s[a:b] for a, b in harmonize.chunks(batch, chunk_size)]
+
         parts_va, parts_vt = per_example(d_va), per_example(d_vt)
     zero = tf.UnconnectedGradients.ZERO
     g_va = [[] for _ in variables]
@@ -440,10 +474,12 @@ def _fallback(call, d_va, d_vt, batch, chunk_size, variables):
     previous = []
     for s_va, s_vt in zip(parts_va, parts_vt):  # one chunk after the other: bounded memory
         with tf.control_dependencies(previous):
-            j_va = tape.jacobian(s_va, variables, unconnected_gradients=zero,
-                                 experimental_use_pfor=True)
-            j_vt = tape.jacobian(s_vt, variables, unconnected_gradients=zero,
-                                 experimental_use_pfor=True)
+            j_va = tape.jacobian(
+                s_va, variables, unconnected_gradients=zero, experimental_use_pfor=True
+            )
+            j_vt = tape.jacobian(
+                s_vt, variables, unconnected_gradients=zero, experimental_use_pfor=True
+            )
         for i in range(len(variables)):
             g_va[i].append(j_va[i])
             g_vt[i].append(j_vt[i])
@@ -479,16 +515,21 @@ def _outer_stats(terms, mode):
         dot = nva = nvt = 0.0
         for p in terms:
             for q in terms:
-                gram = tf.einsum("...tk,...sk->...ts", p.x, q.x)   # (B or 1, T_p, T_q)
-                pair = lambda u, v: tf.reduce_sum(gram * tf.einsum("btn,bsn->bts", u, v), [1, 2])
+                gram = tf.einsum("...tk,...sk->...ts", p.x, q.x)  # (B or 1, T_p, T_q)
+                pair = lambda u, v, gram=gram: tf.reduce_sum(
+                    gram * tf.einsum("btn,bsn->bts", u, v), [1, 2]
+                )
                 dot += pair(p.d_va, q.d_vt)
                 nva += pair(p.d_va, q.d_va)
                 nvt += pair(p.d_vt, q.d_vt)
         return dot, nva, nvt
-    ga = tf.add_n([_per_example_outer(t.x, t.d_va) for t in terms])   # (B, k, n)
+    ga = tf.add_n([_per_example_outer(t.x, t.d_va) for t in terms])  # (B, k, n)
     gb = tf.add_n([_per_example_outer(t.x, t.d_vt) for t in terms])
-    return (tf.reduce_sum(ga * gb, [1, 2]), tf.reduce_sum(ga * ga, [1, 2]),
-            tf.reduce_sum(gb * gb, [1, 2]))
+    return (
+        tf.reduce_sum(ga * gb, [1, 2]),
+        tf.reduce_sum(ga * ga, [1, 2]),
+        tf.reduce_sum(gb * gb, [1, 2]),
+    )
 
 
 def _cat(tensors):
@@ -496,8 +537,8 @@ def _cat(tensors):
 
 
 def _rows_stats(terms):
-    ids = _cat([t.ids for t in terms])                          # (B, T)
-    da, db = _cat([t.d_va for t in terms]), _cat([t.d_vt for t in terms])   # (B, T, n)
+    ids = _cat([t.ids for t in terms])  # (B, T)
+    da, db = _cat([t.d_va for t in terms]), _cat([t.d_vt for t in terms])  # (B, T, n)
     same = tf.cast(tf.equal(ids[:, :, None], ids[:, None, :]), tf.float32)  # (B, T, T)
     pair = lambda p, q: tf.reduce_sum(same * tf.einsum("btn,bsn->bts", p, q), [1, 2])
     return pair(da, db), pair(da, da), pair(db, db)
@@ -512,9 +553,13 @@ def _materialise(term, batch):
         g = lambda d: tf.reshape(_per_example_outer(term.x, d), [batch] + shape)
         return Full(term.var, g(term.d_va), g(term.d_vt))
     rows = shape[0]
-    seg = term.ids + rows * tf.range(batch)[:, None]            # (B, T) ids per example
-    g = lambda d: tf.reshape(tf.math.unsorted_segment_sum(
-        tf.reshape(d, [-1, shape[-1]]), tf.reshape(seg, [-1]), batch * rows), [batch] + shape)
+    seg = term.ids + rows * tf.range(batch)[:, None]  # (B, T) ids per example
+    g = lambda d: tf.reshape(
+        tf.math.unsorted_segment_sum(
+            tf.reshape(d, [-1, shape[-1]]), tf.reshape(seg, [-1]), batch * rows
+        ),
+        [batch] + shape,
+    )
     return Full(term.var, g(term.d_va), g(term.d_vt))
 
 
@@ -527,8 +572,11 @@ def _variable_stats(terms, batch, mode):
     full = [_materialise(t, batch) for t in terms]
     ga, gb = tf.add_n([f.g_va for f in full]), tf.add_n([f.g_vt for f in full])
     axes = list(range(1, ga.shape.rank))
-    return (tf.reduce_sum(ga * gb, axes), tf.reduce_sum(ga * ga, axes),
-            tf.reduce_sum(gb * gb, axes))
+    return (
+        tf.reduce_sum(ga * gb, axes),
+        tf.reduce_sum(ga * ga, axes),
+        tf.reduce_sum(gb * gb, axes),
+    )
 
 
 def _variable_update(terms, alpha, beta, batch):
@@ -539,15 +587,19 @@ def _variable_update(terms, alpha, beta, batch):
         if isinstance(t, Full):
             total.append(tf.tensordot(alpha, t.g_va, 1) + tf.tensordot(beta, t.g_vt, 1))
             continue
-        d = alpha[:, None, None] * t.d_va + beta[:, None, None] * t.d_vt      # (B, T, n)
+        d = alpha[:, None, None] * t.d_va + beta[:, None, None] * t.d_vt  # (B, T, n)
         if isinstance(t, Outer) and t.x.shape[0] == 1:  # shared x: sum d over examples first
-            total.append(tf.reshape(tf.matmul(t.x[0], tf.reduce_sum(d, 0), transpose_a=True),
-                                    shape))
+            total.append(
+                tf.reshape(tf.matmul(t.x[0], tf.reduce_sum(d, 0), transpose_a=True), shape)
+            )
         elif isinstance(t, Outer):
             total.append(tf.reshape(tf.einsum("btk,btn->kn", t.x, d), shape))
         else:
-            total.append(tf.math.unsorted_segment_sum(
-                tf.reshape(d, [-1, shape[-1]]), tf.reshape(t.ids, [-1]), shape[0]))
+            total.append(
+                tf.math.unsorted_segment_sum(
+                    tf.reshape(d, [-1, shape[-1]]), tf.reshape(t.ids, [-1]), shape[0]
+                )
+            )
     return tf.add_n(total)
 
 
@@ -569,12 +621,13 @@ def collect_terms(calls, d_va, d_vt, owners, batch, chunk_size=None, materialise
 @dataclasses.dataclass
 class Forward:
     """One forward under the two tapes and both losses' gradients at the captured outputs."""
-    calls: List[Call]       # calls of variable-owning layers, in call order
-    d_va: list              # per call: d(sum loss_va)/d(its flattened outputs)
+
+    calls: List[Call]  # calls of variable-owning layers, in call order
+    d_va: list  # per call: d(sum loss_va)/d(its flattened outputs)
     d_vt: list
-    owners: dict            # {layer: the variables it owns}
+    owners: dict  # {layer: the variables it owns}
     batch: int
-    out: tuple              # (loss_va, loss_vt, aux) of loss_fn
+    out: tuple  # (loss_va, loss_vt, aux) of loss_fn
 
 
 def _forward(loss_fn, variables, model) -> Forward:
@@ -584,16 +637,19 @@ def _forward(loss_fn, variables, model) -> Forward:
     owned = {v.ref() for vs in owners.values() for v in vs}
     missing = [v.name for v in variables if v.ref() not in owned]
     if missing:
-        raise ValueError(f"per-example statistics need every variable to belong to a layer of "
-                         f"the model; these do not: {missing}")
+        raise ValueError(
+            f"per-example statistics need every variable to belong to a layer of "
+            f"the model; these do not: {missing}"
+        )
     with capture_layer_calls(list(owners)) as calls:
         with tf.GradientTape() as tape_va, tf.GradientTape() as tape_vt:
             loss_va, loss_vt, aux = loss_fn()
             target_va, target_vt = tf.reduce_sum(loss_va), tf.reduce_sum(loss_vt)
     batch = loss_va.shape[0]
     if batch is None:
-        raise ValueError("per-example statistics need a static batch size "
-                         "(batch with drop_remainder=True)")
+        raise ValueError(
+            "per-example statistics need a static batch size (batch with drop_remainder=True)"
+        )
     flat = [tf.nest.flatten(c.outputs) for c in calls]
     sources = [y for ys in flat for y in ys]
     zero = tf.UnconnectedGradients.ZERO
@@ -601,24 +657,27 @@ def _forward(loss_fn, variables, model) -> Forward:
     grads_vt = tape_vt.gradient(target_vt, sources, unconnected_gradients=zero)
     d_va, d_vt, i = [], [], 0
     for ys in flat:
-        d_va.append(grads_va[i:i + len(ys)])
-        d_vt.append(grads_vt[i:i + len(ys)])
+        d_va.append(grads_va[i : i + len(ys)])
+        d_vt.append(grads_vt[i : i + len(ys)])
         i += len(ys)
     return Forward(calls, d_va, d_vt, owners, batch, (loss_va, loss_vt, aux))
 
 
 def _statistics(fwd: Forward, variables, chunk_size, mode, materialise=False):
     """Terms per variable and the summed (dot, |g_va|^2, |g_vt|^2), each (B,)."""
-    by_var = collect_terms(fwd.calls, fwd.d_va, fwd.d_vt, fwd.owners, fwd.batch, chunk_size,
-                           materialise)
-    stats = [_variable_stats(by_var[v.ref()], fwd.batch, mode) for v in variables
-             if v.ref() in by_var]
+    by_var = collect_terms(
+        fwd.calls, fwd.d_va, fwd.d_vt, fwd.owners, fwd.batch, chunk_size, materialise
+    )
+    stats = [
+        _variable_stats(by_var[v.ref()], fwd.batch, mode) for v in variables if v.ref() in by_var
+    ]
     zero = tf.zeros([fwd.batch])
     return by_var, [tf.add_n([s[j] for s in stats]) if stats else zero for j in range(3)]
 
 
-def per_example_statistics(loss_fn, variables, model, chunk_size=None, mode="auto",
-                           materialise=False):
+def per_example_statistics(
+    loss_fn, variables, model, chunk_size=None, mode="auto", materialise=False
+):
     """(dot, |g_va|^2, |g_vt|^2), each (B,), of the forward-path per-example gradients
     (module docstring), over `variables`, plus (loss_va, loss_vt, aux) from `loss_fn`."""
     variables = list(variables)
@@ -633,8 +692,9 @@ def per_example_gradients(loss_fn, variables, model, chunk_size=None):
     (autodiff of its call, no hand-written formula). Memory B x parameters: tests only."""
     variables = list(variables)
     fwd = _forward(loss_fn, variables, model)
-    by_var = collect_terms(fwd.calls, fwd.d_va, fwd.d_vt, fwd.owners, fwd.batch, chunk_size,
-                           materialise=True)
+    by_var = collect_terms(
+        fwd.calls, fwd.d_va, fwd.d_vt, fwd.owners, fwd.batch, chunk_size, materialise=True
+    )
     g_va, g_vt = [], []
     for v in variables:
         terms = by_var.get(v.ref(), [])
@@ -644,9 +704,18 @@ def per_example_gradients(loss_fn, variables, model, chunk_size=None):
     return g_va, g_vt, fwd.out
 
 
-def harmonized_gradients(loss_fn, variables, model, method, gamma=None,
-                         reweight=harmonize.RW_VA, phi_hat=None,
-                         gradvac_beta=harmonize.GRADVAC_BETA, chunk_size=None, mode="auto"):
+def harmonized_gradients(
+    loss_fn,
+    variables,
+    model,
+    method,
+    gamma=None,
+    reweight=harmonize.RW_VA,
+    phi_hat=None,
+    gradvac_beta=harmonize.GRADVAC_BETA,
+    chunk_size=None,
+    mode="auto",
+):
     """Per-example harmonization (granularity 'example_fast') without per-example gradients.
 
     Same contract as `harmonize.harmonized_gradients` (loss_fn() -> (loss_va (B,), loss_vt (B,),
@@ -663,13 +732,27 @@ def harmonized_gradients(loss_fn, variables, model, method, gamma=None,
     loss_va, loss_vt, aux = fwd.out
 
     alpha, beta, cos, projected, dropped = harmonize._weights(  # noqa: SLF001
-        dot, nva2, nvt2, method, gamma, reweight, phi_hat)
+        dot, nva2, nvt2, method, gamma, reweight, phi_hat
+    )
     alpha, beta = tf.stop_gradient(alpha), tf.stop_gradient(beta)
 
-    update = [_variable_update(by_var[v.ref()], alpha, beta, fwd.batch) if v.ref() in by_var
-              else tf.zeros(v.shape) for v in variables]
-    stats = dict(cosine=cos, dot=dot, norm_va=tf.sqrt(nva2), norm_vt=tf.sqrt(nvt2),
-                 projected=projected, dropped=dropped, alpha=alpha, beta=beta,
-                 loss_va=tf.reduce_sum(loss_va), loss_vt=tf.reduce_sum(loss_vt),
-                 phi_hat=harmonize._next_phi(phi_hat, cos, gradvac_beta))  # noqa: SLF001
+    update = [
+        _variable_update(by_var[v.ref()], alpha, beta, fwd.batch)
+        if v.ref() in by_var
+        else tf.zeros(v.shape)
+        for v in variables
+    ]
+    stats = dict(
+        cosine=cos,
+        dot=dot,
+        norm_va=tf.sqrt(nva2),
+        norm_vt=tf.sqrt(nvt2),
+        projected=projected,
+        dropped=dropped,
+        alpha=alpha,
+        beta=beta,
+        loss_va=tf.reduce_sum(loss_va),
+        loss_vt=tf.reduce_sum(loss_vt),
+        phi_hat=harmonize._next_phi(phi_hat, cos, gradvac_beta),
+    )  # noqa: SLF001
     return update, stats, aux

@@ -8,6 +8,7 @@
 
 absl only at import, so a tool's flag errors and --help stay fast.
 """
+
 import contextlib
 
 from absl import flags
@@ -20,19 +21,31 @@ def define_strategy_flags():
     """--strategy, --tpu, --collective_timeout, --heartbeat_timeout."""
     flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy.")
     flags.DEFINE_string("tpu", None, "TPU name or 'local' (TPU VM), with --strategy=tpu.")
-    flags.DEFINE_integer("collective_timeout", 900, "multi_worker: seconds a collective may wait "
-                         "for the other workers before the run fails (a stalled peer), 0 = forever.")
-    flags.DEFINE_integer("heartbeat_timeout", 60, "multi_worker: seconds a worker's heartbeat may "
-                         "be silent before it is declared dead (a beat every half of it); 0 = TF's "
-                         "default, 10 s.")
+    flags.DEFINE_integer(
+        "collective_timeout",
+        900,
+        "multi_worker: seconds a collective may wait "
+        "for the other workers before the run fails (a stalled peer), 0 = forever.",
+    )
+    flags.DEFINE_integer(
+        "heartbeat_timeout",
+        60,
+        "multi_worker: seconds a worker's heartbeat may "
+        "be silent before it is declared dead (a beat every half of it); 0 = TF's "
+        "default, 10 s.",
+    )
 
 
 def make_strategy():
     """`launch.make_strategy` with the flags' values (raises `launch.LaunchError`)."""
     from vatt_gh import launch
-    return launch.make_strategy(FLAGS.strategy, FLAGS.tpu,
-                                timeout_seconds=FLAGS.collective_timeout or None,
-                                heartbeat_seconds=FLAGS.heartbeat_timeout or None)
+
+    return launch.make_strategy(
+        FLAGS.strategy,
+        FLAGS.tpu,
+        timeout_seconds=FLAGS.collective_timeout or None,
+        heartbeat_seconds=FLAGS.heartbeat_timeout or None,
+    )
 
 
 @contextlib.contextmanager
@@ -41,6 +54,7 @@ def peer_failures_as(error_type):
     stalled or died (DeadlineExceededError, UnavailableError) as `error_type(one-line message)`
     saying how to resume. Other strategies re-raise it unchanged."""
     import tensorflow as tf
+
     try:
         yield
     except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError) as e:
@@ -51,4 +65,5 @@ def peer_failures_as(error_type):
             f"{str(e).splitlines()[0][:200]}): a worker stalled or died (--collective_timeout="
             f"{FLAGS.collective_timeout}s, --heartbeat_timeout={FLAGS.heartbeat_timeout}s). "
             "Restart every worker with the same command; the run resumes from the newest "
-            "checkpoint.") from None
+            "checkpoint."
+        ) from None

@@ -6,6 +6,7 @@ No TensorFlow here: commands are lists of strings, and `run_job` is the restart 
   was preempted, delete, recreate, copy and rerun; any other failure on a healthy VM stops.
 Every rerun resumes from the newest checkpoint in the gs:// model_dir.
 """
+
 import dataclasses
 import os
 import shlex
@@ -33,8 +34,10 @@ class TpuJob:
 
     def check(self):
         if not self.model_dir.startswith("gs://"):
-            raise ValueError(f"--model_dir {self.model_dir!r} must be a gs:// path: a "
-                             "preempted TPU VM loses its disk, and the restart resumes from there")
+            raise ValueError(
+                f"--model_dir {self.model_dir!r} must be a gs:// path: a "
+                "preempted TPU VM loses its disk, and the restart resumes from there"
+            )
         if not self.gin_files:
             raise ValueError("give at least one --gin_file (e.g. gin/curriculum.gin)")
 
@@ -46,20 +49,32 @@ class TpuJob:
         return ["git", "-C", REPO, "archive", "--format=tar.gz", f"--output={ARCHIVE}", "HEAD"]
 
     def create(self):
-        return self.gcloud("create", self.name, f"--accelerator-type={self.accelerator_type}",
-                           f"--version={self.version}", *(["--spot"] if self.spot else []))
+        return self.gcloud(
+            "create",
+            self.name,
+            f"--accelerator-type={self.accelerator_type}",
+            f"--version={self.version}",
+            *(["--spot"] if self.spot else []),
+        )
 
     def copy(self):
         return self.gcloud("scp", ARCHIVE, f"{self.name}:vatt-gh.tar.gz", "--worker=all")
 
     def train(self):
-        pretrain = ["python3", "tools/pretrain.py", "--strategy=tpu", "--tpu=local",
-                    f"--model_dir={self.model_dir}",
-                    *[f"--gin_file={f}" for f in self.gin_files],
-                    *[f"--gin_param={p}" for p in self.gin_params]]
-        remote = (f"mkdir -p {REMOTE_DIR} && tar xzf vatt-gh.tar.gz -C {REMOTE_DIR} && "
-                  f"cd {REMOTE_DIR} && pip freeze | grep -i '^tensorflow' > /tmp/tf-pins.txt; "
-                  f"pip install -q -e . -c /tmp/tf-pins.txt && {shlex.join(pretrain)}")
+        pretrain = [
+            "python3",
+            "tools/pretrain.py",
+            "--strategy=tpu",
+            "--tpu=local",
+            f"--model_dir={self.model_dir}",
+            *[f"--gin_file={f}" for f in self.gin_files],
+            *[f"--gin_param={p}" for p in self.gin_params],
+        ]
+        remote = (
+            f"mkdir -p {REMOTE_DIR} && tar xzf vatt-gh.tar.gz -C {REMOTE_DIR} && "
+            f"cd {REMOTE_DIR} && pip freeze | grep -i '^tensorflow' > /tmp/tf-pins.txt; "
+            f"pip install -q -e . -c /tmp/tf-pins.txt && {shlex.join(pretrain)}"
+        )
         return self.gcloud("ssh", self.name, "--worker=all", f"--command={remote}")
 
     def state(self):
@@ -73,9 +88,14 @@ class JobError(RuntimeError):
     """The job cannot go on (a step failed, or training failed on a healthy VM)."""
 
 
-def run_job(job: TpuJob, run: Callable[[list], int], vm_state: Callable[[], str],
-            say: Callable[[str], None] = print):
+def run_job(
+    job: TpuJob,
+    run: Callable[[list], int],
+    vm_state: Callable[[], str],
+    say: Callable[[str], None] = print,
+):
     """The restart policy. `run(cmd)` returns an exit code; `vm_state()` the VM's state."""
+
     def must(cmd):
         code = run(cmd)
         if code:
@@ -97,6 +117,8 @@ def run_job(job: TpuJob, run: Callable[[list], int], vm_state: Callable[[], str]
             must(job.create())
             must(job.copy())
         elif code != PREEMPTED_EXIT_CODE:
-            raise JobError(f"training failed with exit code {code} on a healthy TPU VM; not "
-                           "restarting (see the log above)")
+            raise JobError(
+                f"training failed with exit code {code} on a healthy TPU VM; not "
+                "restarting (see the log above)"
+            )
     raise JobError(f"gave up after {job.max_restarts} restarts")

@@ -6,18 +6,19 @@
   2. forward once under two tapes; g_va, g_vt; harmonize at a granularity (`_harmonized_update`,
      pure maths: XLA-compilable on one device, the TPU stand-in)
   3. all-reduce the harmonized updates (each replica's is the contribution of its local loss
-     terms; their sum is the SPEC.md "replica" update)
+     terms; their sum is the "replica" update of docs/harmonization.md)
   4. apply, unless every triplet of every replica was dropped or a value is non-finite: then the
      weights and the optimizer slots stay as they are and only the step counter moves
   5. metrics (every replica's values) and the cosines of every group (gathered for histograms)
 """
+
 import dataclasses
 from typing import Optional, Tuple
 
-import gin
 import tensorflow as tf
 from official.modeling import optimization  # registers gin configurables: import before parsing
 
+import gin
 from vatt_gh import harmonize, losses, per_example
 
 SUM = tf.distribute.ReduceOp.SUM
@@ -27,11 +28,12 @@ MEAN = tf.distribute.ReduceOp.MEAN
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class Harmonization:
-    """How g_va and g_vt are combined (SPEC.md section 2)."""
-    method: str = "sum"                 # sum | reweight | realign | curriculum | both | gradvac
-    granularity: str = "replica"        # replica | example | example_fast | microbatch:K
-    gamma_start: float = -0.3           # curriculum threshold at step 0 ...
-    gamma_end: float = 0.0              # ... reached at gamma_steps, constant afterwards
+    """How g_va and g_vt are combined (docs/harmonization.md)."""
+
+    method: str = "sum"  # sum | reweight | realign | curriculum | both | gradvac
+    granularity: str = "replica"  # replica | example | example_fast | microbatch:K
+    gamma_start: float = -0.3  # curriculum threshold at step 0 ...
+    gamma_end: float = 0.0  # ... reached at gamma_steps, constant afterwards
     gamma_steps: int = 500_000
     reweight: Tuple[float, float] = harmonize.RW_VA  # (w_va, w_vt) for method="reweight"
     gradvac_beta: float = harmonize.GRADVAC_BETA
@@ -44,18 +46,36 @@ class Harmonization:
 
 
 @gin.configurable
-def make_optimizer(learning_rate=1e-4, warmup_steps=10_000, decay_steps=500_000,
-                    end_learning_rate=5e-5, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+def make_optimizer(
+    learning_rate=1e-4,
+    warmup_steps=10_000,
+    decay_steps=500_000,
+    end_learning_rate=5e-5,
+    beta_1=0.9,
+    beta_2=0.999,
+    epsilon=1e-7,
+):
     """Adam with linear warm-up and cosine decay (paper Sec. 4.2), from tf-models-official."""
-    config = optimization.OptimizationConfig({
-        "optimizer": {"type": "adam", "adam": {"beta_1": beta_1, "beta_2": beta_2,
-                                               "epsilon": epsilon}},
-        "learning_rate": {"type": "cosine", "cosine": {
-            "initial_learning_rate": learning_rate, "decay_steps": decay_steps,
-            "alpha": end_learning_rate / learning_rate}},
-        "warmup": {"type": "linear", "linear": {"warmup_steps": warmup_steps,
-                                                "warmup_learning_rate": 0.0}},
-    })
+    config = optimization.OptimizationConfig(
+        {
+            "optimizer": {
+                "type": "adam",
+                "adam": {"beta_1": beta_1, "beta_2": beta_2, "epsilon": epsilon},
+            },
+            "learning_rate": {
+                "type": "cosine",
+                "cosine": {
+                    "initial_learning_rate": learning_rate,
+                    "decay_steps": decay_steps,
+                    "alpha": end_learning_rate / learning_rate,
+                },
+            },
+            "warmup": {
+                "type": "linear",
+                "linear": {"warmup_steps": warmup_steps, "warmup_learning_rate": 0.0},
+            },
+        }
+    )
     factory = optimization.OptimizerFactory(config)
     return factory.build_optimizer(factory.build_learning_rate(), use_legacy_optimizer=False)
 
@@ -68,8 +88,14 @@ def _all_finite(tensors):
 class PretrainModel(tf.keras.Model):
     """VATT plus the harmonized train_step. `vatt` is a model from `vatt_gh.models.build_vatt`."""
 
-    def __init__(self, vatt, harmonization: Optional[Harmonization] = None, temperature=0.07,
-                 xla_math=False, **kwargs):
+    def __init__(
+        self,
+        vatt,
+        harmonization: Optional[Harmonization] = None,
+        temperature=0.07,
+        xla_math=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.vatt = vatt
         # Built here, not as a default argument, so that gin's bindings apply.
@@ -77,12 +103,28 @@ class PretrainModel(tf.keras.Model):
         self.temperature = temperature
         self.xla_math = xla_math
         # GradVac's EMA target phi_hat (checkpointed with the model); same value on all replicas.
-        self.phi_hat = tf.Variable(0.0, trainable=False, name="gradvac_phi_hat",
-                                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-        self._means = {name: tf.keras.metrics.Mean(name) for name in (
-            "loss_va", "loss_vt", "cosine", "projected", "dropped", "norm_va", "norm_vt")}
-        self._counts = {name: tf.keras.metrics.Sum(name) for name in (
-            "skipped_all_dropped", "skipped_nonfinite")}
+        self.phi_hat = tf.Variable(
+            0.0,
+            trainable=False,
+            name="gradvac_phi_hat",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+        self._means = {
+            name: tf.keras.metrics.Mean(name)
+            for name in (
+                "loss_va",
+                "loss_vt",
+                "cosine",
+                "projected",
+                "dropped",
+                "norm_va",
+                "norm_vt",
+            )
+        }
+        self._counts = {
+            name: tf.keras.metrics.Sum(name)
+            for name in ("skipped_all_dropped", "skipped_nonfinite")
+        }
         self.distribute_reduction_method = "first"  # every returned value is replica-identical
         self._math = self._harmonized_update
 
@@ -98,7 +140,7 @@ class PretrainModel(tf.keras.Model):
         strategy = tf.distribute.get_strategy()
         if self.xla_math and strategy.num_replicas_in_sync == 1:
             # Forward, both tapes and harmonization as one XLA cluster; summaries, the
-            # conditional apply and collectives stay outside it (TF_NOTES.md).
+            # conditional apply and collectives stay outside it (docs/tensorflow_notes.md).
             self._math = tf.function(self._harmonized_update, jit_compile=True)
 
     def gamma(self, step):
@@ -108,34 +150,54 @@ class PretrainModel(tf.keras.Model):
     # ------------------------------------------------------------------- the maths (XLA-able)
     def _loss_fn(self, data):
         """loss_fn for `harmonize.harmonized_gradients`: per-example shares of the two losses."""
+
         def loss_fn():
             out = self.vatt(data, training=True)
-            mean_va, loss_va = losses.nce(out["video_va"], out["audio_va"], data["audio_mask"],
-                                          self.temperature)                     # (B,)
-            mean_vt, loss_vt = losses.mil_nce(out["video_vt"], out["text_vt"], data["text_mask"],
-                                              self.temperature)                 # (B,)
+            mean_va, loss_va = losses.nce(
+                out["video_va"], out["audio_va"], data["audio_mask"], self.temperature
+            )  # (B,)
+            mean_vt, loss_vt = losses.mil_nce(
+                out["video_vt"], out["text_vt"], data["text_mask"], self.temperature
+            )  # (B,)
             # Per-replica contributions whose sum over replicas is the global mean loss.
             loss_va = loss_va / tf.maximum(losses.global_valid_count(data["audio_mask"]), 1.0)
             loss_vt = loss_vt / tf.maximum(losses.global_valid_count(data["text_mask"]), 1.0)
             return loss_va, loss_vt, (mean_va, mean_vt)
+
         return loss_fn
 
     def _harmonize(self, data, method, granularity, **kwargs):
         """harmonize.harmonized_gradients, or per_example's for granularity 'example_fast'."""
         if granularity == harmonize.EXAMPLE_FAST:  # per-example stats from the layers
             return per_example.harmonized_gradients(
-                self._loss_fn(data), self.trainable_variables, self.vatt, method,
-                chunk_size=self.harmonization.chunk_size, **kwargs)
+                self._loss_fn(data),
+                self.trainable_variables,
+                self.vatt,
+                method,
+                chunk_size=self.harmonization.chunk_size,
+                **kwargs,
+            )
         return harmonize.harmonized_gradients(
-            self._loss_fn(data), self.trainable_variables, method, granularity,
-            chunk_size=self.harmonization.chunk_size, **kwargs)
+            self._loss_fn(data),
+            self.trainable_variables,
+            method,
+            granularity,
+            chunk_size=self.harmonization.chunk_size,
+            **kwargs,
+        )
 
     def _harmonized_update(self, data, gamma):
         """Forward under two tapes, g_va and g_vt, harmonized. Returns (update, stats)."""
         h = self.harmonization
         update, stats, (mean_va, mean_vt) = self._harmonize(
-            data, h.method, h.granularity, gamma=gamma, reweight=h.reweight,
-            phi_hat=self.phi_hat, gradvac_beta=h.gradvac_beta)
+            data,
+            h.method,
+            h.granularity,
+            gamma=gamma,
+            reweight=h.reweight,
+            phi_hat=self.phi_hat,
+            gradvac_beta=h.gradvac_beta,
+        )
         stats.update(mean_va=mean_va, mean_vt=mean_vt)
         return update, stats
 
@@ -175,14 +237,16 @@ class PretrainModel(tf.keras.Model):
         for name in ("cosine", "projected", "dropped", "norm_va", "norm_vt"):
             m[name].update_state(stats[name])
         self._counts["skipped_all_dropped"].update_state(tf.cast(kept <= 0, tf.float32))
-        self._counts["skipped_nonfinite"].update_state(tf.cast(tf.logical_not(finite),
-                                                               tf.float32))
+        self._counts["skipped_nonfinite"].update_state(tf.cast(tf.logical_not(finite), tf.float32))
         logs = {name: metric.result() for name, metric in self._means.items()}
         logs.update({name: metric.result() for name, metric in self._counts.items()})
-        logs.update(gamma=gamma, learning_rate=self._learning_rate(step),
-                    step_applied=tf.cast(tf.logical_and(kept > 0, finite), tf.float32),
-                    nonfinite=tf.cast(tf.logical_not(finite), tf.float32),
-                    cosines=ctx.all_gather(stats["cosine"], axis=0))
+        logs.update(
+            gamma=gamma,
+            learning_rate=self._learning_rate(step),
+            step_applied=tf.cast(tf.logical_and(kept > 0, finite), tf.float32),
+            nonfinite=tf.cast(tf.logical_not(finite), tf.float32),
+            cosines=ctx.all_gather(stats["cosine"], axis=0),
+        )
         return logs
 
     def _learning_rate(self, step):
@@ -218,5 +282,4 @@ class PretrainModel(tf.keras.Model):
 
             return tf.cond(ok, apply, skip)
 
-        return tf.distribute.get_replica_context().merge_call(in_cross_replica,
-                                                              args=(ok, update))
+        return tf.distribute.get_replica_context().merge_call(in_cross_replica, args=(ok, update))

@@ -1,4 +1,4 @@
-"""Evaluation of pre-trained VATT models and the paper's figures (SPEC.md section 6).
+"""Evaluation of pre-trained VATT models and the paper's figures (docs/evaluation.md).
 
 Modules, one idea each:
   retrieval   zero-shot video-text retrieval metrics (Recall@K, median rank; pessimistic ties)

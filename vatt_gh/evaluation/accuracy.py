@@ -5,6 +5,7 @@ Top-k counts ties against the label (pessimistic, like the retrieval ranks):
 
     correct@k  <=>  #{ c != label : score_c >= score_label } < k
 """
+
 from typing import Dict, Sequence
 
 import numpy as np
@@ -34,14 +35,16 @@ def label_ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     if scores.ndim != 2 or labels.shape != scores.shape[:1]:
         raise ValueError(f"need (N, C) scores and (N,) labels, got {scores.shape}, {labels.shape}")
     if labels.min(initial=0) < 0 or labels.max(initial=0) >= scores.shape[1]:
-        raise ValueError(f"labels must lie in [0, {scores.shape[1]}), got "
-                         f"[{labels.min()}, {labels.max()}]")
-    true = scores[np.arange(len(labels)), labels][:, None]                # (N, 1)
-    return (scores >= true).sum(axis=1)                                   # (N,) 1 + ties/above
+        raise ValueError(
+            f"labels must lie in [0, {scores.shape[1]}), got [{labels.min()}, {labels.max()}]"
+        )
+    true = scores[np.arange(len(labels)), labels][:, None]  # (N, 1)
+    return (scores >= true).sum(axis=1)  # (N,) 1 + ties/above
 
 
-def topk_accuracy(scores: np.ndarray, labels: np.ndarray,
-                  top_k: Sequence[int] = TOP_K) -> Dict[str, float]:
+def topk_accuracy(
+    scores: np.ndarray, labels: np.ndarray, top_k: Sequence[int] = TOP_K
+) -> Dict[str, float]:
     """(N, C) scores, (N,) labels -> {'top1': percent, 'top5': percent, ...}.
 
     k larger than the number of classes is clipped to it (top-5 of 3 classes is 100%).

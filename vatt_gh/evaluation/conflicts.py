@@ -12,9 +12,9 @@ central narrations, in file order, so each cosine stays with its clip id and gro
 partial batch is filled up with the set's first clips (real negatives and BatchNorm statistics);
 their rows are dropped.
 """
+
 import base64
 import html
-import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -28,8 +28,13 @@ TRUTH_KEYS = ("label", "aligned_va", "aligned_vt", "audio_mask")
 
 def _pretrain_style(batch: dict) -> dict:
     """Eval batch with one window -> the pre-training batch layout `gradient_stats` takes."""
-    return {"video": batch["video"][:, 0], "audio": batch["audio"][:, 0], "text": batch["text"],
-            "audio_mask": batch["audio_mask"], "text_mask": batch["text_mask"]}
+    return {
+        "video": batch["video"][:, 0],
+        "audio": batch["audio"][:, 0],
+        "text": batch["text"],
+        "audio_mask": batch["audio_mask"],
+        "text_mask": batch["text_mask"],
+    }
 
 
 def _fill(batch: dict, filler: dict, batch_size: int) -> dict:
@@ -38,9 +43,13 @@ def _fill(batch: dict, filler: dict, batch_size: int) -> dict:
     return {k: tf.concat([v, filler[k][:missing]], 0) for k, v in batch.items()}
 
 
-def triplet_cosines(model, config: pipeline.EvalConfig, batch_size: int,
-                    max_clips: Optional[int] = None,
-                    granularity: str = "example") -> Dict[str, np.ndarray]:
+def triplet_cosines(
+    model,
+    config: pipeline.EvalConfig,
+    batch_size: int,
+    max_clips: Optional[int] = None,
+    granularity: str = "example",
+) -> Dict[str, np.ndarray]:
     """Per-clip gradient statistics over a record set, in file order.
 
     `granularity`: 'example', the gradient of the clip's own loss terms (per-example Jacobians:
@@ -65,8 +74,10 @@ def triplet_cosines(model, config: pipeline.EvalConfig, batch_size: int,
             filler = data
         if real < batch_size:
             if int(filler["video"].shape[0]) < batch_size:
-                raise ValueError(f"the record set has {real} clip(s), fewer than --batch_size="
-                                 f"{batch_size}: lower the batch size")
+                raise ValueError(
+                    f"the record set has {real} clip(s), fewer than --batch_size="
+                    f"{batch_size}: lower the batch size"
+                )
             data = _fill(data, filler, batch_size)
         stats = stats_fn(data)
         rows = {k: stats[k].numpy()[:real] for k in ROW_KEYS}
@@ -90,15 +101,17 @@ def select_extremes(cosines: np.ndarray, fraction: float = 0.05) -> Tuple[np.nda
     if not 0 < fraction <= 0.5:
         raise ValueError(f"fraction must lie in (0, 0.5], got {fraction}")
     n = max(1, int(np.ceil(fraction * len(cosines))))
-    order = np.argsort(cosines, kind="stable")                        # ascending
+    order = np.argsort(cosines, kind="stable")  # ascending
     return order[::-1][:n], order[:n]
 
 
-def alignment_auc(cosines: np.ndarray, aligned_va: np.ndarray,
-                  aligned_vt: np.ndarray) -> Optional[float]:
+def alignment_auc(
+    cosines: np.ndarray, aligned_va: np.ndarray, aligned_vt: np.ndarray
+) -> Optional[float]:
     """ROC AUC of the cosine separating aligned triplets (both pairs aligned) from the others;
     None when only one kind is present (e.g. real data, where every flag is 1)."""
     from sklearn.metrics import roc_auc_score
+
     aligned = (np.asarray(aligned_va) > 0.5) & (np.asarray(aligned_vt) > 0.5)
     if aligned.all() or not aligned.any():
         return None
@@ -124,8 +137,7 @@ def write_csv(path: str, rows: Dict[str, np.ndarray]) -> str:
     return path
 
 
-def read_clips(file_pattern: str, clip_ids: Sequence[str],
-               num_frames: int = 8) -> Dict[str, dict]:
+def read_clips(file_pattern: str, clip_ids: Sequence[str], num_frames: int = 8) -> Dict[str, dict]:
     """{clip_id: {'frames': [JPEG bytes] (num_frames evenly spaced), 'captions': [str]}} for the
     requested clips, read straight from the records (all narrations, in time order)."""
     wanted = set(clip_ids)
@@ -138,9 +150,10 @@ def read_clips(file_pattern: str, clip_ids: Sequence[str],
                 continue
             frames = parsed["frames"].numpy()
             picks = np.unique(np.linspace(0, len(frames) - 1, num_frames).round().astype(int))
-            found[clip_id] = {"frames": [frames[i] for i in picks],
-                              "captions": [c.decode("utf-8") for c in
-                                           parsed["captions"].numpy()]}
+            found[clip_id] = {
+                "frames": [frames[i] for i in picks],
+                "captions": [c.decode("utf-8") for c in parsed["captions"].numpy()],
+            }
             if len(found) == len(wanted):
                 return found
     return found
@@ -156,17 +169,25 @@ def _truth(rows, i) -> str:
     return label + flags
 
 
-def write_html(path: str, rows: Dict[str, np.ndarray], groups: Dict[str, np.ndarray],
-               clips: Dict[str, dict], title: str, synthetic: bool,
-               auc: Optional[float] = None) -> str:
+def write_html(
+    path: str,
+    rows: Dict[str, np.ndarray],
+    groups: Dict[str, np.ndarray],
+    clips: Dict[str, dict],
+    title: str,
+    synthetic: bool,
+    auc: Optional[float] = None,
+) -> str:
     """A self-contained page (frames inline as JPEG data URIs): for each group (e.g. 'top 5%'),
     one row per clip with its id, cosine, a few frames and its narrations side by side."""
-    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-           "</title><style>body{font-family:sans-serif} td{vertical-align:top;padding:4px} "
-           "img{width:96px;height:96px;image-rendering:pixelated;margin:1px} "
-           ".cos{font-weight:bold}</style></head><body>",
-           f"<h1>{html.escape(title)}</h1>",
-           f"<p>{len(rows['clip_id'])} triplets; cos(g_va, g_vt) per triplet (paper Figure 3)."]
+    out = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+        "</title><style>body{font-family:sans-serif} td{vertical-align:top;padding:4px} "
+        "img{width:96px;height:96px;image-rendering:pixelated;margin:1px} "
+        ".cos{font-weight:bold}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{len(rows['clip_id'])} triplets; cos(g_va, g_vt) per triplet (paper Figure 3).",
+    ]
     if auc is not None:
         out.append(f" ROC AUC of the cosine for aligned vs misaligned triplets: {auc:.3f}.")
     out.append("</p>")
@@ -177,12 +198,15 @@ def write_html(path: str, rows: Dict[str, np.ndarray], groups: Dict[str, np.ndar
             clip = clips.get(clip_id, {"frames": [], "captions": []})
             images = "".join(
                 f"<img src='data:image/jpeg;base64,{base64.b64encode(f).decode('ascii')}'>"
-                for f in clip["frames"])
+                for f in clip["frames"]
+            )
             captions = "<br>".join(html.escape(c) for c in clip["captions"])
             truth = f"<br>{html.escape(_truth(rows, i))}" if synthetic else ""
-            out.append(f"<tr><td><code>{html.escape(clip_id)}</code><br><span class='cos'>"
-                       f"cos = {rows['cosine'][i]:+.4f}</span>{truth}</td><td>{images}</td>"
-                       f"<td>{captions}</td></tr>")
+            out.append(
+                f"<tr><td><code>{html.escape(clip_id)}</code><br><span class='cos'>"
+                f"cos = {rows['cosine'][i]:+.4f}</span>{truth}</td><td>{images}</td>"
+                f"<td>{captions}</td></tr>"
+            )
         out.append("</table>")
     out.append("</body></html>")
     with tf.io.gfile.GFile(path, "w") as f:
@@ -197,7 +221,11 @@ def contact_sheet_rows(rows, indices, clips, synthetic: bool = False) -> List[di
     for i in indices:
         clip = clips.get(str(rows["clip_id"][i]), {"frames": [], "captions": []})
         truth = f"\n{_truth(rows, i)}" if synthetic else ""
-        sheet.append({"title": f"{rows['clip_id'][i]}  cos = {rows['cosine'][i]:+.3f}{truth}",
-                      "frames": [tf.io.decode_jpeg(f).numpy() for f in clip["frames"]],
-                      "captions": clip["captions"]})
+        sheet.append(
+            {
+                "title": f"{rows['clip_id'][i]}  cos = {rows['cosine'][i]:+.3f}{truth}",
+                "frames": [tf.io.decode_jpeg(f).numpy() for f in clip["frames"]],
+                "captions": clip["captions"],
+            }
+        )
     return sheet

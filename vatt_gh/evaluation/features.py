@@ -10,14 +10,15 @@ The input sizes (frames, crop, resize, tokens) default to the pre-training run's
 explicit `EvalConfig.*` gin binding wins. Frame rate and stride describe the record set itself and
 come from `EvalConfig` (gin) only.
 """
+
 import dataclasses
 import os
 from typing import Dict, Iterable, Optional
 
-import gin
 import numpy as np
 import tensorflow as tf
 
+import gin
 from vatt_gh.data import pipeline
 from vatt_gh.evaluation.retrieval import l2_normalize
 
@@ -58,8 +59,11 @@ def eval_config_for_run(file_pattern: str, vocab_path: str, **overrides) -> pipe
         pretraining = pipeline.PretrainConfig()
     except (ValueError, TypeError) as e:
         raise ValueError(f"cannot read the run's PretrainConfig from gin: {e}") from None
-    fields = {name: getattr(pretraining, name) for name in FROM_PRETRAINING
-              if not _bound(f"EvalConfig.{name}")}
+    fields = {
+        name: getattr(pretraining, name)
+        for name in FROM_PRETRAINING
+        if not _bound(f"EvalConfig.{name}")
+    }
     fields.update(file_pattern=file_pattern, vocab_path=vocab_path)
     fields.update(overrides)
     return dataclasses.replace(pipeline.EvalConfig(), **fields)
@@ -67,34 +71,41 @@ def eval_config_for_run(file_pattern: str, vocab_path: str, **overrides) -> pipe
 
 def _encoder(vatt, modalities):
     """tf.function: an eval batch -> per-window / per-caption outputs of the chosen modalities."""
+
     def encode(batch):
         out = {}
         if "video" in modalities:
-            video = batch["video"]                                        # (B, W, T, H, W', 3)
+            video = batch["video"]  # (B, W, T, H, W', 3)
             shape = tf.shape(video)
-            encoded = vatt.encode_video(tf.reshape(video, tf.concat([[-1], shape[2:]], 0)),
-                                        training=False)
+            encoded = vatt.encode_video(
+                tf.reshape(video, tf.concat([[-1], shape[2:]], 0)), training=False
+            )
             for name in ("features", "va", "vt"):
-                value = encoded[name]                                     # (B*W, D)
+                value = encoded[name]  # (B*W, D)
                 out[f"video_{name}"] = tf.reshape(value, [shape[0], shape[1], -1])
         if "audio" in modalities:
-            audio = batch["audio"]                                        # (B, W, S)
+            audio = batch["audio"]  # (B, W, S)
             shape = tf.shape(audio)
             encoded = vatt.encode_audio(tf.reshape(audio, [-1, shape[2]]), training=False)
             for name in ("features", "va"):
                 out[f"audio_{name}"] = tf.reshape(encoded[name], [shape[0], shape[1], -1])
         if "text" in modalities:
-            text = batch["text"]                                          # (B, K, L)
+            text = batch["text"]  # (B, K, L)
             shape = tf.shape(text)
             encoded = vatt.encode_text(tf.reshape(text, [-1, shape[2]]), training=False)
             for name in ("features", "vt"):
                 out[f"text_{name}"] = tf.reshape(encoded[name], [shape[0], shape[1], -1])
         return out
+
     return tf.function(encode, reduce_retracing=True)
 
 
-def extract(vatt, dataset: tf.data.Dataset, modalities: Iterable[str] = MODALITIES,
-            max_clips: Optional[int] = None) -> Dict[str, np.ndarray]:
+def extract(
+    vatt,
+    dataset: tf.data.Dataset,
+    modalities: Iterable[str] = MODALITIES,
+    max_clips: Optional[int] = None,
+) -> Dict[str, np.ndarray]:
     """Runs the frozen model (training=False) over every eval batch; NumPy arrays over clips.
 
     Returns, for the chosen modalities, 'video_features' / 'video_va' / 'video_vt' (N, W, .),
@@ -133,6 +144,6 @@ def clip_embeddings(window_embeddings: np.ndarray) -> np.ndarray:
 def text_embeddings(caption_embeddings: np.ndarray, text_mask: np.ndarray) -> np.ndarray:
     """(N, K, D) caption embeddings, (N, K) mask -> (N, D): masked mean of the normalised
     captions, normalised (K = 1, one caption per clip, is the YouCook2 / MSR-VTT protocol)."""
-    mask = np.asarray(text_mask, np.float64)[..., None]                  # (N, K, 1)
-    total = (l2_normalize(caption_embeddings) * mask).sum(axis=1)         # (N, D)
+    mask = np.asarray(text_mask, np.float64)[..., None]  # (N, K, 1)
+    total = (l2_normalize(caption_embeddings) * mask).sum(axis=1)  # (N, D)
     return l2_normalize(total / np.maximum(mask.sum(axis=1), 1.0))

@@ -10,17 +10,18 @@ evenly spaced windows (central crop), their softmax probabilities averaged.
     classifier = VideoClassifier(model.vatt, num_classes)
     finetune(classifier, train_pattern, test_pattern, output_dir, strategy)   # recipe from gin
 """
+
 import dataclasses
 import os
 import time
 from typing import Dict, Optional
 
-import gin
 import numpy as np
 import tensorflow as tf
 from absl import logging
 from official.modeling import optimization
 
+import gin
 from vatt_gh import loop
 from vatt_gh.data import pipeline
 from vatt_gh.data import text as text_lib
@@ -33,16 +34,17 @@ SUM = tf.distribute.ReduceOp.SUM
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
     """The fine-tuning recipe (defaults: VATT code's Kinetics-400 fine-tuning)."""
+
     train_steps: int = 100_000
     global_batch_size: int = 64
     learning_rate: float = 0.005
     warmup_steps: int = 2500
-    end_learning_rate: float = 0.0        # cosine decays to this
+    end_learning_rate: float = 0.0  # cosine decays to this
     momentum: float = 0.9
     label_smoothing: float = 0.1
-    backbone_clip_norm: float = 0.75      # clip by global norm; 0 = off
-    head_clip_norm: float = 0.0           # VATT: no clipping of the classifier
-    head_dropout: float = 0.0             # dropout on the pooled feature before the classifier
+    backbone_clip_norm: float = 0.75  # clip by global norm; 0 = off
+    head_clip_norm: float = 0.0  # VATT: no clipping of the classifier
+    head_dropout: float = 0.0  # dropout on the pooled feature before the classifier
     eval_windows: int = 4
     eval_batch_size: int = 8
     checkpoint_every: int = 1000
@@ -60,12 +62,13 @@ class VideoClassifier(tf.keras.Model):
         self.num_classes = num_classes
         self.dropout = tf.keras.layers.Dropout(head_dropout)
         # Zero-initialised, as in ViT / big_vision fine-tuning: training starts at uniform logits.
-        self.classifier = tf.keras.layers.Dense(num_classes, kernel_initializer="zeros",
-                                                name="classifier")
+        self.classifier = tf.keras.layers.Dense(
+            num_classes, kernel_initializer="zeros", name="classifier"
+        )
 
     def call(self, video, training=False):
         """(B, T, H, W, 3) in [-1, 1] -> (B, num_classes) logits."""
-        pooled = self.vatt.encode_video(video, training=training)["features"]   # (B, D)
+        pooled = self.vatt.encode_video(video, training=training)["features"]  # (B, D)
         return self.classifier(self.dropout(pooled, training=training))
 
     def is_head(self, variable) -> bool:
@@ -74,17 +77,27 @@ class VideoClassifier(tf.keras.Model):
 
 def make_optimizer(config: FinetuneConfig):
     """SGD with momentum, linear warm-up then cosine decay (tf-models-official factory)."""
-    spec = optimization.OptimizationConfig({
-        # (not type 'sgd': its config always carries `decay`, which the new optimizers reject)
-        "optimizer": {"type": "sgd_experimental",
-                      "sgd_experimental": {"momentum": config.momentum}},
-        "learning_rate": {"type": "cosine", "cosine": {
-            "initial_learning_rate": config.learning_rate,
-            "decay_steps": config.train_steps,
-            "alpha": config.end_learning_rate / config.learning_rate}},
-        "warmup": {"type": "linear", "linear": {"warmup_steps": config.warmup_steps,
-                                                "warmup_learning_rate": 0.0}},
-    })
+    spec = optimization.OptimizationConfig(
+        {
+            # (not type 'sgd': its config always carries `decay`, which the new optimizers reject)
+            "optimizer": {
+                "type": "sgd_experimental",
+                "sgd_experimental": {"momentum": config.momentum},
+            },
+            "learning_rate": {
+                "type": "cosine",
+                "cosine": {
+                    "initial_learning_rate": config.learning_rate,
+                    "decay_steps": config.train_steps,
+                    "alpha": config.end_learning_rate / config.learning_rate,
+                },
+            },
+            "warmup": {
+                "type": "linear",
+                "linear": {"warmup_steps": config.warmup_steps, "warmup_learning_rate": 0.0},
+            },
+        }
+    )
     factory = optimization.OptimizerFactory(spec)
     return factory.build_optimizer(factory.build_learning_rate(), use_legacy_optimizer=False)
 
@@ -108,31 +121,41 @@ def make_train_step(model: VideoClassifier, optimizer, config: FinetuneConfig, s
 
     def replica_step(batch):
         labels = batch["label"]
-        checks = [tf.debugging.assert_non_negative(
-                      labels, message="a training clip has no clip/label/index"),
-                  tf.debugging.assert_less(
-                      labels, num_classes, message="a training label is >= --num_classes")]
+        checks = [
+            tf.debugging.assert_non_negative(
+                labels, message="a training clip has no clip/label/index"
+            ),
+            tf.debugging.assert_less(
+                labels, num_classes, message="a training label is >= --num_classes"
+            ),
+        ]
         with tf.control_dependencies(checks):
             video = tf.identity(batch["video"])
         with tf.GradientTape() as tape:
-            logits = model(video, training=True)                          # (B, C)
-            per_example = smoothed_cross_entropy(logits, labels, num_classes,
-                                                 config.label_smoothing)  # (B,)
-            loss = tf.nn.compute_average_loss(per_example,
-                                              global_batch_size=config.global_batch_size)
+            logits = model(video, training=True)  # (B, C)
+            per_example = smoothed_cross_entropy(
+                logits, labels, num_classes, config.label_smoothing
+            )  # (B,)
+            loss = tf.nn.compute_average_loss(
+                per_example, global_batch_size=config.global_batch_size
+            )
         variables = model.trainable_variables
-        pairs = [(g, v) for g, v in zip(tape.gradient(loss, variables), variables)
-                 if g is not None]                         # text / audio paths get no gradient
+        pairs = [
+            (g, v) for g, v in zip(tape.gradient(loss, variables), variables) if g is not None
+        ]  # text / audio paths get no gradient
         ctx = tf.distribute.get_replica_context()
         grads = ctx.all_reduce(SUM, [g for g, _ in pairs])  # sum of per-replica shares = mean
         head = [i for i, (_, v) in enumerate(pairs) if model.is_head(v)]
         body = [i for i in range(len(pairs)) if i not in head]
-        clipped = dict(zip(body, clip_by_global_norm([grads[i] for i in body],
-                                                     config.backbone_clip_norm)))
-        clipped.update(zip(head, clip_by_global_norm([grads[i] for i in head],
-                                                     config.head_clip_norm)))
-        optimizer.apply_gradients([(clipped[i], pairs[i][1]) for i in range(len(pairs))],
-                                  skip_gradients_aggregation=True)
+        clipped = dict(
+            zip(body, clip_by_global_norm([grads[i] for i in body], config.backbone_clip_norm))
+        )
+        clipped.update(
+            zip(head, clip_by_global_norm([grads[i] for i in head], config.head_clip_norm))
+        )
+        optimizer.apply_gradients(
+            [(clipped[i], pairs[i][1]) for i in range(len(pairs))], skip_gradients_aggregation=True
+        )
         return ctx.all_reduce(SUM, loss)
 
     @tf.function
@@ -145,8 +168,9 @@ def make_train_step(model: VideoClassifier, optimizer, config: FinetuneConfig, s
 
 def evaluate_classifier(model: VideoClassifier, dataset: tf.data.Dataset) -> Dict[str, float]:
     """Top-1 / top-5 (percent) with each clip's window probabilities averaged."""
+
     @tf.function(reduce_retracing=True)
-    def probabilities(video):                                             # (B, W, T, H, W', 3)
+    def probabilities(video):  # (B, W, T, H, W', 3)
         shape = tf.shape(video)
         logits = model(tf.reshape(video, tf.concat([[-1], shape[2:]], 0)), training=False)
         return tf.reshape(tf.nn.softmax(logits), [shape[0], shape[1], -1])  # (B, W, C)
@@ -164,19 +188,36 @@ def evaluate_classifier(model: VideoClassifier, dataset: tf.data.Dataset) -> Dic
 def _train_config(train_pattern: str, vocab_path: str, seed: int) -> pipeline.PretrainConfig:
     """The run's pre-training input (sizes, augmentation) over the labelled training records."""
     base = pipeline.PretrainConfig()
-    source = dataclasses.replace(base.sources[0], file_pattern=train_pattern, weight=1.0,
-                                 name="finetune") if base.sources else \
-        pipeline.SourceConfig(file_pattern=train_pattern, name="finetune")
+    source = (
+        dataclasses.replace(
+            base.sources[0], file_pattern=train_pattern, weight=1.0, name="finetune"
+        )
+        if base.sources
+        else pipeline.SourceConfig(file_pattern=train_pattern, name="finetune")
+    )
     # Records with their own frame rate: bind EvalConfig.fps / EvalConfig.stride for both.
     eval_base = pipeline.EvalConfig()
     source = dataclasses.replace(source, fps=eval_base.fps, stride=eval_base.stride)
-    return dataclasses.replace(base, sources=(source,), vocab_path=vocab_path, num_captions=1,
-                               seed=seed, repeat=True, audio_seconds=None)
+    return dataclasses.replace(
+        base,
+        sources=(source,),
+        vocab_path=vocab_path,
+        num_captions=1,
+        seed=seed,
+        repeat=True,
+        audio_seconds=None,
+    )
 
 
-def finetune(model: VideoClassifier, train_pattern: str, test_pattern: str, output_dir: str,
-             strategy: tf.distribute.Strategy, config: Optional[FinetuneConfig] = None,
-             optimizer=None) -> Dict[str, float]:
+def finetune(
+    model: VideoClassifier,
+    train_pattern: str,
+    test_pattern: str,
+    output_dir: str,
+    strategy: tf.distribute.Strategy,
+    config: Optional[FinetuneConfig] = None,
+    optimizer=None,
+) -> Dict[str, float]:
     """Trains `model` (built under `strategy.scope()`) and returns the test metrics.
 
     Resumes from the newest checkpoint in <output_dir>/checkpoints (model and optimizer; the data
@@ -185,19 +226,24 @@ def finetune(model: VideoClassifier, train_pattern: str, test_pattern: str, outp
     """
     config = config or FinetuneConfig()
     tf.io.gfile.makedirs(output_dir)
-    vocab = os.path.join(output_dir, "vocab.txt")   # text is unused; the pipeline needs a vocab
+    vocab = os.path.join(output_dir, "vocab.txt")  # text is unused; the pipeline needs a vocab
     if not tf.io.gfile.exists(vocab):
         text_lib.write_word_vocab(vocab, [])
     with strategy.scope():
         optimizer = optimizer or make_optimizer(config)
     # Multi-worker: every worker saves (collectives), only the chief into output_dir.
     chief = loop.is_chief(strategy)  # the pre-training loop's rule
-    ckpt_dir = os.path.join(output_dir, "checkpoints") if chief else os.path.join(
-        output_dir, "workers", f"{strategy.cluster_resolver.task_type}_"
-        f"{strategy.cluster_resolver.task_id}")
+    ckpt_dir = (
+        os.path.join(output_dir, "checkpoints")
+        if chief
+        else os.path.join(
+            output_dir,
+            "workers",
+            f"{strategy.cluster_resolver.task_type}_{strategy.cluster_resolver.task_id}",
+        )
+    )
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, ckpt_dir,
-                                         max_to_keep=config.keep_checkpoints)
+    manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=config.keep_checkpoints)
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         logging.info("resumed fine-tuning from %s", manager.latest_checkpoint)
@@ -205,10 +251,14 @@ def finetune(model: VideoClassifier, train_pattern: str, test_pattern: str, outp
 
     train_config = _train_config(train_pattern, vocab, config.seed * 1_000_003 + step)
     dataset = strategy.distribute_datasets_from_function(
-        pipeline.make_pretrain_input_fn(train_config, config.global_batch_size))
+        pipeline.make_pretrain_input_fn(train_config, config.global_batch_size)
+    )
     train_step = make_train_step(model, optimizer, config, strategy)
-    writer = tf.summary.create_file_writer(os.path.join(output_dir, "train")) if chief \
+    writer = (
+        tf.summary.create_file_writer(os.path.join(output_dir, "train"))
+        if chief
         else tf.summary.create_noop_writer()
+    )
     iterator, t0, start = iter(dataset), time.time(), step
     while step < config.train_steps:
         loss = float(train_step(iterator))
@@ -217,21 +267,27 @@ def finetune(model: VideoClassifier, train_pattern: str, test_pattern: str, outp
             with writer.as_default(step=step):
                 tf.summary.scalar("train/loss", loss)
                 tf.summary.scalar("train/learning_rate", optimizer.learning_rate)
-            logging.info("fine-tune step %d/%d  loss %.4f  (%.1f steps/s)", step,
-                         config.train_steps, loss, (step - start) / max(time.time() - t0, 1e-9))
+            logging.info(
+                "fine-tune step %d/%d  loss %.4f  (%.1f steps/s)",
+                step,
+                config.train_steps,
+                loss,
+                (step - start) / max(time.time() - t0, 1e-9),
+            )
         if step % config.checkpoint_every == 0 and step < config.train_steps:
             manager.save(checkpoint_number=step)
     manager.save(checkpoint_number=step)
     writer.close()
 
-    eval_config = features.eval_config_for_run(test_pattern, vocab,
-                                               num_windows=config.eval_windows)
-    metrics = evaluate_classifier(model, pipeline.eval_dataset(eval_config,
-                                                               config.eval_batch_size))
+    eval_config = features.eval_config_for_run(test_pattern, vocab, num_windows=config.eval_windows)
+    metrics = evaluate_classifier(model, pipeline.eval_dataset(eval_config, config.eval_batch_size))
     metrics.update(step=step, start_step=start)
     if chief:
         summaries.write_json(os.path.join(output_dir, f"metrics-{step}.json"), metrics)
-        summaries.write_scalars(os.path.join(output_dir, "eval"), step,
-                                {k: v for k, v in metrics.items()
-                                 if k not in ("step", "start_step")}, prefix="eval/finetune")
+        summaries.write_scalars(
+            os.path.join(output_dir, "eval"),
+            step,
+            {k: v for k, v in metrics.items() if k not in ("step", "start_step")},
+            prefix="eval/finetune",
+        )
     return metrics

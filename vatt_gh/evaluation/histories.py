@@ -9,6 +9,7 @@ bucket spread uniformly over it (a zero-width bucket is a point mass).
     history = read_histograms("/runs/baseline/train")             # CosineHistory
     history.steps, history.percentiles[:, PERCENTILES.index(50)]
 """
+
 import dataclasses
 from typing import Sequence
 
@@ -22,6 +23,7 @@ PERCENTILES = (5, 25, 50, 75, 95)
 @dataclasses.dataclass(frozen=True)
 class CosineHistory:
     """Per summary step: percentiles (S, P), fraction of negative cosines (S,), counts (S,)."""
+
     steps: np.ndarray
     percentiles: np.ndarray
     fraction_negative: np.ndarray
@@ -56,13 +58,17 @@ def fraction_below(buckets: np.ndarray, threshold: float = 0.0) -> float:
     if total <= 0:
         return float("nan")
     width = right - left
-    below = np.where(width > 0, np.clip((threshold - left) / np.where(width > 0, width, 1.0),
-                                        0.0, 1.0), (left < threshold).astype(np.float64))
+    below = np.where(
+        width > 0,
+        np.clip((threshold - left) / np.where(width > 0, width, 1.0), 0.0, 1.0),
+        (left < threshold).astype(np.float64),
+    )
     return float((below * counts).sum() / total)
 
 
-def read_histograms(log_dir: str, tag: str = TAG,
-                    levels: Sequence[float] = PERCENTILES) -> CosineHistory:
+def read_histograms(
+    log_dir: str, tag: str = TAG, levels: Sequence[float] = PERCENTILES
+) -> CosineHistory:
     """Every `tag` histogram in the event files of `log_dir` (e.g. <model_dir>/train).
 
     A step logged twice (a resumed run) keeps its last value. Raises FileNotFoundError /
@@ -85,4 +91,5 @@ def read_histograms(log_dir: str, tag: str = TAG,
         percentiles=np.stack([histogram_percentiles(by_step[s], levels) for s in steps]),
         fraction_negative=np.array([fraction_below(by_step[s], 0.0) for s in steps]),
         counts=np.array([float(np.asarray(by_step[s])[:, 2].sum()) for s in steps]),
-        percentile_levels=tuple(levels))
+        percentile_levels=tuple(levels),
+    )

@@ -6,12 +6,13 @@ The run's `operative_config.gin` is parsed first and the user's files / bindings
 `--gin_param=EvalConfig.num_windows=2` or a model override applies on top of the run. Every
 failure is an `EvalError` with one line naming the flag or file at fault.
 """
+
 import os
 from typing import Optional, Sequence, Tuple
 
-import gin
 import tensorflow as tf
 
+import gin
 from vatt_gh import launch, loop
 from vatt_gh.data import pipeline
 
@@ -20,16 +21,23 @@ class EvalError(ValueError):
     """A bad flag, file or configuration, found before (or while) evaluating."""
 
 
-def open_run(model_dir: str, checkpoint: Optional[str] = None, gin_files: Sequence[str] = (),
-             gin_params: Sequence[str] = ()) -> Tuple["loop.trainer.PretrainModel", int]:
+def open_run(
+    model_dir: str,
+    checkpoint: Optional[str] = None,
+    gin_files: Sequence[str] = (),
+    gin_params: Sequence[str] = (),
+) -> Tuple["loop.trainer.PretrainModel", int]:
     """(PretrainModel, step) of `model_dir` (newest checkpoint unless `checkpoint`)."""
     config_path = os.path.join(model_dir or "", "operative_config.gin")
     if not model_dir or not tf.io.gfile.exists(config_path):
-        raise EvalError(f"--model_dir {model_dir!r}: no operative_config.gin "
-                        "(is it a pre-training run?)")
+        raise EvalError(
+            f"--model_dir {model_dir!r}: no operative_config.gin (is it a pre-training run?)"
+        )
     if checkpoint and not tf.io.gfile.exists(checkpoint + ".index"):
-        raise EvalError(f"--checkpoint {checkpoint!r} does not exist (give the prefix, e.g. "
-                        f"{os.path.join(model_dir, 'checkpoints', 'ckpt-1000')})")
+        raise EvalError(
+            f"--checkpoint {checkpoint!r} does not exist (give the prefix, e.g. "
+            f"{os.path.join(model_dir, 'checkpoints', 'ckpt-1000')})"
+        )
     gin.clear_config()
     try:
         with gin.unlock_config():

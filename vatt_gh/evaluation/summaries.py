@@ -1,8 +1,9 @@
 """Where evaluation results go: a JSON file and TensorBoard scalars under `eval/`.
 
-    write_json(path, metrics)                          # nested dicts kept as they are
-    write_scalars(os.path.join(model_dir, "eval"), step, metrics)   # eval/<name>/<metric>
+write_json(path, metrics)                          # nested dicts kept as they are
+write_scalars(os.path.join(model_dir, "eval"), step, metrics)   # eval/<name>/<metric>
 """
+
 import json
 import math
 import numbers
@@ -24,6 +25,7 @@ def flatten(metrics: dict, prefix: str = "") -> Iterator[Tuple[str, object]]:
 
 def write_json(path: str, metrics: dict) -> str:
     """Writes `metrics` (JSON-serialisable; NaN becomes null) and returns the path."""
+
     def clean(value):
         if isinstance(value, dict):
             return {str(k): clean(v) for k, v in value.items()}
@@ -34,6 +36,7 @@ def write_json(path: str, metrics: dict) -> str:
         if isinstance(value, numbers.Real) and not isinstance(value, bool):
             return None if math.isnan(float(value)) else float(value)
         return value
+
     directory = os.path.dirname(path)
     if directory:
         tf.io.gfile.makedirs(directory)
@@ -48,8 +51,11 @@ def write_scalars(log_dir: str, step: int, metrics: dict, prefix: str = "eval") 
     writer = tf.summary.create_file_writer(log_dir)
     with writer.as_default(step=step):
         for name, value in flatten(metrics):
-            if isinstance(value, numbers.Real) and not isinstance(value, bool) \
-                    and math.isfinite(float(value)):
+            if (
+                isinstance(value, numbers.Real)
+                and not isinstance(value, bool)
+                and math.isfinite(float(value))
+            ):
                 tf.summary.scalar(f"{prefix}/{name}", float(value))
                 written[f"{prefix}/{name}"] = float(value)
     writer.close()

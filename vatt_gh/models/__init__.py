@@ -3,7 +3,8 @@
 Modules, one idea each: presets (sizes + config), tokenizers, positional (factorised positional
 embeddings), backbone (encoder, aggregation token, DropToken), heads (FAC head), vatt (the model).
 """
+
 from vatt_gh.models.presets import PRESETS, VattConfig, get_config
 from vatt_gh.models.vatt import VATT, build_vatt, dummy_inputs
 
-__all__ = ['PRESETS', 'VattConfig', 'get_config', 'VATT', 'build_vatt', 'dummy_inputs']
+__all__ = ["PRESETS", "VattConfig", "get_config", "VATT", "build_vatt", "dummy_inputs"]

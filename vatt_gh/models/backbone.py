@@ -3,69 +3,90 @@
 The encoder is a stack of tf-models-official `TransformerEncoderBlock`s with `norm_first=True`
 (pre-norm, as ViT/VATT) followed by a final LayerNorm; attention is not written by hand.
 """
+
 import tensorflow as tf
 from official.nlp.modeling import layers as nlp_layers
 
 
 class TransformerEncoder(tf.keras.layers.Layer):
-  """(B, N, D) tokens [+ (B, N, N) attention mask] -> (B, N, D), final-normalised."""
+    """(B, N, D) tokens [+ (B, N, N) attention mask] -> (B, N, D), final-normalised."""
 
-  def __init__(self, num_layers: int, hidden_size: int, num_heads: int, mlp_dim: int,
-               dropout_rate: float = 0.1, attention_dropout_rate: float = 0.0,
-               norm_epsilon: float = 1e-6, **kwargs):
-    super().__init__(**kwargs)
-    if hidden_size % num_heads:
-      raise ValueError(f'hidden_size {hidden_size} is not divisible by num_heads {num_heads}.')
-    self.blocks = [
-        nlp_layers.TransformerEncoderBlock(
-            num_attention_heads=num_heads, inner_dim=mlp_dim, inner_activation='gelu',
-            norm_first=True, norm_epsilon=norm_epsilon, output_dropout=dropout_rate,
-            attention_dropout=attention_dropout_rate, name=f'layer_{i}')
-        for i in range(num_layers)]
-    self.final_norm = tf.keras.layers.LayerNormalization(epsilon=norm_epsilon,
-                                                         name='final_norm')
+    def __init__(
+        self,
+        num_layers: int,
+        hidden_size: int,
+        num_heads: int,
+        mlp_dim: int,
+        dropout_rate: float = 0.1,
+        attention_dropout_rate: float = 0.0,
+        norm_epsilon: float = 1e-6,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if hidden_size % num_heads:
+            raise ValueError(
+                f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}."
+            )
+        self.blocks = [
+            nlp_layers.TransformerEncoderBlock(
+                num_attention_heads=num_heads,
+                inner_dim=mlp_dim,
+                inner_activation="gelu",
+                norm_first=True,
+                norm_epsilon=norm_epsilon,
+                output_dropout=dropout_rate,
+                attention_dropout=attention_dropout_rate,
+                name=f"layer_{i}",
+            )
+            for i in range(num_layers)
+        ]
+        self.final_norm = tf.keras.layers.LayerNormalization(
+            epsilon=norm_epsilon, name="final_norm"
+        )
 
-  def call(self, tokens: tf.Tensor, attention_mask=None, training=None) -> tf.Tensor:
-    x = tokens                                                     # (B, N, D)
-    for block in self.blocks:
-      inputs = x if attention_mask is None else [x, attention_mask]
-      x = block(inputs, training=training)
-    return self.final_norm(x)                                      # (B, N, D)
+    def call(self, tokens: tf.Tensor, attention_mask=None, training=None) -> tf.Tensor:
+        x = tokens  # (B, N, D)
+        for block in self.blocks:
+            inputs = x if attention_mask is None else [x, attention_mask]
+            x = block(inputs, training=training)
+        return self.final_norm(x)  # (B, N, D)
 
 
 class AggregationToken(tf.keras.layers.Layer):
-  """Prepends a learned aggregation token: (B, N, D) -> (B, 1 + N, D).
+    """Prepends a learned aggregation token: (B, N, D) -> (B, 1 + N, D).
 
-  Its output after the encoder's final norm is the modality's pooled feature.
-  """
+    Its output after the encoder's final norm is the modality's pooled feature.
+    """
 
-  def build(self, input_shape):
-    self.token = self.add_weight(
-        name='token', shape=(1, 1, int(input_shape[-1])),
-        initializer=tf.keras.initializers.RandomNormal(stddev=0.02))
-    super().build(input_shape)
+    def build(self, input_shape):
+        self.token = self.add_weight(
+            name="token",
+            shape=(1, 1, int(input_shape[-1])),
+            initializer=tf.keras.initializers.RandomNormal(stddev=0.02),
+        )
+        super().build(input_shape)
 
-  def call(self, tokens: tf.Tensor) -> tf.Tensor:
-    batch = tf.shape(tokens)[0]
-    token = tf.tile(tf.cast(self.token, tokens.dtype), [batch, 1, 1])    # (B, 1, D)
-    return tf.concat([token, tokens], axis=1)                          # (B, 1 + N, D)
+    def call(self, tokens: tf.Tensor) -> tf.Tensor:
+        batch = tf.shape(tokens)[0]
+        token = tf.tile(tf.cast(self.token, tokens.dtype), [batch, 1, 1])  # (B, 1, D)
+        return tf.concat([token, tokens], axis=1)  # (B, 1 + N, D)
 
 
 def num_kept_tokens(num_tokens: int, rate: float) -> int:
-  """Static number of tokens DropToken keeps (at least one)."""
-  return max(1, int(num_tokens * (1.0 - rate)))
+    """Static number of tokens DropToken keeps (at least one)."""
+    return max(1, int(num_tokens * (1.0 - rate)))
 
 
 def drop_tokens(tokens: tf.Tensor, rate: float, generator: tf.random.Generator) -> tf.Tensor:
-  """DropToken (VATT): keep a random subset of tokens per example, in their original order.
+    """DropToken (VATT): keep a random subset of tokens per example, in their original order.
 
-  tokens: (B, N, D) -> (B, num_kept_tokens(N, rate), D). The kept count is static, so shapes
-  stay static under XLA; the subset comes from `generator` (checkpointable, XLA-compatible).
-  """
-  num_tokens = tokens.shape[1]
-  keep = num_kept_tokens(num_tokens, rate)
-  if keep >= num_tokens:
-    return tokens
-  scores = generator.uniform(tf.stack([tf.shape(tokens)[0], num_tokens]))    # (B, N)
-  kept = tf.sort(tf.math.top_k(scores, k=keep).indices, axis=-1)             # (B, keep)
-  return tf.gather(tokens, kept, batch_dims=1)                               # (B, keep, D)
+    tokens: (B, N, D) -> (B, num_kept_tokens(N, rate), D). The kept count is static, so shapes
+    stay static under XLA; the subset comes from `generator` (checkpointable, XLA-compatible).
+    """
+    num_tokens = tokens.shape[1]
+    keep = num_kept_tokens(num_tokens, rate)
+    if keep >= num_tokens:
+        return tokens
+    scores = generator.uniform(tf.stack([tf.shape(tokens)[0], num_tokens]))  # (B, N)
+    kept = tf.sort(tf.math.top_k(scores, k=keep).indices, axis=-1)  # (B, keep)
+    return tf.gather(tokens, kept, batch_dims=1)  # (B, keep, D)

@@ -5,6 +5,7 @@ embedding; audio and text use one temporal table. When the input's token grid di
 configured one, each table is resampled along its axis with `tfa.image.interpolate_spline`
 (as VATT does; it compiles under XLA). At the configured size the tables are used unchanged.
 """
+
 from typing import Sequence
 
 import tensorflow as tf
@@ -15,45 +16,50 @@ SPLINE_ORDER = 3
 
 
 def interpolate_table(table: tf.Tensor, length: int) -> tf.Tensor:
-  """Resamples a (n, D) positional table to (length, D) along [0, 1] with a spline."""
-  n = table.shape[0]
-  if n == length:
-    return table
-  if n == 1:
-    return tf.tile(table, [length, 1])
-  train_points = tf.linspace(0.0, 1.0, n)[None, :, None]        # (1, n, 1)
-  query_points = tf.linspace(0.0, 1.0, length)[None, :, None]   # (1, length, 1)
-  resampled = tfa.image.interpolate_spline(
-      train_points, table[None], query_points, order=SPLINE_ORDER)
-  return resampled[0]                                            # (length, D)
+    """Resamples a (n, D) positional table to (length, D) along [0, 1] with a spline."""
+    n = table.shape[0]
+    if n == length:
+        return table
+    if n == 1:
+        return tf.tile(table, [length, 1])
+    train_points = tf.linspace(0.0, 1.0, n)[None, :, None]  # (1, n, 1)
+    query_points = tf.linspace(0.0, 1.0, length)[None, :, None]  # (1, length, 1)
+    resampled = tfa.image.interpolate_spline(
+        train_points, table[None], query_points, order=SPLINE_ORDER
+    )
+    return resampled[0]  # (length, D)
 
 
 class FactorisedPositionalEmbedding(tf.keras.layers.Layer):
-  """Adds sum_i table_i[position_i] to tokens shaped (B, n_1, ..., n_k, D)."""
+    """Adds sum_i table_i[position_i] to tokens shaped (B, n_1, ..., n_k, D)."""
 
-  def __init__(self, grid_size: Sequence[int], axis_names: Sequence[str], **kwargs):
-    super().__init__(**kwargs)
-    if len(grid_size) != len(axis_names):
-      raise ValueError(f'grid_size {grid_size} and axis_names {axis_names} differ in length.')
-    self.grid_size = tuple(int(n) for n in grid_size)
-    self.axis_names = tuple(axis_names)
+    def __init__(self, grid_size: Sequence[int], axis_names: Sequence[str], **kwargs):
+        super().__init__(**kwargs)
+        if len(grid_size) != len(axis_names):
+            raise ValueError(f"grid_size {grid_size} and axis_names {axis_names} differ in length.")
+        self.grid_size = tuple(int(n) for n in grid_size)
+        self.axis_names = tuple(axis_names)
 
-  def build(self, input_shape):
-    hidden_size = int(input_shape[-1])
-    self.tables = [
-        self.add_weight(name=f'{name}_embedding', shape=(n, hidden_size),
-                        initializer=tf.keras.initializers.RandomNormal(stddev=0.02))
-        for name, n in zip(self.axis_names, self.grid_size)]
-    super().build(input_shape)
+    def build(self, input_shape):
+        hidden_size = int(input_shape[-1])
+        self.tables = [
+            self.add_weight(
+                name=f"{name}_embedding",
+                shape=(n, hidden_size),
+                initializer=tf.keras.initializers.RandomNormal(stddev=0.02),
+            )
+            for name, n in zip(self.axis_names, self.grid_size)
+        ]
+        super().build(input_shape)
 
-  def call(self, tokens: tf.Tensor) -> tf.Tensor:
-    rank = len(self.grid_size)                 # tokens: (B, n_1, ..., n_rank, D)
-    input_grid = tokens.shape[1:1 + rank]
-    if None in input_grid:
-      raise ValueError(f'{self.name} needs a static token grid, got {tokens.shape}.')
-    for axis, (table, length) in enumerate(zip(self.tables, input_grid)):
-      table = interpolate_table(tf.convert_to_tensor(table), length)   # (n_axis, D)
-      shape = [1] * (rank + 1) + [table.shape[-1]]
-      shape[1 + axis] = length
-      tokens = tokens + tf.reshape(tf.cast(table, tokens.dtype), shape)
-    return tokens
+    def call(self, tokens: tf.Tensor) -> tf.Tensor:
+        rank = len(self.grid_size)  # tokens: (B, n_1, ..., n_rank, D)
+        input_grid = tokens.shape[1 : 1 + rank]
+        if None in input_grid:
+            raise ValueError(f"{self.name} needs a static token grid, got {tokens.shape}.")
+        for axis, (table, length) in enumerate(zip(self.tables, input_grid)):
+            table = interpolate_table(tf.convert_to_tensor(table), length)  # (n_axis, D)
+            shape = [1] * (rank + 1) + [table.shape[-1]]
+            shape[1 + axis] = length
+            tokens = tokens + tf.reshape(tf.cast(table, tokens.dtype), shape)
+        return tokens

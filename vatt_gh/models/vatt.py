@@ -8,172 +8,200 @@ variant='agnostic' (VATT-MA, the paper's model): one encoder shared by video, au
 variant='specific' (VATT-MS, paper Table 3): one encoder per modality; everything else the same.
 Input sizes (frames, resolution, audio length, text length) come from the input.
 """
+
 from typing import Dict
 
-import gin
 import tensorflow as tf
 
+import gin
 from vatt_gh.models.backbone import AggregationToken, TransformerEncoder, drop_tokens
 from vatt_gh.models.heads import FACHead
 from vatt_gh.models.positional import FactorisedPositionalEmbedding
 from vatt_gh.models.presets import VattConfig, get_config
 from vatt_gh.models.tokenizers import AudioTokenizer, TextTokenizer, VideoTokenizer
 
-MODALITIES = ('video', 'audio', 'text')
-VARIANTS = ('agnostic', 'specific')
+MODALITIES = ("video", "audio", "text")
+VARIANTS = ("agnostic", "specific")
 
 
 def _make_encoder(config: VattConfig, name: str) -> TransformerEncoder:
-  return TransformerEncoder(
-      num_layers=config.num_layers, hidden_size=config.hidden_size, num_heads=config.num_heads,
-      mlp_dim=config.mlp_dim, dropout_rate=config.dropout_rate,
-      attention_dropout_rate=config.attention_dropout_rate, norm_epsilon=config.norm_epsilon,
-      name=name)
+    return TransformerEncoder(
+        num_layers=config.num_layers,
+        hidden_size=config.hidden_size,
+        num_heads=config.num_heads,
+        mlp_dim=config.mlp_dim,
+        dropout_rate=config.dropout_rate,
+        attention_dropout_rate=config.attention_dropout_rate,
+        norm_epsilon=config.norm_epsilon,
+        name=name,
+    )
 
 
 class VATT(tf.keras.Model):
-  """Video-audio-text Transformer with a FAC head. See the module docstring for the data flow.
+    """Video-audio-text Transformer with a FAC head. See the module docstring for the data flow.
 
-  call(inputs) with inputs {'video': (B, T, H, W, 3) float32 in [-1, 1], 'audio': (B, S) float32
-  waveform, 'text': (B, K, L) int32 ids (0 = pad)} (any subset) returns
-  {'video_va': (B, va), 'video_vt': (B, vt), 'audio_va': (B, va), 'text_vt': (B, K, vt),
-   'video_features': (B, D), 'audio_features': (B, D), 'text_features': (B, K, D)}.
-  """
-
-  def __init__(self, config: VattConfig, variant: str = 'agnostic', **kwargs):
-    super().__init__(**kwargs)
-    if variant not in VARIANTS:
-      raise ValueError(f'Unknown VATT variant {variant!r}; choose one of {VARIANTS}.')
-    self.vatt_config = config
-    self.variant = variant
-    d = config.hidden_size
-
-    # 1. Tokenizers: raw signal -> token grid of width D.
-    self.video_tokenizer = VideoTokenizer(config.video_patch_size, config.patch_embedding_dim,
-                                          d, name='video_tokenizer')
-    self.audio_tokenizer = AudioTokenizer(config.audio_patch_size, config.patch_embedding_dim,
-                                          d, name='audio_tokenizer')
-    self.text_tokenizer = TextTokenizer(config.vocab_size, config.word_dim, d,
-                                        config.word_vectors_path, name='text_tokenizer')
-
-    # 2. Learned factorised positional embeddings (video: t + h + w; audio, text: t).
-    self.video_positions = FactorisedPositionalEmbedding(
-        config.video_grid, ('temporal', 'height', 'width'), name='video_positions')
-    self.audio_positions = FactorisedPositionalEmbedding(
-        (config.audio_grid,), ('temporal',), name='audio_positions')
-    self.text_positions = FactorisedPositionalEmbedding(
-        (config.text_grid,), ('temporal',), name='text_positions')
-
-    # 3. One learned aggregation token per modality.
-    self.video_aggregation = AggregationToken(name='video_aggregation_token')
-    self.audio_aggregation = AggregationToken(name='audio_aggregation_token')
-    self.text_aggregation = AggregationToken(name='text_aggregation_token')
-
-    # 4. The Transformer: shared (VATT-MA) or one per modality (VATT-MS).
-    if variant == 'agnostic':
-      shared = _make_encoder(config, 'encoder')
-      self.encoders = {m: shared for m in MODALITIES}
-    else:
-      self.encoders = {m: _make_encoder(config, f'{m}_encoder') for m in MODALITIES}
-
-    # 5. FAC head into the va (video-audio) and vt (video-text) spaces.
-    self.fac_head = FACHead(config.va_dim, config.vt_dim, config.bn_momentum, config.bn_epsilon,
-                            name='fac_head')
-
-    # DropToken's random stream: a model attribute, so it is checkpointed.
-    self.drop_token_generator = tf.random.Generator.from_seed(config.seed)
-
-  def _encode_tokens(self, modality: str, tokens: tf.Tensor, attention_mask=None,
-                     training=None) -> tf.Tensor:
-    """(B, N, D) positioned tokens -> (B, D) pooled feature (aggregation token's output)."""
-    aggregation = {'video': self.video_aggregation, 'audio': self.audio_aggregation,
-                   'text': self.text_aggregation}[modality]
-    tokens = aggregation(tokens)                                      # (B, 1 + N, D)
-    encoded = self.encoders[modality](tokens, attention_mask=attention_mask,
-                                      training=training)             # (B, 1 + N, D)
-    return encoded[:, 0]                                              # (B, D)
-
-  def _drop_tokens(self, tokens: tf.Tensor, training) -> tf.Tensor:
-    if training and self.vatt_config.drop_token_rate > 0:
-      return drop_tokens(tokens, self.vatt_config.drop_token_rate, self.drop_token_generator)
-    return tokens
-
-  def video_tokens(self, video: tf.Tensor, training=None) -> tf.Tensor:
-    """(B, T, H, W, 3) -> (B, N, D) positioned tokens, after DropToken when training."""
-    tokens = self.video_positions(self.video_tokenizer(video))        # (B, t, h, w, D)
-    t, h, w, d = tokens.shape[1:]
-    tokens = tf.reshape(tokens, [-1, t * h * w, d])                   # (B, t*h*w, D)
-    return self._drop_tokens(tokens, training)
-
-  def audio_tokens(self, audio: tf.Tensor, training=None) -> tf.Tensor:
-    """(B, S) -> (B, N, D) positioned tokens, after DropToken when training."""
-    tokens = self.audio_positions(self.audio_tokenizer(audio))        # (B, S/p, D)
-    return self._drop_tokens(tokens, training)
-
-  def text_tokens(self, text: tf.Tensor):
-    """(N, L) ids -> ((N, L, D) positioned tokens, (N, 1 + L, 1 + L) attention mask).
-
-    Pads (id 0) are never attended to; the aggregation token always is. No DropToken on text.
+    call(inputs) with inputs {'video': (B, T, H, W, 3) float32 in [-1, 1], 'audio': (B, S) float32
+    waveform, 'text': (B, K, L) int32 ids (0 = pad)} (any subset) returns
+    {'video_va': (B, va), 'video_vt': (B, vt), 'audio_va': (B, va), 'text_vt': (B, K, vt),
+     'video_features': (B, D), 'audio_features': (B, D), 'text_features': (B, K, D)}.
     """
-    tokens = self.text_positions(self.text_tokenizer(text))           # (N, L, D)
-    attended = tf.concat([tf.ones_like(text[:, :1], tf.bool), tf.not_equal(text, 0)],
-                         axis=1)                                      # (N, 1 + L)
-    length = tf.shape(attended)[1]
-    attention_mask = tf.tile(tf.cast(attended, tf.int32)[:, None, :],
-                             [1, length, 1])                          # (N, 1 + L, 1 + L)
-    return tokens, attention_mask
 
-  def encode_video(self, video: tf.Tensor, training=None) -> Dict[str, tf.Tensor]:
-    """(B, T, H, W, 3) -> {'features': (B, D), 'va': (B, va), 'vt': (B, vt)}."""
-    features = self._encode_tokens('video', self.video_tokens(video, training),
-                                   training=training)
-    head = self.fac_head({'video': features}, training=training)
-    return {'features': features, 'va': head['video_va'], 'vt': head['video_vt']}
+    def __init__(self, config: VattConfig, variant: str = "agnostic", **kwargs):
+        super().__init__(**kwargs)
+        if variant not in VARIANTS:
+            raise ValueError(f"Unknown VATT variant {variant!r}; choose one of {VARIANTS}.")
+        self.vatt_config = config
+        self.variant = variant
+        d = config.hidden_size
 
-  def encode_audio(self, audio: tf.Tensor, training=None) -> Dict[str, tf.Tensor]:
-    """(B, S) -> {'features': (B, D), 'va': (B, va)}."""
-    features = self._encode_tokens('audio', self.audio_tokens(audio, training),
-                                   training=training)
-    head = self.fac_head({'audio': features}, training=training)
-    return {'features': features, 'va': head['audio_va']}
+        # 1. Tokenizers: raw signal -> token grid of width D.
+        self.video_tokenizer = VideoTokenizer(
+            config.video_patch_size, config.patch_embedding_dim, d, name="video_tokenizer"
+        )
+        self.audio_tokenizer = AudioTokenizer(
+            config.audio_patch_size, config.patch_embedding_dim, d, name="audio_tokenizer"
+        )
+        self.text_tokenizer = TextTokenizer(
+            config.vocab_size, config.word_dim, d, config.word_vectors_path, name="text_tokenizer"
+        )
 
-  def encode_text(self, text: tf.Tensor, training=None) -> Dict[str, tf.Tensor]:
-    """(N, L) int ids -> {'features': (N, D), 'vt': (N, vt)}."""
-    tokens, attention_mask = self.text_tokens(text)
-    features = self._encode_tokens('text', tokens, attention_mask, training=training)
-    head = self.fac_head({'text': features}, training=training)
-    return {'features': features, 'vt': head['text_vt']}
+        # 2. Learned factorised positional embeddings (video: t + h + w; audio, text: t).
+        self.video_positions = FactorisedPositionalEmbedding(
+            config.video_grid, ("temporal", "height", "width"), name="video_positions"
+        )
+        self.audio_positions = FactorisedPositionalEmbedding(
+            (config.audio_grid,), ("temporal",), name="audio_positions"
+        )
+        self.text_positions = FactorisedPositionalEmbedding(
+            (config.text_grid,), ("temporal",), name="text_positions"
+        )
 
-  def call(self, inputs: Dict[str, tf.Tensor], training=None) -> Dict[str, tf.Tensor]:
-    outputs = {}
-    if 'video' in inputs:
-      video = self.encode_video(inputs['video'], training)
-      outputs.update(video_features=video['features'], video_va=video['va'],
-                     video_vt=video['vt'])
-    if 'audio' in inputs:
-      audio = self.encode_audio(inputs['audio'], training)
-      outputs.update(audio_features=audio['features'], audio_va=audio['va'])
-    if 'text' in inputs:
-      text = inputs['text']                                           # (B, K, L)
-      if text.shape.rank != 3:
-        raise ValueError(f"inputs['text'] must be (B, K, L) token ids, got {text.shape}.")
-      k, length = text.shape[1], text.shape[2]
-      encoded = self.encode_text(tf.reshape(text, [-1, length]), training)   # (B*K, ...)
-      outputs.update(
-          text_features=tf.reshape(encoded['features'], [-1, k, self.vatt_config.hidden_size]),
-          text_vt=tf.reshape(encoded['vt'], [-1, k, self.vatt_config.vt_dim]))
-    return outputs
+        # 3. One learned aggregation token per modality.
+        self.video_aggregation = AggregationToken(name="video_aggregation_token")
+        self.audio_aggregation = AggregationToken(name="audio_aggregation_token")
+        self.text_aggregation = AggregationToken(name="text_aggregation_token")
+
+        # 4. The Transformer: shared (VATT-MA) or one per modality (VATT-MS).
+        if variant == "agnostic":
+            shared = _make_encoder(config, "encoder")
+            self.encoders = {m: shared for m in MODALITIES}
+        else:
+            self.encoders = {m: _make_encoder(config, f"{m}_encoder") for m in MODALITIES}
+
+        # 5. FAC head into the va (video-audio) and vt (video-text) spaces.
+        self.fac_head = FACHead(
+            config.va_dim, config.vt_dim, config.bn_momentum, config.bn_epsilon, name="fac_head"
+        )
+
+        # DropToken's random stream: a model attribute, so it is checkpointed.
+        self.drop_token_generator = tf.random.Generator.from_seed(config.seed)
+
+    def _encode_tokens(
+        self, modality: str, tokens: tf.Tensor, attention_mask=None, training=None
+    ) -> tf.Tensor:
+        """(B, N, D) positioned tokens -> (B, D) pooled feature (aggregation token's output)."""
+        aggregation = {
+            "video": self.video_aggregation,
+            "audio": self.audio_aggregation,
+            "text": self.text_aggregation,
+        }[modality]
+        tokens = aggregation(tokens)  # (B, 1 + N, D)
+        encoded = self.encoders[modality](
+            tokens, attention_mask=attention_mask, training=training
+        )  # (B, 1 + N, D)
+        return encoded[:, 0]  # (B, D)
+
+    def _drop_tokens(self, tokens: tf.Tensor, training) -> tf.Tensor:
+        if training and self.vatt_config.drop_token_rate > 0:
+            return drop_tokens(tokens, self.vatt_config.drop_token_rate, self.drop_token_generator)
+        return tokens
+
+    def video_tokens(self, video: tf.Tensor, training=None) -> tf.Tensor:
+        """(B, T, H, W, 3) -> (B, N, D) positioned tokens, after DropToken when training."""
+        tokens = self.video_positions(self.video_tokenizer(video))  # (B, t, h, w, D)
+        t, h, w, d = tokens.shape[1:]
+        tokens = tf.reshape(tokens, [-1, t * h * w, d])  # (B, t*h*w, D)
+        return self._drop_tokens(tokens, training)
+
+    def audio_tokens(self, audio: tf.Tensor, training=None) -> tf.Tensor:
+        """(B, S) -> (B, N, D) positioned tokens, after DropToken when training."""
+        tokens = self.audio_positions(self.audio_tokenizer(audio))  # (B, S/p, D)
+        return self._drop_tokens(tokens, training)
+
+    def text_tokens(self, text: tf.Tensor):
+        """(N, L) ids -> ((N, L, D) positioned tokens, (N, 1 + L, 1 + L) attention mask).
+
+        Pads (id 0) are never attended to; the aggregation token always is. No DropToken on text.
+        """
+        tokens = self.text_positions(self.text_tokenizer(text))  # (N, L, D)
+        attended = tf.concat(
+            [tf.ones_like(text[:, :1], tf.bool), tf.not_equal(text, 0)], axis=1
+        )  # (N, 1 + L)
+        length = tf.shape(attended)[1]
+        attention_mask = tf.tile(
+            tf.cast(attended, tf.int32)[:, None, :], [1, length, 1]
+        )  # (N, 1 + L, 1 + L)
+        return tokens, attention_mask
+
+    def encode_video(self, video: tf.Tensor, training=None) -> Dict[str, tf.Tensor]:
+        """(B, T, H, W, 3) -> {'features': (B, D), 'va': (B, va), 'vt': (B, vt)}."""
+        features = self._encode_tokens(
+            "video", self.video_tokens(video, training), training=training
+        )
+        head = self.fac_head({"video": features}, training=training)
+        return {"features": features, "va": head["video_va"], "vt": head["video_vt"]}
+
+    def encode_audio(self, audio: tf.Tensor, training=None) -> Dict[str, tf.Tensor]:
+        """(B, S) -> {'features': (B, D), 'va': (B, va)}."""
+        features = self._encode_tokens(
+            "audio", self.audio_tokens(audio, training), training=training
+        )
+        head = self.fac_head({"audio": features}, training=training)
+        return {"features": features, "va": head["audio_va"]}
+
+    def encode_text(self, text: tf.Tensor, training=None) -> Dict[str, tf.Tensor]:
+        """(N, L) int ids -> {'features': (N, D), 'vt': (N, vt)}."""
+        tokens, attention_mask = self.text_tokens(text)
+        features = self._encode_tokens("text", tokens, attention_mask, training=training)
+        head = self.fac_head({"text": features}, training=training)
+        return {"features": features, "vt": head["text_vt"]}
+
+    def call(self, inputs: Dict[str, tf.Tensor], training=None) -> Dict[str, tf.Tensor]:
+        outputs = {}
+        if "video" in inputs:
+            video = self.encode_video(inputs["video"], training)
+            outputs.update(
+                video_features=video["features"], video_va=video["va"], video_vt=video["vt"]
+            )
+        if "audio" in inputs:
+            audio = self.encode_audio(inputs["audio"], training)
+            outputs.update(audio_features=audio["features"], audio_va=audio["va"])
+        if "text" in inputs:
+            text = inputs["text"]  # (B, K, L)
+            if text.shape.rank != 3:
+                raise ValueError(f"inputs['text'] must be (B, K, L) token ids, got {text.shape}.")
+            k, length = text.shape[1], text.shape[2]
+            encoded = self.encode_text(tf.reshape(text, [-1, length]), training)  # (B*K, ...)
+            outputs.update(
+                text_features=tf.reshape(
+                    encoded["features"], [-1, k, self.vatt_config.hidden_size]
+                ),
+                text_vt=tf.reshape(encoded["vt"], [-1, k, self.vatt_config.vt_dim]),
+            )
+        return outputs
 
 
 def dummy_inputs(config: VattConfig, batch_size: int = 2, num_texts: int = 1):
-  """Zero inputs at the configured token grids; `model(dummy_inputs(cfg))` builds every layer."""
-  t, h, w = (g * p for g, p in zip(config.video_grid, config.video_patch_size))
-  return {'video': tf.zeros([batch_size, t, h, w, 3]),
-          'audio': tf.zeros([batch_size, config.audio_grid * config.audio_patch_size]),
-          'text': tf.ones([batch_size, num_texts, config.text_grid], tf.int32)}
+    """Zero inputs at the configured token grids; `model(dummy_inputs(cfg))` builds every layer."""
+    t, h, w = (g * p for g, p in zip(config.video_grid, config.video_patch_size))
+    return {
+        "video": tf.zeros([batch_size, t, h, w, 3]),
+        "audio": tf.zeros([batch_size, config.audio_grid * config.audio_patch_size]),
+        "text": tf.ones([batch_size, num_texts, config.text_grid], tf.int32),
+    }
 
 
 @gin.configurable
-def build_vatt(preset: str = 'medium', variant: str = 'agnostic', **overrides) -> VATT:
-  """Builds (unbuilt weights) VATT from a size preset with keyword overrides of any field."""
-  return VATT(get_config(preset, **overrides), variant=variant, name=f'vatt_{variant}')
+def build_vatt(preset: str = "medium", variant: str = "agnostic", **overrides) -> VATT:
+    """Builds (unbuilt weights) VATT from a size preset with keyword overrides of any field."""
+    return VATT(get_config(preset, **overrides), variant=variant, name=f"vatt_{variant}")
