@@ -11,7 +11,7 @@ curriculum, both, gradvac) on synthetic triplets at several misaligned fractions
 videos at every level; only the misaligned pairs differ), with the same seeds, steps and data
 order for every method, plus the Table 2 curriculum ablation (gamma_start -0.3 / -0.2 / -0.1 / 0,
 gamma_end 0) at the most misaligned level. Harmonization is per triplet: granularity
-'example_fast' by default (exact per-example dot products and norms, docs/harmonization.md; the
+'group:1' by default (exact per-triplet dot products and norms, docs/harmonization.md; the
 'replica' granularity on one device would make curriculum drop whole batches).
 
 Each run is a fresh subprocess (`--worker_spec`): pre-training through the same gin files and
@@ -56,7 +56,7 @@ flags.DEFINE_list(
     "Rows at the 0% level (the control; all --methods on a big machine).",
 )
 flags.DEFINE_bool("ablation", True, "Table 2: curriculum gamma_start ablation.")
-flags.DEFINE_string("granularity", "example_fast", "Harmonization.granularity of every run.")
+flags.DEFINE_string("granularity", "group:1", "Harmonization.granularity of every run.")
 flags.DEFINE_string("preset", "tiny", "build_vatt.preset.")
 flags.DEFINE_integer("train_clips", 512, "Clips per training set.")
 flags.DEFINE_integer("test_clips", 128, "Clean held-out clips (retrieval, probe test).")

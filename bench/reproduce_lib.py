@@ -42,7 +42,7 @@ class Setting:
     methods: Sequence[str] = tuple(METHODS)
     clean_methods: Sequence[str] = ("sum", "curriculum", "both")  # rows at level 0
     ablation: bool = True
-    granularity: str = "example_fast"
+    granularity: str = "group:1"
     train_clips: int = 512
     test_clips: int = 128
     probe_train_clips: int = 256
@@ -281,7 +281,7 @@ def probe_cosines(model, spec: dict, step: int) -> dict:
     )
     if not hasattr(model, "_reproduce_stats"):
         granularity = spec["granularity"]
-        if granularity not in ("example", "example_fast"):
+        if granularity not in ("example", "group:1"):
             granularity = "example"
         model._reproduce_stats = tf.function(  # traced once, reused for every checkpoint
             lambda data: model.gradient_stats(data, granularity=granularity)

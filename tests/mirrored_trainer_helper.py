@@ -122,7 +122,11 @@ def main():
     pairs = replica_pairs(four, weights, batch)  # the 4 groups of 2 clips, by definition
     total = sum(a + b for a, b in pairs)
     scale = np.linalg.norm(total)
-    report = {"cosines_4_replicas": [float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) for a, b in pairs]}
+    report = {
+        "cosines_4_replicas": [
+            float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) for a, b in pairs
+        ]
+    }
     for method in METHODS:
         spec = sum(
             np_update(a, b, method, gamma=GAMMA.get(method, -0.2), reweight=(2.5, 0.5), phi_hat=0.0)
@@ -155,7 +159,9 @@ def main():
         skipped[name] = dict(
             applied=float(logs["step_applied"]),
             weights_changed=float(np.abs(after[0] - before[0]).max()),
-            moving_changed=float(np.nanmax(np.abs(after[1] - before[1]))) if np.all(np.isfinite(after[1])) else "nan",
+            moving_changed=float(np.nanmax(np.abs(after[1] - before[1])))
+            if np.all(np.isfinite(after[1]))
+            else "nan",
             step=int(model.optimizer.iterations.numpy()),
         )
     report["skipped"] = skipped
@@ -171,7 +177,9 @@ def main():
 
 
 def state_of(vatt):
-    return np.concatenate([np.asarray(v.numpy(), np.float64).ravel() for v in vatt.trainable_variables])
+    return np.concatenate(
+        [np.asarray(v.numpy(), np.float64).ravel() for v in vatt.trainable_variables]
+    )
 
 
 if __name__ == "__main__":

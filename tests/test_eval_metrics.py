@@ -251,8 +251,8 @@ def test_triplet_cosines_stay_with_their_clips(tmp_path):
     assert lines[0].startswith("clip_id,cosine") and len(lines) == 12
     with pytest.raises(ValueError, match="fewer than --batch_size"):
         conflicts.triplet_cosines(_FakeModel(16), config, batch_size=16)
-    conflicts.triplet_cosines(model, config, batch_size=4, max_clips=4, granularity="example_fast")
-    assert model.granularities == {"example", "example_fast"}
+    conflicts.triplet_cosines(model, config, batch_size=4, max_clips=4, granularity="group:1")
+    assert model.granularities == {"example", "group:1"}
     with pytest.raises(ValueError, match="granularity 'replica'"):
         conflicts.triplet_cosines(model, config, batch_size=4, granularity="replica")
 

@@ -206,8 +206,8 @@ def test_inspect_conflicts_csv_html_pngs_auc(tiny_run, tmp_path):
     for name in ("top.png", "bottom.png", "cosines.png"):
         assert_png(str(out / name))
     assert summary["granularity"] == "example"
-    # --granularity=example_fast (per-layer statistics; checked against materialised gradients
-    # in test_per_example.py) on the same checkpoint.
+    # --granularity=group:1 (per-layer statistics; checked against materialised gradients
+    # in test_group_stats.py) on the same checkpoint.
     fast = tmp_path / "fast"
     run_tool(
         [
@@ -217,10 +217,10 @@ def test_inspect_conflicts_csv_html_pngs_auc(tiny_run, tmp_path):
             "--output_dir=" + str(fast),
             "--batch_size=8",
             "--max_clips=8",
-            "--granularity=example_fast",
+            "--granularity=group:1",
         ]
     )
-    assert json.loads((fast / "summary.json").read_text())["granularity"] == "example_fast"
+    assert json.loads((fast / "summary.json").read_text())["granularity"] == "group:1"
     with open(fast / "cosines.csv") as f:
         fast_cosines = np.array([float(r["cosine"]) for r in csv.DictReader(f)])
     assert len(fast_cosines) == 8 and np.all(np.abs(fast_cosines) <= 1) and np.std(fast_cosines) > 0

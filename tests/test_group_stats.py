@@ -210,7 +210,9 @@ def test_toy_update_equals_explicit_weight_copies(toy, method, kwargs, size):
 def test_a_group_size_that_does_not_divide_the_batch_is_named(toy):
     model, data = toy
     with pytest.raises(ValueError, match="local batch of 6 clips does not split into groups of 4"):
-        harmonized_update(toy_loss_fn(model, data), model.trainable_variables, model, "sum", "group:4")
+        harmonized_update(
+            toy_loss_fn(model, data), model.trainable_variables, model, "sum", "group:4"
+        )
 
 
 # -------------------------------------------------------------------------- micro VATT

@@ -38,7 +38,7 @@ def test_reproduce_smallest_setting(tmp_path):
 
     table = (results / "results.md").read_text()
     assert "| 40% | sum |" in table and "| 40% | curriculum |" in table
-    assert "example_fast" in table
+    assert "group:1" in table
     raw = json.loads((results / "results.json").read_text())
     assert {r["run"]["method"] for r in raw["runs"]} == {"sum", "curriculum"}
     for run in raw["runs"]:

@@ -69,7 +69,9 @@ def forward_path_pairs(vatt, batch, size):
         return l_va, l_vt, None
 
     g_va, g_vt, _ = group_stats.group_gradients(loss_fn, variables, vatt, size)
-    rows = lambda gs: np.concatenate([np.asarray(g, np.float64).reshape(g.shape[0], -1) for g in gs], 1)
+    rows = lambda gs: np.concatenate(
+        [np.asarray(g, np.float64).reshape(g.shape[0], -1) for g in gs], 1
+    )
     return list(zip(rows(g_va), rows(g_vt)))
 
 

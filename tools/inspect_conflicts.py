@@ -35,10 +35,10 @@ flags.DEFINE_integer("max_clips", 0, "Inspect at most this many clips (0 = all).
 flags.DEFINE_enum(
     "granularity",
     "example",
-    ["example", "example_fast"],
+    ["example", "group:1"],
     "Per-triplet gradient: of the clip's own loss terms (example; batch x "
-    "parameters in memory) or its contribution through its own forward path "
-    "(example_fast; the memory of one step, for large models).",
+    "parameters in memory; one device) or its contribution through its own forward "
+    "path, the training definition (group:1; the memory of one step, for large models).",
 )
 flags.DEFINE_integer("frames_shown", 8, "Frames per clip on the page and the sheets.")
 flags.DEFINE_integer("max_sheet_rows", 12, "At most this many clips per contact sheet.")

@@ -28,8 +28,9 @@ update is sum_g alpha_g G_va,g + beta_g G_vt,g.
 import dataclasses
 from typing import NamedTuple, Optional, Sequence, Tuple
 
-import gin
 import tensorflow as tf
+
+import gin
 
 METHODS = ("sum", "reweight", "realign", "curriculum", "both", "gradvac")
 CONSTANT_WEIGHTS = ("sum", "reweight")  # one backward pass of w_va loss_va + w_vt loss_vt
