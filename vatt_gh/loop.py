@@ -5,7 +5,7 @@
 Summaries are written on the host from values the step returns (so they work on TPU): both
 losses, learning rate, gamma, mean cosine, fractions projected / dropped, gradient norms,
 skipped steps, wall seconds per step since the last summary, and a histogram of the cosines of
-every group of every replica.
+every group of every replica and every step since the previous summary.
 """
 
 import dataclasses
@@ -15,6 +15,7 @@ import time
 import uuid
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -159,7 +160,8 @@ def write_summaries(writer, step: int, logs: dict):
     with writer.as_default(step=step):
         for name, value in logs.items():
             if name in HISTOGRAMS:
-                tf.summary.histogram(f"harmonize/{name}", value)
+                if np.size(value):  # sum / reweight measure their cosines at monitor steps
+                    tf.summary.histogram(f"harmonize/{name}", value)
             elif name not in NOT_SCALARS:
                 tf.summary.scalar(f"train/{name}", value)
     writer.flush()
@@ -266,7 +268,9 @@ def pretrain(
     tf.keras.backend.experimental.enable_tf_random_generator()  # checkpointable dropout
     tf.keras.utils.set_random_seed(seed)
     with strategy.scope():
-        model = trainer.PretrainModel(build_vatt(), harmonization, xla_math=xla_math)
+        model = trainer.PretrainModel(
+            build_vatt(), harmonization, xla_math=xla_math, summary_every=summary_every
+        )
         local = pipeline.pretrain_dataset(
             config, global_batch_size // strategy.num_replicas_in_sync
         ).element_spec
@@ -329,13 +333,17 @@ def pretrain(
     train_fn = model.make_train_function()
     start, t0, nonfinite_run = step, time.time(), 0
     window = (step, t0)  # (step, time) of the last summary: wall time per step since then
+    cosines = []  # every group's cosine of every step since the last summary (histogram)
     while step < train_steps:
         logs = train_fn(iterator)
+        cosines.append(logs["cosines"])
         step += 1
         nonfinite_run = nonfinite_run + 1 if float(logs["nonfinite"]) else 0
         stop = nonfinite_run >= max_nonfinite_in_a_row
         if step % summary_every == 0 or step == train_steps or stop:
             values = {k: v.numpy() for k, v in logs.items()}
+            values["cosines"] = np.concatenate([c.numpy() for c in cosines])
+            cosines = []
             now = time.time()
             values["seconds_per_step"] = (now - window[1]) / (step - window[0])
             window = (step, now)
