@@ -8,7 +8,10 @@
 - skipped steps under 2 replicas (one NaN clip; every group dropped): every variable unchanged,
   BatchNorm moving statistics included;
 - the analysis-only own-loss-term granularity raises at once under 2 replicas.
-Logical devices must be configured before any TensorFlow op, hence a process of its own.
+Logical devices must be configured before any TensorFlow op, hence a process of its own; and
+two MirroredStrategies over different device sets cannot share a process (their collectives
+clash: "joining a group with size 2, but that group has size 4"), so the 4-replica reference
+runs first as `mirrored_trainer_helper.py pairs OUT.npz`, then `... OUT.npz` compares.
 Prints one JSON line with the measured differences.
 """
 
@@ -109,17 +112,27 @@ def replica_pairs(strategy, weights, batch):
     ]
 
 
-def main():
+def setup():
     tf.keras.utils.set_random_seed(0)
     batch = random_batch(B, seed=5)
     initial = micro_vatt()
     initial(batch, training=False)
-    weights = initial.get_weights()
-    w0 = state_of(initial)
+    return batch, initial.get_weights(), state_of(initial)
+
+
+def main():
+    batch, weights, w0 = setup()
+    if sys.argv[1] == "pairs":  # the 4 groups of 2 clips, by definition (a process of its own)
+        four = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1", "/cpu:2", "/cpu:3"])
+        pairs = replica_pairs(four, weights, batch)
+        np.savez(
+            sys.argv[2], va=np.stack([a for a, _ in pairs]), vt=np.stack([b for _, b in pairs])
+        )
+        return
+    saved = np.load(sys.argv[1])
+    pairs = list(zip(saved["va"], saved["vt"]))
     two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    four = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1", "/cpu:2", "/cpu:3"])
     single = tf.distribute.get_strategy()
-    pairs = replica_pairs(four, weights, batch)  # the 4 groups of 2 clips, by definition
     total = sum(a + b for a, b in pairs)
     scale = np.linalg.norm(total)
     report = {

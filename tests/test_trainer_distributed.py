@@ -16,8 +16,15 @@ METHODS = ["sum", "reweight", "realign", "curriculum", "both", "gradvac"]
 
 
 @pytest.fixture(scope="module")
-def report():
-    proc = subprocess.run([sys.executable, HELPER], capture_output=True, text=True, timeout=1200)
+def report(tmp_path_factory):
+    pairs = str(tmp_path_factory.mktemp("mirrored") / "pairs.npz")
+    proc = subprocess.run(
+        [sys.executable, HELPER, "pairs", pairs], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.run(
+        [sys.executable, HELPER, pairs], capture_output=True, text=True, timeout=1200
+    )
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     return json.loads(lines[-1][len("RESULT ") :])
