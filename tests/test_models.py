@@ -103,7 +103,7 @@ def test_pooled_feature_is_the_aggregation_tokens_output_post_projected(tiny_mod
     np.testing.assert_allclose(encoded.mean(-1), 0.0, atol=1e-5)
     pooled = encoded[:, 0]
     if tiny_model.variant == "agnostic":
-        projection = tiny_model.post_projections["video"]
+        projection = tiny_model.post_projections["video"].dense
         kernel, bias = projection.kernel.numpy(), projection.bias.numpy()
         pooled = gelu(pooled @ kernel + bias)
         other = gelu(encoded[:, 1] @ kernel + bias)
@@ -127,18 +127,21 @@ def test_pre_projections_as_vatt(tiny_model):
     gelu_fn = tf.keras.activations.get("gelu")
     if tiny_model.variant == "agnostic":
         for tokenizer in (video, audio, text):
-            assert tokenizer.projection.activation is gelu_fn
-            assert tokenizer.projection.use_bias
+            assert tokenizer.projection.activation.activation is gelu_fn
+            assert tokenizer.projection.dense.use_bias
     else:
         assert video.projection is None and audio.projection is None
-        assert text.projection.activation is gelu_fn and not text.projection.use_bias
+        assert text.projection.activation.activation is gelu_fn
+        assert not text.projection.dense.use_bias
     # The activation is really applied: the video tokens before positions are GELU outputs.
     clip = random_inputs(tiny_model.vatt_config)["video"]
     patches = video.voxel_to_patch(clip).numpy()
     expected = (
         patches
         if video.projection is None
-        else gelu(patches @ video.projection.kernel.numpy() + video.projection.bias.numpy())
+        else gelu(
+            patches @ video.projection.dense.kernel.numpy() + video.projection.dense.bias.numpy()
+        )
     )
     np.testing.assert_allclose(video(clip).numpy(), expected, rtol=1e-4, atol=1e-5)
 
@@ -153,6 +156,12 @@ def test_dropout_rates_as_vatt():
         assert config["attention_dropout"] == config["inner_dropout"] == 0.1
         assert config["output_dropout"] == 0.1
         assert block._attention_layer._dropout == 0.1  # noqa: SLF001 (the probabilities)
+    # q, k, v, o initialised as VATT's Dense(d, d) kernels: Glorot-uniform, limit sqrt(6 / 2d).
+    attention = model.encoders["video"].blocks[0]._attention_layer  # noqa: SLF001
+    limit = np.sqrt(6 / (2 * model.vatt_config.hidden_size))
+    for dense in (attention._query_dense, attention._output_dense):  # noqa: SLF001
+        kernel = np.abs(dense.kernel.numpy())
+        assert 0.9 * limit < kernel.max() <= limit
     assert model.encoders["video"].final_dropout.rate == 0.1
     assert model.video_positions.dropout.rate == 0.1
     assert build_vatt("micro", dropout_rate=0.0).vatt_config.attention_dropout == 0.0

@@ -89,6 +89,20 @@ def test_word2vec_on_the_narrations_places_class_words_together(tmp_path):
     np.testing.assert_array_equal(np.load(again), table)
 
 
+def test_narration_table_of_a_data_dir_is_built_once(tmp_path):
+    """What the demo uses: the synthetic data's own narrations, at the model's table size."""
+    data_dir = str(tmp_path / "data")
+    synthetic.write_synthetic(data_dir, num_clips=16, num_classes=2, num_shards=1)
+    path = word_vectors.narration_table(data_dir, rows=50, dim=8)
+    assert path == os.path.join(data_dir, "word_vectors_50x8.npy")
+    table = np.load(path)
+    assert table.shape == (50, 8) and np.all(np.isfinite(table))
+    stamp = os.path.getmtime(path)
+    assert word_vectors.narration_table(data_dir, rows=50, dim=8) == path
+    assert os.path.getmtime(path) == stamp
+    assert [f for f in os.listdir(data_dir) if ".tmp" in f] == []
+
+
 def test_bad_input_is_named(tmp_path, vocab):
     path, _ = user_vectors(tmp_path, "glove")
     out = str(tmp_path / "t.npy")

@@ -21,6 +21,7 @@ Rows without a vector (the initialisation, reported with a count):
 import dataclasses
 import os
 import tempfile
+import uuid
 import zlib
 from typing import Dict, Iterable, Iterator, List, Optional
 
@@ -189,8 +190,26 @@ def build_table(
         vectors = train_word2vec(narration_words(narrations), dim, seed=seed, epochs=epochs)
         source = f"word2vec trained on {narrations}"
     table, report = align(vocab, vectors, rows, dim, seed=seed, source=source)
-    tmp = f"{output}.tmp"
+    tmp = f"{output}.tmp-{os.getpid()}-{uuid.uuid4().hex}"  # concurrent writers: own temp
     with tf.io.gfile.GFile(tmp, "wb") as f:
         np.save(f, table)
     tf.io.gfile.rename(tmp, output, overwrite=True)
     return report
+
+
+def narration_table(data_dir: str, rows: int, dim: int, seed: int = 0) -> str:
+    """The table of a record set that has its vocabulary next to it (the demo's synthetic data:
+    `vocab.txt` and `*.tfrecord` in `data_dir`), word2vec-trained on its narrations; built once
+    as `data_dir/word_vectors_<rows>x<dim>.npy` and reused. Deterministic from the seed, so
+    workers building it at once write the same file. Returns its path."""
+    output = os.path.join(data_dir, f"word_vectors_{rows}x{dim}.npy")
+    if not tf.io.gfile.exists(output):
+        build_table(
+            os.path.join(data_dir, "vocab.txt"),
+            output,
+            rows,
+            dim,
+            narrations=os.path.join(data_dir, "*.tfrecord"),
+            seed=seed,
+        )
+    return output

@@ -30,6 +30,10 @@ class TransformerEncoder(tf.keras.layers.Layer):
             raise ValueError(
                 f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}."
             )
+        # VATT's q, k, v, o are Dense(d, d) kernels, Glorot-uniform: limit sqrt(6 / (d + d)).
+        # Keras' MultiHeadAttention keeps them as (d, heads, d / heads) EinsumDense kernels, whose
+        # Glorot fans would count the heads (a limit 3-6x smaller): give the limit explicitly.
+        limit = (6.0 / (2 * hidden_size)) ** 0.5
         self.blocks = [
             nlp_layers.TransformerEncoderBlock(
                 num_attention_heads=num_heads,
@@ -41,6 +45,7 @@ class TransformerEncoder(tf.keras.layers.Layer):
                 attention_dropout=attention_dropout_rate,
                 inner_dropout=dropout_rate,
                 use_bias=use_bias,  # the attention projections' biases (T5: none)
+                attention_initializer=tf.keras.initializers.RandomUniform(-limit, limit),
                 name=f"layer_{i}",
             )
             for i in range(num_layers)

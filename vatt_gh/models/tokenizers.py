@@ -17,13 +17,24 @@ from absl import logging
 PROJECTION_ACTIVATION = "gelu"
 
 
+class Projection(tf.keras.layers.Layer):
+    """GELU(x W [+ b]): VATT's Dense(width, activation='gelu'), kept as a linear Dense followed
+    by an Activation layer so the Dense stays a plain linear map (per-example statistics)."""
+
+    def __init__(self, width: int, use_bias: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = tf.keras.layers.Dense(width, use_bias=use_bias, name="dense")
+        self.activation = tf.keras.layers.Activation(PROJECTION_ACTIVATION, name="gelu")
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return self.activation(self.dense(x))
+
+
 def _pre_projection(hidden_size: Optional[int], use_bias: bool = True):
-    """Dense(hidden_size, GELU) or None (no pre-projection: VATT-MS video and audio)."""
+    """GELU(Dense(hidden_size)) or None (no pre-projection: VATT-MS video and audio)."""
     if hidden_size is None:
         return None
-    return tf.keras.layers.Dense(
-        hidden_size, activation=PROJECTION_ACTIVATION, use_bias=use_bias, name="projection"
-    )
+    return Projection(hidden_size, use_bias=use_bias, name="projection")
 
 
 class VideoTokenizer(tf.keras.layers.Layer):
@@ -110,14 +121,9 @@ class TextTokenizer(tf.keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.random_frozen_table = word_vectors_path is None and not trainable_word_vectors
         if word_vectors_path is None:
             initializer = "uniform"
-            if not trainable_word_vectors:
-                logging.warning(
-                    "%s: no word_vectors_path, the frozen word table is random (tests only); "
-                    "build one with tools/build_word_vectors.py",
-                    self.name,
-                )
         else:
             vectors = load_word_vectors(word_vectors_path, vocab_size, word_dim)
             initializer = tf.keras.initializers.Constant(vectors)
@@ -129,6 +135,15 @@ class TextTokenizer(tf.keras.layers.Layer):
             name="word_embedding",
         )
         self.projection = _pre_projection(projection_size, use_bias=projection_bias)
+
+    def build(self, input_shape):
+        if self.random_frozen_table:  # when the weights are made, not for an unbuilt model
+            logging.warning(
+                "%s: no word_vectors_path, the frozen word table is random (tests only); "
+                "build one with tools/build_word_vectors.py",
+                self.name,
+            )
+        super().build(input_shape)
 
     def call(self, text_ids: tf.Tensor) -> tf.Tensor:
         words = self.word_embedding(text_ids)  # (N, L, word_dim)

@@ -24,12 +24,7 @@ from vatt_gh.models.backbone import AggregationToken, TransformerEncoder, drop_t
 from vatt_gh.models.heads import FACHead
 from vatt_gh.models.positional import PositionalEncoding
 from vatt_gh.models.presets import VattConfig, get_config
-from vatt_gh.models.tokenizers import (
-    PROJECTION_ACTIVATION,
-    AudioTokenizer,
-    TextTokenizer,
-    VideoTokenizer,
-)
+from vatt_gh.models.tokenizers import AudioTokenizer, Projection, TextTokenizer, VideoTokenizer
 
 MODALITIES = ("video", "audio", "text")
 VARIANTS = ("agnostic", "specific")
@@ -132,11 +127,7 @@ class VATT(tf.keras.Model):
 
         # 5. Post-projections of the pooled feature (VATT-MA only).
         self.post_projections = {
-            m: tf.keras.layers.Dense(
-                config.post_projection_dim,
-                activation=PROJECTION_ACTIVATION,
-                name=f"{m}_post_projection",
-            )
+            m: Projection(config.post_projection_dim, name=f"{m}_post_projection")
             for m in (MODALITIES if agnostic else ())
         }
         self.feature_dim = {
