@@ -21,7 +21,7 @@ from absl import logging
 
 import gin
 from vatt_gh import launch, trainer
-from vatt_gh.data import pipeline, synthetic
+from vatt_gh.data import pipeline, synthetic, word_vectors
 from vatt_gh.models import build_vatt, dummy_inputs
 
 HISTOGRAMS = ("cosines",)
@@ -265,11 +265,17 @@ def pretrain(
         )
 
     # ----------------------------------------------------------- model, every stream seeded
+    overrides = {}
+    if synthetic_data is not None:  # the demo's frozen word table: word2vec on its narrations
+        sizes = build_vatt().vatt_config  # an unbuilt model: the gin-configured sizes
+        overrides["word_vectors_path"] = word_vectors.narration_table(
+            os.path.join(model_dir, "data"), sizes.vocab_size, sizes.word_dim, seed
+        )
     tf.keras.backend.experimental.enable_tf_random_generator()  # checkpointable dropout
     tf.keras.utils.set_random_seed(seed)
     with strategy.scope():
         model = trainer.PretrainModel(
-            build_vatt(), harmonization, xla_math=xla_math, summary_every=summary_every
+            build_vatt(**overrides), harmonization, xla_math=xla_math, summary_every=summary_every
         )
         local = pipeline.pretrain_dataset(
             config, global_batch_size // strategy.num_replicas_in_sync
