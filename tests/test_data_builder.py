@@ -262,3 +262,15 @@ def test_yt8m_records_read_back_by_the_pipeline(yt8m, tmp_path):
         else:
             np.testing.assert_array_equal(ex["text"][:2], ids[2:])
             np.testing.assert_array_equal(ex["text_mask"], [1, 1, 0, 0])
+
+
+def test_missing_table_or_label_file_is_named(tmp_path):
+    video = str(tmp_path / "v.mp4")
+    for kwargs, flag in (
+        (dict(captions_path=str(tmp_path / "no.csv")), "--captions"),
+        (dict(captions_path=None, labels_path=str(tmp_path / "no.json")), "--labels"),
+    ):
+        with pytest.raises(ValueError, match=f"{flag} file .*no.* does not exist"):
+            builder.build_dataset([video], out_dir=str(tmp_path / "out"), progress=False, **kwargs)
+    with pytest.raises(ValueError, match="BuildConfig.clip_seconds must be a positive number"):
+        builder.BuildConfig(clip_seconds=0.0)

@@ -50,6 +50,16 @@ flags.DEFINE_integer("videos_per_shard", 16, "Videos per output shard.")
 flags.DEFINE_string("prefix", "clips", "Shard file name prefix.")
 flags.DEFINE_integer("num_workers", 2, "Worker processes (shards are built in parallel).")
 flags.mark_flags_as_required(["videos", "out_dir"])
+for _name, _ok, _what in (
+    ("fps", lambda v: 0 < v < float("inf"), "a positive number"),
+    ("clip_seconds", lambda v: 0 < v < float("inf"), "a positive number"),
+    ("min_clip_seconds", lambda v: 0 <= v < float("inf"), ">= 0"),
+    ("short_side", lambda v: v >= 0, ">= 0"),
+    ("neighbours", lambda v: v >= 0, ">= 0"),
+    ("jpeg_quality", lambda v: 1 <= v <= 100, "in 1..100"),
+    ("videos_per_shard", lambda v: v >= 1, ">= 1"),
+):
+    flags.register_validator(_name, _ok, message=f"--{_name} must be {_what}")
 
 
 def main(argv):

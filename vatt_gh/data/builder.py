@@ -51,7 +51,10 @@ class BuildConfig:
                 f"got {self.min_clip_seconds!r}"
             )
         if self.neighbours < 0 or self.short_side < 0 or not 1 <= self.jpeg_quality <= 100:
-            raise ValueError("BuildConfig: neighbours, short_side >= 0 and jpeg_quality in 1..100")
+            raise ValueError(
+                "BuildConfig: neighbours and short_side must be >= 0, jpeg_quality in 1..100; got "
+                f"{self.neighbours}, {self.short_side}, {self.jpeg_quality}"
+            )
 
 
 def find_videos(patterns: Sequence[str]) -> List[str]:
