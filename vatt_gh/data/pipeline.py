@@ -495,9 +495,14 @@ def _source_specs(config: PretrainConfig) -> List[_ClipSpec]:
         )
     lengths = {s.audio_samples for s in specs}
     if len(lengths) > 1:
+        windows = ", ".join(
+            f"{source.name or source.file_pattern} {spec.audio_samples}"
+            for source, spec in zip(config.sources, specs)
+        )
         raise ValueError(
-            f"sources cover different time windows (audio lengths {sorted(lengths)} samples): make "
-            "num_frames * stride / fps equal, or set PretrainConfig.audio_seconds"
+            f"sources cover different time windows (audio samples: {windows}): set "
+            "PretrainConfig.audio_seconds (one audio window for all sources, e.g. 3.2) or make "
+            "num_frames * stride / fps equal"
         )
     return specs
 
