@@ -48,7 +48,8 @@ ON_ERROR = ("raise", "skip")
     FRAME_TOO_LARGE,
     BAD_AUDIO,
     BAD_FLAG,
-) = range(9)
+    NOT_JPEG,
+) = range(10)
 # code -> short name: the key of `DataErrors.counts` and of the `data/skipped/<name>` summaries.
 REASON_NAMES = {
     UNDECODABLE: "undecodable",
@@ -59,6 +60,7 @@ REASON_NAMES = {
     FRAME_TOO_LARGE: "frame_too_large",
     BAD_AUDIO: "bad_audio_values",
     BAD_FLAG: "bad_flag",
+    NOT_JPEG: "not_jpeg",
 }
 REASONS = {
     UNDECODABLE: "undecodable record (proto parse, wrong feature type or JPEG decode error)",
@@ -71,6 +73,7 @@ REASONS = {
     BAD_FLAG: (
         f"{schema.ALIGNED_VA!r} / {schema.ALIGNED_VT!r} not 0 or 1, or a negative {schema.LABEL!r}"
     ),
+    NOT_JPEG: f"a frame in {schema.IMAGE!r} is not a JPEG (does not start with FF D8 FF)",
 }
 # Per (shard, reason), the occurrences that get a log line; the others are only counted.
 _LOGGED_OCCURRENCES = frozenset([1] + [10**k for k in range(1, 13)])
@@ -519,8 +522,14 @@ def _decode(serialized: tf.Tensor, seed: tf.Tensor, spec: _ClipSpec) -> dict:
     )
     flags = tf.stack([parsed["aligned_va"], parsed["aligned_vt"]])
     bad_flag = tf.reduce_any((flags != 0) & (flags != 1)) | tf.reduce_any(parsed["labels"] < 0)
-    pixels = _frame_pixels(parsed["frames"])
-    too_large = tf.reduce_any(pixels > spec.max_frame_pixels)
+    # Headers are read only when every frame starts like a JPEG (libjpeg would print a line
+    # for each one that does not).
+    not_jpeg = tf.reduce_any(tf.strings.substr(parsed["frames"], 0, 3) != b"\xff\xd8\xff")
+    too_large = tf.cond(
+        not_jpeg,
+        lambda: tf.constant(False),
+        lambda: tf.reduce_any(_frame_pixels(parsed["frames"]) > spec.max_frame_pixels),
+    )
 
     reason = tf.constant(OK, tf.int32)
     reason = tf.where(has_audio & (audio_len < needed - spec.audio_tolerance), SHORT_AUDIO, reason)
@@ -528,6 +537,7 @@ def _decode(serialized: tf.Tensor, seed: tf.Tensor, spec: _ClipSpec) -> dict:
     reason = tf.where(empty_caption, EMPTY_CAPTION, reason)
     reason = tf.where(bad_flag, BAD_FLAG, reason)
     reason = tf.where(too_large, FRAME_TOO_LARGE, reason)
+    reason = tf.where(not_jpeg, NOT_JPEG, reason)
     reason = tf.where(num_stored == 0, NO_VIDEO, reason)
 
     def decode_branch():
@@ -596,6 +606,10 @@ def _explain(serialized: bytes, seed, reason: int, spec: _ClipSpec) -> str:
             captions = parsed["captions"].numpy()
             blank = tf.strings.regex_full_match(captions, _BLANK).numpy()
             return f"caption {int(blank.argmax())} is {captions[blank.argmax()][:20]!r}"
+        if reason == NOT_JPEG:
+            starts = tf.strings.substr(parsed["frames"], 0, 3).numpy()
+            i = [s == b"\xff\xd8\xff" for s in starts].index(False)
+            return f"frame {i} starts with {parsed['frames'][i].numpy()[:8]!r}"
         if reason == SHORT_AUDIO:
             return f"{int(tf.size(parsed['audio']))} samples stored"
     except tf.errors.OpError as e:
