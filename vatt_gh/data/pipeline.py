@@ -203,19 +203,23 @@ MAX_FRAME_PIXELS = 1920 * 1088  # a stored frame's JPEG header may claim at most
 MAX_AUDIO_AMPLITUDE = 10.0  # stored waveforms are in [-1, 1]; larger values are rejected
 MAX_BAD_IN_A_ROW = 1000  # under 'skip': stop when this many records in a row were rejected
 
-_INT, _REAL = "an integer", "a number"
+INT, REAL = "an integer", "a number"
 
 
-def check_fields(config, rules: Sequence[Tuple[str, str, float, Optional[float], bool]]) -> None:
+def check_fields(
+    config, rules: Sequence[Tuple[str, str, float, Optional[float], bool]], name: str = ""
+) -> None:
     """Raises ValueError naming the first field of `config` outside its range.
 
-    rules: (field, _INT or _REAL, low, high or None, low exclusive). NaN, inf and bools are
-    rejected as numbers.
+    config: an object (its attributes) or a dict; `name` (default: the class name) prefixes
+    the field in the message. rules: (field, INT or REAL, low, high or None, low exclusive).
+    NaN, inf and bools are rejected as numbers.
     """
+    name = name or type(config).__name__
     for field, kind, low, high, exclusive in rules:
-        value = getattr(config, field)
+        value = config[field] if isinstance(config, dict) else getattr(config, field)
         numeric = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        if kind == _INT:
+        if kind == INT:
             numeric = numeric and isinstance(value, numbers.Integral)
         ok = numeric and math.isfinite(value)
         ok = ok and (value > low if exclusive else value >= low) and (high is None or value <= high)
@@ -223,7 +227,7 @@ def check_fields(config, rules: Sequence[Tuple[str, str, float, Optional[float],
             bound = f"{'>' if exclusive else '>='} {low:g}" + (
                 f" and <= {high:g}" if high is not None else ""
             )
-            raise ValueError(f"{type(config).__name__}.{field} = {value!r}: must be {kind} {bound}")
+            raise ValueError(f"{name}.{field} = {value!r}: must be {kind} {bound}")
 
 
 def _check_on_error(config):
@@ -234,17 +238,17 @@ def _check_on_error(config):
 
 
 _CLIP_RULES = (
-    ("num_frames", _INT, 1, None, False),
-    ("crop_size", _INT, 1, None, False),
-    ("min_resize", _INT, 1, None, False),
-    ("sample_rate", _INT, 1, None, False),
-    ("audio_tolerance_seconds", _REAL, 0, None, False),
-    ("num_captions", _INT, 1, None, False),
-    ("max_tokens", _INT, 1, None, False),
-    ("cycle_length", _INT, 1, None, False),
-    ("max_frame_pixels", _INT, 1, None, False),
-    ("max_audio_amplitude", _REAL, 0, None, True),
-    ("max_bad_in_a_row", _INT, 1, None, False),
+    ("num_frames", INT, 1, None, False),
+    ("crop_size", INT, 1, None, False),
+    ("min_resize", INT, 1, None, False),
+    ("sample_rate", INT, 1, None, False),
+    ("audio_tolerance_seconds", REAL, 0, None, False),
+    ("num_captions", INT, 1, None, False),
+    ("max_tokens", INT, 1, None, False),
+    ("cycle_length", INT, 1, None, False),
+    ("max_frame_pixels", INT, 1, None, False),
+    ("max_audio_amplitude", REAL, 0, None, True),
+    ("max_bad_in_a_row", INT, 1, None, False),
 )
 
 
@@ -264,8 +268,8 @@ class SourceConfig:
             object.__setattr__(self, "file_pattern", tuple(self.file_pattern))
         check_fields(
             self,
-            [("fps", _REAL, 0, None, True), ("stride", _INT, 1, None, False)]
-            + [("weight", _REAL, 0, None, True)],
+            [("fps", REAL, 0, None, True), ("stride", INT, 1, None, False)]
+            + [("weight", REAL, 0, None, True)],
         )
 
 
@@ -309,15 +313,15 @@ class PretrainConfig:
             self,
             _CLIP_RULES
             + (
-                ("brightness", _REAL, 0, 1, False),
-                ("contrast", _REAL, 0, 1, False),
-                ("saturation", _REAL, 0, 1, False),
-                ("shuffle_buffer", _INT, 0, None, False),
-                ("seed", _INT, 0, None, False),
+                ("brightness", REAL, 0, 1, False),
+                ("contrast", REAL, 0, 1, False),
+                ("saturation", REAL, 0, 1, False),
+                ("shuffle_buffer", INT, 0, None, False),
+                ("seed", INT, 0, None, False),
             ),
         )
         if self.audio_seconds is not None:
-            check_fields(self, [("audio_seconds", _REAL, 0, None, True)])
+            check_fields(self, [("audio_seconds", REAL, 0, None, True)])
         jitter = self.scale_jitter
         if not (
             len(jitter) == 2
@@ -361,9 +365,9 @@ class EvalConfig:
             self,
             _CLIP_RULES
             + (
-                ("fps", _REAL, 0, None, True),
-                ("stride", _INT, 1, None, False),
-                ("num_windows", _INT, 1, None, False),
+                ("fps", REAL, 0, None, True),
+                ("stride", INT, 1, None, False),
+                ("num_windows", INT, 1, None, False),
             ),
         )
 
@@ -444,10 +448,16 @@ def read_records(
         ds = ds.repeat()
     source = source or f"{len(files)} shard(s) from {files[0]}"
 
+    def readable(path):
+        try:
+            return _readable_records(path.numpy(), errors, source, len(files)), ""
+        except (BadRecordError, NoValidRecordsError) as e:
+            return 0, str(e)
+
     def shard_records(path):
-        count = tf.py_function(
-            lambda p: _readable_records(p.numpy(), errors, source, len(files)), [path], tf.int64
-        )
+        count, message = tf.py_function(readable, [path], (tf.int64, tf.string))
+        with tf.control_dependencies([_fail_in_graph(message)]):
+            count = tf.identity(count)
         records = tf.data.TFRecordDataset(path).take(tf.reshape(count, []))
         return records.enumerate().map(lambda i, r: (r, path, i))
 
@@ -636,29 +646,42 @@ def _count_bad_in_a_row(bad_in_a_row, example):
     return bad_in_a_row, {**example, "bad_in_a_row": bad_in_a_row}
 
 
+def _fail_in_graph(message: tf.Tensor) -> tf.Tensor:
+    """An op that fails with `message` unless it is empty.
+
+    Raising inside a py_function would log its Python traceback from every op that sees the
+    error; an assertion carries the one-line message only (kept in `DataErrors.failure`).
+    """
+    return tf.debugging.Assert(tf.equal(message, ""), [message], summarize=1)
+
+
 def _check(
     example: dict, errors: DataErrors, spec: _ClipSpec, source: str, max_bad_in_a_row: int
 ) -> tf.Tensor:
-    """Filter predicate: True for valid records; reports the others (may raise)."""
+    """Filter predicate: True for valid records; reports the others (may fail the pipeline)."""
 
     def report(shard, index, reason, record, seed, bad_in_a_row):
         shard, index, reason = shard.numpy().decode("utf-8"), int(index), int(reason)
-        errors.report(
-            shard,
-            index,
-            reason,
-            lambda: _explain(record.numpy(), seed.numpy(), reason, spec),
-        )
-        if int(bad_in_a_row) >= max_bad_in_a_row:
-            errors.give_up(source, int(bad_in_a_row), shard, index, reason)
-        return False
+        try:
+            errors.report(
+                shard,
+                index,
+                reason,
+                lambda: _explain(record.numpy(), seed.numpy(), reason, spec),
+            )
+            if int(bad_in_a_row) >= max_bad_in_a_row:
+                errors.give_up(source, int(bad_in_a_row), shard, index, reason)
+        except (BadRecordError, NoValidRecordsError) as e:
+            return str(e)
+        return ""
 
-    args = ("shard", "record_index", "reason", "record", "seed", "bad_in_a_row")
-    return tf.cond(
-        example["reason"] == OK,
-        lambda: tf.constant(True),
-        lambda: tf.py_function(report, [example[k] for k in args], Tout=tf.bool),
-    )
+    def rejected():
+        args = ("shard", "record_index", "reason", "record", "seed", "bad_in_a_row")
+        message = tf.py_function(report, [example[k] for k in args], Tout=tf.string)
+        with tf.control_dependencies([_fail_in_graph(message)]):
+            return tf.constant(False)
+
+    return tf.cond(example["reason"] == OK, lambda: tf.constant(True), rejected)
 
 
 def decoded_clips(
