@@ -231,9 +231,10 @@ def _numeric_regions(prefix):
     return data, sorted(regions)
 
 
-def test_flipped_bytes_in_the_iterator_state_fall_back_to_the_previous(tmp_path, uninterrupted):
+def test_flipped_bytes_in_the_iterator_state_fall_back_to_the_previous(tmp_path):
     """16 flipped bytes inside the checkpointed input iterator (the numeric tensors intact):
-    the whole checkpoint is verified before restoring, set aside, and the previous one used."""
+    the whole checkpoint is verified before restoring, set aside, and the previous one used
+    (that resuming from it is exact is the truncated-checkpoint test's business)."""
     model_dir = str(tmp_path)
     assert run(model_dir, steps=2 * EVERY).returncode == 0
     prefix = os.path.join(model_dir, "checkpoints", f"ckpt-{2 * EVERY}")
@@ -258,7 +259,9 @@ def test_flipped_bytes_in_the_iterator_state_fall_back_to_the_previous(tmp_path,
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"ckpt-{2 * EVERY} is unreadable" in resumed.stderr
     assert os.path.exists(prefix + ".data-00000-of-00001.unreadable")
-    assert max_difference(final_state(model_dir), uninterrupted) == 0.0
+    assert f"resumed from {os.path.join(model_dir, 'checkpoints', f'ckpt-{EVERY}')}" in (
+        resumed.stderr
+    )
 
 
 def one_bad_record_run(tmp_path, on_error):
