@@ -41,7 +41,8 @@ def main(argv):
             )
             loop.pretrain(FLAGS.model_dir, strategy)
     except (launch.LaunchError, loop.ConfigError, loop.TrainingError) as e:
-        raise SystemExit(f"error: {e}") from None
+        # gin appends "In call to configurable ..." lines: the first line is the message.
+        raise SystemExit(f"error: {str(e).splitlines()[0]}") from None
     print(
         f"\nDone. TensorBoard logs: {os.path.join(FLAGS.model_dir, 'train')}\n"
         f"  open them with: tensorboard --logdir={FLAGS.model_dir}"

@@ -9,11 +9,12 @@ every group of every replica and every step since the previous summary.
 """
 
 import dataclasses
+import inspect
 import os
 import sys
 import time
 import uuid
-from typing import Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -22,6 +23,7 @@ from absl import logging
 import gin
 from vatt_gh import launch, trainer
 from vatt_gh.data import pipeline, synthetic, word_vectors
+from vatt_gh.data.pipeline import INT, REAL, check_fields
 from vatt_gh.models import build_vatt, dummy_inputs
 
 HISTOGRAMS = ("cosines",)
@@ -44,6 +46,23 @@ class SyntheticData:
     frame_size: int = 40
     num_shards: int = 4
     seed: int = 0
+
+    def __post_init__(self):
+        try:
+            check_fields(
+                self,
+                (
+                    ("num_clips", INT, 1, None, False),
+                    ("num_classes", INT, 1, None, False),
+                    ("misaligned_fraction", REAL, 0, 1, False),
+                    ("num_frames", INT, 1, None, False),
+                    ("frame_size", INT, 8, None, False),
+                    ("num_shards", INT, 1, self.num_clips, False),
+                    ("seed", INT, 0, None, False),
+                ),
+            )
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def check_writable(model_dir: str):
@@ -70,7 +89,10 @@ def data_config(
     The chief makes them in a temporary folder renamed into place; other workers wait until
     the chief says so through the coordination service (which fails them if the chief dies).
     """
-    config = pipeline.PretrainConfig()
+    try:
+        config = pipeline.PretrainConfig()  # its fields (and its sources') are checked
+    except ValueError as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
     if synthetic_data is not None:
         out_dir = os.path.join(model_dir, "data")
         marker = os.path.join(out_dir, "metadata.json")
@@ -167,6 +189,14 @@ def write_summaries(writer, step: int, logs: dict):
     writer.flush()
 
 
+def write_data_errors(writer, step: int, totals: Dict[str, int]):
+    """`data/skipped/<reason>`: records rejected since the start, per reason (zeros included)."""
+    with writer.as_default(step=step):
+        for name in pipeline.REASON_NAMES.values():
+            tf.summary.scalar(f"data/skipped/{name}", totals.get(name, 0))
+    writer.flush()
+
+
 def _dropout_generators(model) -> list:
     """Keras' dropout generators, which Keras leaves out of checkpoints (SavedModel only).
 
@@ -181,21 +211,69 @@ def _dropout_generators(model) -> list:
     return found
 
 
+def verify_checkpoint(path: str) -> None:
+    """Reads every entry of checkpoint `path` as a restore would, each one's checksum checked.
+
+    Numeric tensors, strings and variant tensors (a tf.data iterator's state) alike, whatever
+    the checkpoint holds: flipped bytes anywhere raise here (an OpError) instead of in the
+    restore, so the checkpoint can be set aside. One entry at a time, to bound the memory.
+    """
+    reader = tf.train.load_checkpoint(path)
+    for name, dtype in sorted(reader.get_variable_to_dtype_map().items()):
+        tf.raw_ops.RestoreV2(
+            prefix=path, tensor_names=[name], shape_and_slices=[""], dtypes=[dtype]
+        )
+
+
+def _step_of(path: str) -> int:
+    """The checkpoint number of `.../ckpt-12.index.unreadable` (-1 when there is none)."""
+    number = os.path.basename(path).split(".")[0].rsplit("-", 1)[-1]
+    return int(number) if number.isdigit() else -1
+
+
+def remove_leftovers(ckpt_dir: str, keep: int) -> List[str]:
+    """Removes what killed runs leave in `ckpt_dir`; returns the removed paths.
+
+    - `<prefix>_temp` folders of a save that was interrupted (never part of a checkpoint);
+    - set-aside checkpoints (`*.unreadable`) older than the oldest kept checkpoint, and beyond
+      the newest `keep` of them: they would otherwise escape `max_to_keep` for ever.
+    """
+    removed = []
+    for path in tf.io.gfile.glob(os.path.join(ckpt_dir, "*_temp*")):
+        if path.endswith(".unreadable"):
+            continue
+        if tf.io.gfile.isdir(path):
+            tf.io.gfile.rmtree(path)
+        else:
+            tf.io.gfile.remove(path)
+        removed.append(path)
+    state = tf.train.get_checkpoint_state(ckpt_dir)
+    kept = [_step_of(p) for p in (state.all_model_checkpoint_paths if state else [])]
+    aside = sorted({_step_of(p) for p in tf.io.gfile.glob(os.path.join(ckpt_dir, "*.unreadable"))})
+    newest = set(aside[-keep:]) if keep > 0 else set()
+    for path in tf.io.gfile.glob(os.path.join(ckpt_dir, "*.unreadable")):
+        step = _step_of(path)
+        if step not in newest or (kept and step < min(kept)):
+            tf.io.gfile.remove(path)
+            removed.append(path)
+    if removed:
+        logging.info("removed %d leftover(s) of earlier runs: %s", len(removed), ", ".join(removed))
+    return removed
+
+
 def set_aside_unreadable(ckpt_dir: str) -> Optional[str]:
     """Walk back from the newest checkpoint to the newest readable one; set broken ones aside.
 
-    A checkpoint whose index or data cannot be read in full (a truncated or corrupt file) is
-    renamed to `*.unreadable` (kept, not deleted) with a warning, and the checkpoint state
-    points at the previous one. Returns the checkpoint that will be restored, or None.
+    A checkpoint whose index or data cannot be read in full (a truncated or corrupt file,
+    flipped bytes in any entry: `verify_checkpoint`) is renamed to `*.unreadable` (kept, not
+    deleted) with a warning, and the checkpoint state points at the previous one. Returns the
+    checkpoint that will be restored, or None.
     """
     state = tf.train.get_checkpoint_state(ckpt_dir)
     paths = list(state.all_model_checkpoint_paths) if state else []
     while paths:
         try:
-            reader = tf.train.load_checkpoint(paths[-1])
-            for name, dtype in reader.get_variable_to_dtype_map().items():
-                if dtype.is_numpy_compatible:  # not the iterator's variant state
-                    reader.get_tensor(name)
+            verify_checkpoint(paths[-1])
             return paths[-1]
         except (tf.errors.OpError, ValueError, IndexError, TypeError) as e:  # truncated/corrupt
             bad = paths.pop()
@@ -217,6 +295,51 @@ def set_aside_unreadable(ckpt_dir: str) -> Optional[str]:
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. too many non-finite steps in a row)."""
+
+
+_RUN_RULES = (
+    ("train_steps", INT, 1, None, False),
+    ("global_batch_size", INT, 1, None, False),
+    ("checkpoint_every", INT, 1, None, False),
+    ("summary_every", INT, 1, None, False),
+    ("keep_checkpoints", INT, 1, None, False),
+    ("max_nonfinite_in_a_row", INT, 1, None, False),
+    ("seed", INT, 0, None, False),
+)
+_OPTIMIZER_RULES = (
+    ("learning_rate", REAL, 0, None, True),
+    ("warmup_steps", INT, 0, None, False),
+    ("decay_steps", INT, 1, None, False),
+    ("end_learning_rate", REAL, 0, None, False),
+    ("beta_1", REAL, 0, 1, False),
+    ("beta_2", REAL, 0, 1, False),
+    ("epsilon", REAL, 0, None, True),
+)
+
+
+def check_settings(run: Dict[str, object]) -> None:
+    """Raises ConfigError naming the first numeric setting of the run out of its range.
+
+    `run`: pretrain's arguments; the optimizer's come from gin (or make_optimizer's defaults).
+    """
+    optimizer = {
+        name: p.default
+        for name, p in inspect.signature(trainer.make_optimizer).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    optimizer.update(gin.get_bindings(trainer.make_optimizer))
+    try:
+        check_fields(run, [r for r in _RUN_RULES if r[0] in run], "pretrain")
+        check_fields(
+            optimizer, [r for r in _OPTIMIZER_RULES if r[0] in optimizer], "make_optimizer"
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if optimizer.get("end_learning_rate", 0) > optimizer.get("learning_rate", 1):
+        raise ConfigError(
+            f"make_optimizer.end_learning_rate = {optimizer['end_learning_rate']!r} is above "
+            f"make_optimizer.learning_rate = {optimizer['learning_rate']!r}"
+        )
 
 
 PREEMPTED_EXIT_CODE = 42  # SIGTERM: checkpoint saved at the step boundary; restart to resume
@@ -249,6 +372,17 @@ def pretrain(
     the batches already used, slower to restart but as exact. SIGTERM: a checkpoint at the
     next step boundary, then exit code 42.
     """
+    check_settings(
+        dict(
+            train_steps=train_steps,
+            global_batch_size=global_batch_size,
+            checkpoint_every=checkpoint_every,
+            summary_every=summary_every,
+            keep_checkpoints=keep_checkpoints,
+            max_nonfinite_in_a_row=max_nonfinite_in_a_row,
+            seed=seed,
+        )
+    )
     strategy = strategy or tf.distribute.get_strategy()
     chief = is_chief(strategy)
     multi_worker = _num_workers(strategy) > 1
@@ -258,6 +392,7 @@ def pretrain(
         raise ConfigError(str(e).splitlines()[0]) from None
     check_writable(model_dir)
     config = data_config(model_dir, synthetic_data, chief, multi_worker)
+    data_errors = pipeline.DataErrors(config.on_error)  # rejected records: counts, failure
     if global_batch_size % strategy.num_replicas_in_sync:
         raise ConfigError(
             f"global_batch_size {global_batch_size} does not split over "
@@ -289,11 +424,12 @@ def pretrain(
     state = dict(model=model, optimizer=optimizer, rng=_dropout_generators(model))
     checkpoint_iterator = checkpoint_iterator and not multi_worker
     if checkpoint_iterator:
-        iterator = iter(_distribute(strategy, config, global_batch_size, skip=0))
+        iterator = iter(_distribute(strategy, config, global_batch_size, 0, data_errors))
         state["iterator"] = iterator
     checkpoint = tf.train.Checkpoint(**state)
     if chief:
         set_aside_unreadable(ckpt_dir)
+        remove_leftovers(ckpt_dir, keep_checkpoints)
     manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=keep_checkpoints)
     if manager.latest_checkpoint:
         logging.info("resumed from %s", manager.latest_checkpoint)
@@ -307,14 +443,11 @@ def pretrain(
     )
     step = int(optimizer.iterations.numpy())
     if not checkpoint_iterator:
-        iterator = iter(_distribute(strategy, config, global_batch_size, skip=step))
-    saver = (
-        manager
-        if chief
-        else tf.train.CheckpointManager(  # non-chief: a private copy
-            checkpoint, os.path.join(model_dir, "workers", _task_name(strategy)), max_to_keep=1
-        )
-    )
+        iterator = iter(_distribute(strategy, config, global_batch_size, step, data_errors))
+    if not chief:  # a private copy
+        worker_dir = os.path.join(model_dir, "workers", _task_name(strategy))
+        remove_leftovers(worker_dir, 1)
+    saver = manager if chief else tf.train.CheckpointManager(checkpoint, worker_dir, max_to_keep=1)
 
     # ------------------------------------------------------------------- summaries, progress
     if chief:
@@ -341,7 +474,13 @@ def pretrain(
     window = (step, t0)  # (step, time) of the last summary: wall time per step since then
     cosines = []  # every group's cosine of every step since the last summary (histogram)
     while step < train_steps:
-        logs = train_fn(iterator)
+        try:
+            logs = train_fn(iterator)
+        except tf.errors.OpError:
+            if data_errors.failure:  # a bad record under 'raise', or nothing valid: one line
+                writer.close()
+                raise TrainingError(data_errors.failure) from None
+            raise
         cosines.append(logs["cosines"])
         step += 1
         nonfinite_run = nonfinite_run + 1 if float(logs["nonfinite"]) else 0
@@ -354,6 +493,10 @@ def pretrain(
             values["seconds_per_step"] = (now - window[1]) / (step - window[0])
             window = (step, now)
             write_summaries(writer, step, values)
+            skipped = data_errors.totals()
+            write_data_errors(writer, step, skipped)
+            if skipped and chief:
+                logging.info("input: %s", data_errors.summary())
             model.reset_metrics()
             if bar is None and chief:
                 rate = (step - start) / max(time.time() - t0, 1e-9)
@@ -386,6 +529,7 @@ def pretrain(
             saver.save(checkpoint_number=step)
         preemption.save_checkpoint_if_preempted(checkpoint_number=step)
     writer.close()
+    logging.info("input: %s", data_errors.summary())
     return model
 
 
@@ -404,13 +548,13 @@ def _task_name(strategy) -> str:
     )
 
 
-def _distribute(strategy, config, global_batch_size, skip):
+def _distribute(strategy, config, global_batch_size, skip, errors):
     """The distributed pre-training dataset; `skip` per-replica batches already trained on.
 
     The pipeline holds a py_function (shard checks) whose state needs no saving: IGNORE lets
     the iterator be checkpointed.
     """
-    input_fn = pipeline.make_pretrain_input_fn(config, global_batch_size)
+    input_fn = pipeline.make_pretrain_input_fn(config, global_batch_size, errors)
     options = tf.data.Options()
     options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
 
