@@ -19,7 +19,7 @@ import tensorflow as tf
 from absl import logging
 
 import gin
-from vatt_gh import launch, trainer
+from vatt_gh import input_state, launch, trainer
 from vatt_gh.data import pipeline, synthetic
 from vatt_gh.models import build_vatt, dummy_inputs
 
@@ -235,17 +235,15 @@ def pretrain(
     progress: Optional[bool] = None,
     seed: int = 0,
     max_nonfinite_in_a_row: int = 10,
-    checkpoint_iterator: bool = True,
 ):
     """Pre-train VATT with the gin-configured harmonization; resumes from model_dir.
 
-    Exact resume: weights, optimizer slots, the step, every random generator and (single
-    worker) the input iterator are checkpointed, so a run killed at any moment and restarted
-    ends with the weights of an uninterrupted run. Multi-worker (distributed iterators cannot
-    be checkpointed) or `checkpoint_iterator=False` (an iterator checkpoint holds the shuffle
-    buffer, large at paper scale): each worker rebuilds its deterministic pipeline and skips
-    the batches already used, slower to restart but as exact. SIGTERM: a checkpoint at the
-    next step boundary, then exit code 42.
+    Exact resume: weights, optimizer slots, the step and every random generator are
+    checkpointed, and each process saves its input pipelines' position (a few numbers per
+    source, vatt_gh/input_state.py) with every checkpoint; the pipelines rebuild themselves
+    from it, so a run killed at any moment and restarted ends with the weights of an
+    uninterrupted run, on one worker or several, and a restart costs the same at any step.
+    SIGTERM: a checkpoint at the next step boundary, then exit code 42.
     """
     strategy = strategy or tf.distribute.get_strategy()
     chief = is_chief(strategy)
@@ -276,12 +274,17 @@ def pretrain(
 
     # ------------------------------------------------------------- checkpoint and restore
     ckpt_dir = os.path.join(model_dir, "checkpoints")
-    state = dict(model=model, optimizer=optimizer, rng=_dropout_generators(model))
-    checkpoint_iterator = checkpoint_iterator and not multi_worker
-    if checkpoint_iterator:
-        iterator = iter(_distribute(strategy, config, global_batch_size, skip=0))
-        state["iterator"] = iterator
-    checkpoint = tf.train.Checkpoint(**state)
+    checkpoint = tf.train.Checkpoint(
+        model=model, optimizer=optimizer, rng=_dropout_generators(model)
+    )
+    inputs = input_state.InputState(
+        config, global_batch_size, ckpt_dir, _task_name(strategy), keep=keep_checkpoints
+    )
+
+    def preempted_exit():
+        inputs.save(int(optimizer.iterations.numpy()))  # the step just checkpointed
+        sys.exit(PREEMPTED_EXIT_CODE)
+
     if chief:
         set_aside_unreadable(ckpt_dir)
     manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=keep_checkpoints)
@@ -291,13 +294,11 @@ def pretrain(
     preemption = tf.distribute.experimental.PreemptionCheckpointHandler(
         strategy.cluster_resolver if multi_worker else None,
         manager,
-        termination_config=tf.distribute.experimental.TerminationConfig(
-            exit_fn=lambda: sys.exit(PREEMPTED_EXIT_CODE)
-        ),
+        termination_config=tf.distribute.experimental.TerminationConfig(exit_fn=preempted_exit),
     )
     step = int(optimizer.iterations.numpy())
-    if not checkpoint_iterator:
-        iterator = iter(_distribute(strategy, config, global_batch_size, skip=step))
+    inputs.restore(step)
+    iterator = iter(_distribute(strategy, config, global_batch_size, inputs))
     saver = (
         manager
         if chief
@@ -369,6 +370,7 @@ def pretrain(
                 [(k, float(logs[k])) for k in ("loss_va", "loss_vt", "cosine", "dropped", "gamma")],
             )
         if step % checkpoint_every == 0 or step == train_steps:
+            inputs.save(step)  # first: a checkpoint never lacks its input position
             saver.save(checkpoint_number=step)
         preemption.save_checkpoint_if_preempted(checkpoint_number=step)
     writer.close()
@@ -390,22 +392,14 @@ def _task_name(strategy) -> str:
     )
 
 
-def _distribute(strategy, config, global_batch_size, skip):
-    """The distributed pre-training dataset; `skip` per-replica batches already trained on.
-
-    The pipeline holds a py_function (shard checks) whose state needs no saving: IGNORE lets
-    the iterator be checkpointed.
-    """
-    input_fn = pipeline.make_pretrain_input_fn(config, global_batch_size)
-    options = tf.data.Options()
-    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
-
-    def skipped_input_fn(context):
-        local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
-        return input_fn(context).skip(skip * local_replicas).with_options(options)
+def _distribute(strategy, config, global_batch_size, inputs: input_state.InputState):
+    """The distributed pre-training dataset, each input pipeline from its saved position."""
+    input_fn = pipeline.make_pretrain_input_fn(
+        config, global_batch_size, position_fn=inputs.position, counts=inputs.counts
+    )
 
     # Multi-worker input would otherwise drop the static batch size (to allow workers with
     # unequal data); every worker's pipeline repeats forever, and harmonization needs it.
     if hasattr(strategy.extended, "experimental_enable_get_next_as_optional"):
         strategy.extended.experimental_enable_get_next_as_optional = False
-    return strategy.distribute_datasets_from_function(skipped_input_fn)
+    return strategy.distribute_datasets_from_function(input_fn)

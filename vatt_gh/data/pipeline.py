@@ -25,7 +25,7 @@ Evaluation batches stack the temporal windows on axis 1 (one element per clip):
 import dataclasses
 import functools
 import threading
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 from absl import logging
@@ -901,17 +901,17 @@ def make_pretrain_input_fn(
     config: PretrainConfig,
     global_batch_size: int,
     errors: Optional[DataErrors] = None,
-    positions: Optional[Dict[int, InputPosition]] = None,
+    position_fn: Optional[Callable[[int, int], Optional[InputPosition]]] = None,
     counts: Optional[ShardCounts] = None,
 ):
     """input_fn(input_context) for `strategy.distribute_datasets_from_function`.
 
     Each input pipeline (host) reads the shards `files[pipeline_id::num_pipelines]` from
-    `positions[pipeline_id]` (default: the start) and batches
+    `position_fn(pipeline_id, num_pipelines)` (default: the start) and batches
     `input_context.get_per_replica_batch_size(global_batch_size)` examples.
     """
     errors = errors if errors is not None else DataErrors(config.on_error)
-    positions = positions or {}
+    position_fn = position_fn or (lambda pid, num: None)
 
     def input_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
         batch = input_context.get_per_replica_batch_size(global_batch_size)
@@ -921,7 +921,7 @@ def make_pretrain_input_fn(
             errors,
             pid,
             input_context.num_input_pipelines,
-            positions.get(pid),
+            position_fn(pid, input_context.num_input_pipelines),
             counts,
         )
         return ds.batch(batch, drop_remainder=True).prefetch(AUTOTUNE)
