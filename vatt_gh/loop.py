@@ -10,6 +10,7 @@ every group of every replica.
 
 import dataclasses
 import os
+import socket
 import sys
 import time
 import uuid
@@ -111,18 +112,42 @@ def _find_vocab(out_dir):
 
 
 def is_chief(strategy) -> bool:
-    """Whether this task writes checkpoints and summaries (the chief, or worker 0)."""
+    """Whether this process writes checkpoints, summaries and the operative config.
+
+    Exactly one process does: without a cluster (default, mirrored) this one; multi-worker the
+    chief, or worker 0 when TF_CONFIG names no chief; TPU the client. TensorFlow on TPU is
+    single-client (one process drives every host of a pod slice; tools/launch_tpu.py starts it
+    on worker 0), so a TPUStrategy process is the client when its TPU is local (`--tpu=local`,
+    one host) or when it runs on the host of the slice's worker 0; a stray copy on another host
+    of the slice does not write.
+    """
     resolver = getattr(strategy, "cluster_resolver", None)
-    if (
-        resolver is None
-        or not resolver.task_type
-        or isinstance(strategy, tf.distribute.TPUStrategy)
-    ):
+    if isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy)):
+        return _on_first_tpu_host(resolver)
+    if resolver is None or not resolver.task_type:
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return resolver.task_type == "chief" or (
         not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
     )
+
+
+def _on_first_tpu_host(resolver) -> bool:
+    """True on the host of the TPU slice's worker 0 (or with a local, single-host TPU)."""
+    if resolver is None:
+        return True
+    workers = resolver.cluster_spec().as_dict().get(resolver.task_type or "worker", [])
+    if len(workers) <= 1:
+        return True  # --tpu=local (an empty cluster spec) or a single host
+    host = workers[0].rsplit(":", 1)[0]
+    if host in ("localhost", "127.0.0.1"):
+        return True
+    try:  # the address this machine uses to reach worker 0 is worker 0's own on that host
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((host, 1))  # UDP: no packet is sent
+            return probe.getsockname()[0] == host
+    except OSError:
+        return False
 
 
 def _dummy_batch(element_spec):
