@@ -38,7 +38,6 @@ def _first_batch_seconds(config, position, skip=0):
 
 def main(argv):
     del argv
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         made = synthetic.write_synthetic(
             tmp, num_clips=512, num_frames=16, frame_size=40, num_shards=4
@@ -54,19 +53,18 @@ def main(argv):
             shuffle_buffer=256,
         )
         _first_batch_seconds(config, None)  # warm-up: imports, tracing, page cache
+        print("| restart | seconds to the first batch | position |")
+        print("| --- | --- | --- |", flush=True)
         for step in [int(s) for s in FLAGS.steps]:
             position = P.advance_position(config, None, step * BATCH)
             times = sorted(_first_batch_seconds(config, position) for _ in range(FLAGS.repeats))
-            rows.append((f"position of step {step}", times[len(times) // 2], position))
+            seconds = times[len(times) // 2]
+            print(f"| position of step {step} | {seconds:.2f} | {position.to_json()} |", flush=True)
         for step in [int(s) for s in FLAGS.replay_steps]:
             times = sorted(
                 _first_batch_seconds(config, None, skip=step) for _ in range(FLAGS.repeats)
             )
-            rows.append((f"replay of {step} steps", times[len(times) // 2], None))
-    print("| restart | seconds to the first batch | position |")
-    print("| --- | --- | --- |")
-    for name, seconds, position in rows:
-        print(f"| {name} | {seconds:.2f} | {position.to_json() if position else ''} |")
+            print(f"| replay of {step} steps | {times[len(times) // 2]:.2f} | |", flush=True)
 
 
 if __name__ == "__main__":
