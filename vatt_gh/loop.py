@@ -11,6 +11,7 @@ every group of every replica and every step since the previous summary.
 import dataclasses
 import inspect
 import os
+import socket
 import sys
 import time
 import uuid
@@ -21,7 +22,7 @@ import tensorflow as tf
 from absl import logging
 
 import gin
-from vatt_gh import launch, trainer
+from vatt_gh import input_state, launch, trainer
 from vatt_gh.data import pipeline, synthetic, word_vectors
 from vatt_gh.data.pipeline import INT, REAL, check_fields
 from vatt_gh.models import build_vatt, dummy_inputs
@@ -134,18 +135,42 @@ def _find_vocab(out_dir):
 
 
 def is_chief(strategy) -> bool:
-    """Whether this task writes checkpoints and summaries (the chief, or worker 0)."""
+    """Whether this process writes checkpoints, summaries and the operative config.
+
+    Exactly one process does: without a cluster (default, mirrored) this one; multi-worker the
+    chief, or worker 0 when TF_CONFIG names no chief; TPU the client. TensorFlow on TPU is
+    single-client (one process drives every host of a pod slice; tools/launch_tpu.py starts it
+    on worker 0), so a TPUStrategy process is the client when its TPU is local (`--tpu=local`,
+    one host) or when it runs on the host of the slice's worker 0; a stray copy on another host
+    of the slice does not write.
+    """
     resolver = getattr(strategy, "cluster_resolver", None)
-    if (
-        resolver is None
-        or not resolver.task_type
-        or isinstance(strategy, tf.distribute.TPUStrategy)
-    ):
+    if isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy)):
+        return _on_first_tpu_host(resolver)
+    if resolver is None or not resolver.task_type:
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return resolver.task_type == "chief" or (
         not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
     )
+
+
+def _on_first_tpu_host(resolver) -> bool:
+    """True on the host of the TPU slice's worker 0 (or with a local, single-host TPU)."""
+    if resolver is None:
+        return True
+    workers = resolver.cluster_spec().as_dict().get(resolver.task_type or "worker", [])
+    if len(workers) <= 1:
+        return True  # --tpu=local (an empty cluster spec) or a single host
+    host = workers[0].rsplit(":", 1)[0]
+    if host in ("localhost", "127.0.0.1"):
+        return True
+    try:  # the address this machine uses to reach worker 0 is worker 0's own on that host
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((host, 1))  # UDP: no packet is sent
+            return probe.getsockname()[0] == host
+    except OSError:
+        return False
 
 
 def _dummy_batch(element_spec):
@@ -360,17 +385,15 @@ def pretrain(
     progress: Optional[bool] = None,
     seed: int = 0,
     max_nonfinite_in_a_row: int = 10,
-    checkpoint_iterator: bool = True,
 ):
     """Pre-train VATT with the gin-configured harmonization; resumes from model_dir.
 
-    Exact resume: weights, optimizer slots, the step, every random generator and (single
-    worker) the input iterator are checkpointed, so a run killed at any moment and restarted
-    ends with the weights of an uninterrupted run. Multi-worker (distributed iterators cannot
-    be checkpointed) or `checkpoint_iterator=False` (an iterator checkpoint holds the shuffle
-    buffer, large at paper scale): each worker rebuilds its deterministic pipeline and skips
-    the batches already used, slower to restart but as exact. SIGTERM: a checkpoint at the
-    next step boundary, then exit code 42.
+    Exact resume: weights, optimizer slots, the step and every random generator are
+    checkpointed, and each process saves its input pipelines' position (a few numbers per
+    source, vatt_gh/input_state.py) with every checkpoint; the pipelines rebuild themselves
+    from it, so a run killed at any moment and restarted ends with the weights of an
+    uninterrupted run, on one worker or several, and a restart costs the same at any step.
+    SIGTERM: a checkpoint at the next step boundary, then exit code 42.
     """
     check_settings(
         dict(
@@ -421,12 +444,17 @@ def pretrain(
 
     # ------------------------------------------------------------- checkpoint and restore
     ckpt_dir = os.path.join(model_dir, "checkpoints")
-    state = dict(model=model, optimizer=optimizer, rng=_dropout_generators(model))
-    checkpoint_iterator = checkpoint_iterator and not multi_worker
-    if checkpoint_iterator:
-        iterator = iter(_distribute(strategy, config, global_batch_size, 0, data_errors))
-        state["iterator"] = iterator
-    checkpoint = tf.train.Checkpoint(**state)
+    checkpoint = tf.train.Checkpoint(
+        model=model, optimizer=optimizer, rng=_dropout_generators(model)
+    )
+    inputs = input_state.InputState(
+        config, global_batch_size, ckpt_dir, _task_name(strategy), keep=keep_checkpoints
+    )
+
+    def preempted_exit():
+        inputs.save(int(optimizer.iterations.numpy()))  # the step just checkpointed
+        sys.exit(PREEMPTED_EXIT_CODE)
+
     if chief:
         set_aside_unreadable(ckpt_dir)
         remove_leftovers(ckpt_dir, keep_checkpoints)
@@ -437,13 +465,11 @@ def pretrain(
     preemption = tf.distribute.experimental.PreemptionCheckpointHandler(
         strategy.cluster_resolver if multi_worker else None,
         manager,
-        termination_config=tf.distribute.experimental.TerminationConfig(
-            exit_fn=lambda: sys.exit(PREEMPTED_EXIT_CODE)
-        ),
+        termination_config=tf.distribute.experimental.TerminationConfig(exit_fn=preempted_exit),
     )
     step = int(optimizer.iterations.numpy())
-    if not checkpoint_iterator:
-        iterator = iter(_distribute(strategy, config, global_batch_size, step, data_errors))
+    inputs.restore(step)
+    iterator = iter(_distribute(strategy, config, global_batch_size, inputs, data_errors))
     if not chief:  # a private copy
         worker_dir = os.path.join(model_dir, "workers", _task_name(strategy))
         remove_leftovers(worker_dir, 1)
@@ -526,6 +552,7 @@ def pretrain(
                 [(k, float(logs[k])) for k in ("loss_va", "loss_vt", "cosine", "dropped", "gamma")],
             )
         if step % checkpoint_every == 0 or step == train_steps:
+            inputs.save(step)  # first: a checkpoint never lacks its input position
             saver.save(checkpoint_number=step)
         preemption.save_checkpoint_if_preempted(checkpoint_number=step)
     writer.close()
@@ -548,22 +575,14 @@ def _task_name(strategy) -> str:
     )
 
 
-def _distribute(strategy, config, global_batch_size, skip, errors):
-    """The distributed pre-training dataset; `skip` per-replica batches already trained on.
-
-    The pipeline holds a py_function (shard checks) whose state needs no saving: IGNORE lets
-    the iterator be checkpointed.
-    """
-    input_fn = pipeline.make_pretrain_input_fn(config, global_batch_size, errors)
-    options = tf.data.Options()
-    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
-
-    def skipped_input_fn(context):
-        local_replicas = context.num_replicas_in_sync // context.num_input_pipelines
-        return input_fn(context).skip(skip * local_replicas).with_options(options)
+def _distribute(strategy, config, global_batch_size, inputs: input_state.InputState, errors):
+    """The distributed pre-training dataset, each input pipeline from its saved position."""
+    input_fn = pipeline.make_pretrain_input_fn(
+        config, global_batch_size, errors, position_fn=inputs.position, counts=inputs.counts
+    )
 
     # Multi-worker input would otherwise drop the static batch size (to allow workers with
     # unequal data); every worker's pipeline repeats forever, and harmonization needs it.
     if hasattr(strategy.extended, "experimental_enable_get_next_as_optional"):
         strategy.extended.experimental_enable_get_next_as_optional = False
-    return strategy.distribute_datasets_from_function(skipped_input_fn)
+    return strategy.distribute_datasets_from_function(input_fn)

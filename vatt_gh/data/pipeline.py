@@ -1,8 +1,11 @@
 """tf.data pipelines: pre-training (single source or a mixture) and evaluation.
 
 Named phases, one function each (DMVR style):
-  read      shards interleaved in parallel; each shard read alone so a corrupt one is named
-  shuffle   records (training only), then numbered: the number seeds every random choice
+  read      shards interleaved in parallel; each shard read alone so a corrupt one is named;
+            training reads from an `InputPosition` (a few numbers per source, see "read from a
+            position" below), so a resumed run rebuilds its stream without replaying it
+  shuffle   records in blocks of `shuffle_buffer` (training only), then numbered: the number
+            seeds every random choice
   decode    parse, validate, pick the temporal window(s), decode only the crop of those frames,
             cut the audio of the same time span; a failure becomes a value, not an exception
   check     invalid records are reported to `DataErrors` (raise at once, or skip and count)
@@ -471,6 +474,288 @@ def read_records(
 
 
 # ---------------------------------------------------------------------------------------------
+# read from a position (pre-training): the input state is a few numbers per source
+# ---------------------------------------------------------------------------------------------
+# A source's training stream on one input pipeline is a pure function of (files, seed, position):
+#   epoch e orders the files by a permutation seeded with (seed, e); the order is cut into
+#   groups of `cycle_length` files; a group's shards are read round-robin (one record each in
+#   turn, a finished shard drops out) until all are done, then the next group starts;
+#   the records are cut into shuffle blocks of `shuffle_buffer` records, each permuted with a
+#   permutation seeded with (seed, block number), and numbered (the number seeds the record's
+#   random choices).
+# So a position is: records consumed, and at the start of the current block the group, the
+# records consumed from each of its shards and the shard to read next. A restart reads again at
+# most the open group's shards (cycle_length) and one block, whatever the step.
+# Under on_error='skip' a rejected record's place is taken by another record of its block, so a
+# block always yields `shuffle_buffer` examples and positions stay exact (a block whose every
+# record is rejected yields none: the resume is then off by that block).
+
+
+@dataclasses.dataclass
+class SourcePosition:
+    """Where one source's record stream on one input pipeline stands."""
+
+    records: int = 0  # examples taken from this source (= records: one per record)
+    block_start: int = 0  # records before the current shuffle block
+    group: int = 0  # at block_start: the group being read (epoch = group // groups per epoch)
+    consumed: Tuple[int, ...] = ()  # at block_start: records taken from each shard of the group
+    next_slot: int = 0  # at block_start: the group's shard read next
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "SourcePosition":
+        d = dict(d)
+        d["consumed"] = tuple(d.get("consumed", ()))
+        return cls(**d)
+
+
+@dataclasses.dataclass
+class InputPosition:
+    """Where one input pipeline stands: examples it has given, and each source's position."""
+
+    examples: int = 0
+    sources: Tuple[SourcePosition, ...] = ()
+
+    def to_json(self) -> dict:
+        return {"examples": self.examples, "sources": [s.to_json() for s in self.sources]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "InputPosition":
+        return cls(d["examples"], tuple(SourcePosition.from_json(s) for s in d["sources"]))
+
+
+class ShardCounts:
+    """Readable records per shard, learnt as the pipeline opens shards (counted once if not)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts: Dict[str, int] = {}
+
+    def record(self, path: str, count: int) -> None:
+        with self._lock:
+            self._counts[path] = count
+
+    def __call__(self, path: str) -> int:
+        with self._lock:
+            if path in self._counts:
+                return self._counts[path]
+        count = _readable_records(path.encode("utf-8"), DataErrors("skip"))
+        self.record(path, count)
+        return count
+
+
+def _source_seed(seed: Tuple[int, int]) -> int:
+    return int(seed[0]) * 7919 + int(seed[1])
+
+
+def _group_size(cycle_length: int, num_files: int) -> int:
+    return max(1, min(cycle_length, num_files))
+
+
+def _group_files_tensor(files: tf.Tensor, group, cycle_length: int, op_seed: int) -> tf.Tensor:
+    """The files of global group `group` (in slot order), as a string tensor."""
+    n = int(files.shape[0])
+    c = _group_size(cycle_length, n)
+    per_epoch = -(-n // c)
+    group = tf.cast(group, tf.int64)
+    epoch, j = group // per_epoch, group % per_epoch
+    order = tf.random.experimental.stateless_shuffle(
+        tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(op_seed, tf.int64), epoch])
+    )
+    return tf.gather(files, order[j * c : tf.minimum((j + 1) * c, n)])
+
+
+def group_files(files: Sequence[str], group: int, cycle_length: int, op_seed: int) -> List[str]:
+    """`_group_files_tensor` in Python (the same op: the tracker and the pipeline agree)."""
+    t = _group_files_tensor(tf.constant(list(files)), group, cycle_length, op_seed)
+    return [f.decode("utf-8") for f in t.numpy()]
+
+
+def advance_source(
+    position: SourcePosition,
+    records: int,
+    files: Sequence[str],
+    cycle_length: int,
+    shuffle_buffer: int,
+    op_seed: int,
+    counts: ShardCounts,
+) -> SourcePosition:
+    """The position after `records` more records (pure arithmetic over the shards' counts)."""
+    block = max(1, shuffle_buffer)
+    total = position.records + records
+    block_start = (total // block) * block
+    group, next_slot = position.group, position.next_slot
+    paths = group_files(files, group, cycle_length, op_seed)
+    consumed = list(position.consumed) or [0] * len(paths)
+    sizes = [counts(p) for p in paths]
+    todo = block_start - position.block_start
+    while todo > 0:
+        remaining = [s - c for s, c in zip(sizes, consumed)]
+        if not any(r > 0 for r in remaining):  # the group is done: the next one starts at slot 0
+            group, next_slot = group + 1, 0
+            paths = group_files(files, group, cycle_length, op_seed)
+            consumed, sizes = [0] * len(paths), [counts(p) for p in paths]
+            continue
+        if remaining[next_slot] > 0:
+            consumed[next_slot] += 1
+            todo -= 1
+        next_slot = (next_slot + 1) % len(paths)
+    return SourcePosition(total, block_start, group, tuple(consumed), next_slot)
+
+
+def read_records_from(
+    files: Sequence[str],
+    errors: DataErrors,
+    cycle_length: int,
+    repeat: bool,
+    op_seed: int,
+    start: SourcePosition,
+    counts: ShardCounts,
+    source: str = "",
+) -> tf.data.Dataset:
+    """(serialized, shard, index) triples of the training stream from `start.block_start` on."""
+    files_t = tf.constant(list(files))
+    c = _group_size(cycle_length, len(files))
+    per_epoch = -(-len(files) // c)
+
+    def shard_records(path, skip):
+        def count_fn(p):
+            try:
+                n = _readable_records(p.numpy(), errors, source, len(files))
+            except (BadRecordError, NoValidRecordsError) as e:
+                return 0, str(e)
+            counts.record(p.numpy().decode("utf-8"), n)
+            return n, ""
+
+        count, message = tf.py_function(count_fn, [path], (tf.int64, tf.string))
+        with tf.control_dependencies([_fail_in_graph(message)]):
+            count = tf.identity(count)
+        records = tf.data.TFRecordDataset(path).take(tf.reshape(count, []))
+        return records.enumerate().skip(skip).map(lambda i, r: (r, path, i))
+
+    def group_records(group, skips=None, first_slot=0):
+        paths = _group_files_tensor(files_t, group, cycle_length, op_seed)
+        if skips is None:
+            skips = tf.zeros(tf.shape(paths), tf.int64)
+        order = tf.roll(tf.range(tf.size(paths)), -first_slot, axis=0)  # read next_slot first
+        return tf.data.Dataset.from_tensor_slices(
+            (tf.gather(paths, order), tf.gather(skips, order))
+        ).interleave(
+            shard_records,
+            cycle_length=c,
+            block_length=1,
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
+
+    skips = tf.constant(list(start.consumed), tf.int64) if start.consumed else None
+    first = group_records(tf.constant(start.group, tf.int64), skips, start.next_slot)
+    later = tf.data.Dataset.counter(start.group + 1)
+    if not repeat:
+        later = later.take(max(0, per_epoch - start.group - 1))
+    return first.concatenate(later.flat_map(group_records))
+
+
+def training_clips(
+    files: Sequence[str],
+    spec: _ClipSpec,
+    errors: DataErrors,
+    *,
+    cycle_length: int,
+    shuffle_buffer: int,
+    repeat: bool,
+    seed: Tuple[int, int],
+    start: SourcePosition,
+    counts: ShardCounts,
+    source: str = "",
+    max_bad_in_a_row: int = MAX_BAD_IN_A_ROW,
+) -> tf.data.Dataset:
+    """read from `start` -> shuffle blocks -> number -> decode -> check, for one source.
+
+    Stops with NoValidRecordsError when `max_bad_in_a_row` records in a row were rejected, or
+    when every shard in a row came out empty or corrupt at its first record (`source` names it).
+    """
+    source = source or f"{len(files)} shard(s) from {files[0]}"
+    check = functools.partial(
+        _check, errors=errors, spec=spec, source=source, max_bad_in_a_row=max_bad_in_a_row
+    )
+    op_seed = _source_seed(seed)
+    block = max(1, shuffle_buffer)
+    fill = repeat and block > 1
+    base_seed = tf.constant(seed, tf.int64)
+    records = read_records_from(files, errors, cycle_length, repeat, op_seed, start, counts, source)
+
+    def one_block(number, block_records):
+        serialized, shard, index = block_records
+        size = tf.size(serialized, out_type=tf.int64)
+        perm = tf.random.experimental.stateless_shuffle(
+            tf.range(size), seed=tf.stack([tf.constant(op_seed, tf.int64), number])
+        )
+        numbered = tf.data.Dataset.from_tensor_slices(
+            (
+                number * block + tf.range(size),
+                tf.gather(serialized, perm),
+                tf.gather(shard, perm),
+                tf.gather(index, perm),
+            )
+        )
+        decoded = numbered.interleave(
+            lambda i, r, s, x: _guarded(i, r, s, x, spec, base_seed),
+            cycle_length=4,
+            block_length=1,
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
+        checked = decoded.scan(tf.constant(0, tf.int64), _count_bad_in_a_row).filter(check)
+        if not fill:
+            return checked
+        # Rejected records' places go to the block's first good records (decoded again).
+        spare = decoded.filter(lambda ex: ex["reason"] == OK).repeat()
+        return checked.concatenate(spare).take(size)
+
+    blocks = tf.data.Dataset.zip(
+        (tf.data.Dataset.counter(start.block_start // block), records.batch(block))
+    )
+    return blocks.flat_map(one_block).skip(start.records - start.block_start)
+
+
+MIXTURE_BLOCK = 1024  # the source of example k is drawn in blocks seeded with (seed, k // 1024)
+
+
+def _mixture_choices(weights: Sequence[float], seed: int, block) -> tf.Tensor:
+    """int64 (MIXTURE_BLOCK,): the source of each example of mixture block `block`."""
+    logits = tf.math.log(tf.constant([list(weights)], tf.float32))
+    seed = tf.stack([tf.constant(seed, tf.int64), tf.cast(block, tf.int64)])
+    return tf.random.stateless_categorical(logits, MIXTURE_BLOCK, seed, dtype=tf.int64)[0]
+
+
+def mixture_counts(weights: Sequence[float], seed: int, start: int, n: int) -> List[int]:
+    """How many of the mixture's examples [start, start + n) come from each source."""
+    counts = [0] * len(weights)
+    k = start
+    while k < start + n:
+        block, offset = divmod(k, MIXTURE_BLOCK)
+        take = min(MIXTURE_BLOCK - offset, start + n - k)
+        chosen = _mixture_choices(weights, seed, block).numpy()[offset : offset + take]
+        for i in range(len(weights)):
+            counts[i] += int((chosen == i).sum())
+        k += take
+    return counts
+
+
+def _mixture(datasets, weights: Sequence[float], seed: int, start: int) -> tf.data.Dataset:
+    choices = (
+        tf.data.Dataset.counter(start // MIXTURE_BLOCK)
+        .map(lambda b: _mixture_choices(weights, seed, b))
+        .unbatch()
+        .skip(start % MIXTURE_BLOCK)
+    )
+    return tf.data.Dataset.choose_from_datasets(datasets, choices, stop_on_empty_dataset=False)
+
+
+# ---------------------------------------------------------------------------------------------
 # decode (may fail: run inside `_guarded`, which turns a failure into reason=UNDECODABLE)
 # ---------------------------------------------------------------------------------------------
 def _empty_clip(spec: _ClipSpec, reason: int) -> dict:
@@ -838,32 +1123,97 @@ def _source_specs(config: PretrainConfig) -> List[_ClipSpec]:
     return specs
 
 
+def _pipeline_files(source: SourceConfig, pipeline_id: int, num_pipelines: int) -> List[str]:
+    """The shards input pipeline `pipeline_id` reads: files[pipeline_id::num_pipelines]."""
+    files = list_files(source.file_pattern)
+    if num_pipelines > 1:
+        if len(files) < num_pipelines:
+            raise ValueError(
+                f"source {source.name or source.file_pattern!r} has {len(files)} "
+                f"shard(s) for {num_pipelines} input pipelines: write more shards"
+            )
+        files = files[pipeline_id::num_pipelines]
+    return files
+
+
+def _source_seeds(config: PretrainConfig, pipeline_id: int) -> List[Tuple[int, int]]:
+    return [(config.seed * 1000003 + pipeline_id, i) for i in range(len(config.sources))]
+
+
+def _start(config: PretrainConfig, position: Optional[InputPosition]) -> InputPosition:
+    if position is None:
+        return InputPosition(0, tuple(SourcePosition() for _ in config.sources))
+    if len(position.sources) != len(config.sources):
+        raise ValueError(
+            f"the saved input position has {len(position.sources)} source(s), the config "
+            f"{len(config.sources)}: resume with the data config the run started with"
+        )
+    return position
+
+
+def advance_position(
+    config: PretrainConfig,
+    position: Optional[InputPosition],
+    examples: int,
+    pipeline_id: int = 0,
+    num_pipelines: int = 1,
+    counts: Optional[ShardCounts] = None,
+) -> InputPosition:
+    """The position of input pipeline `pipeline_id` after `examples` more examples.
+
+    Arithmetic over the shards' record counts (`counts`: those the pipeline learnt while
+    reading, or counted here), no decoding: cheap to call at every checkpoint.
+    """
+    position = _start(config, position)
+    counts = counts if counts is not None else ShardCounts()
+    if len(config.sources) == 1:
+        per_source = [examples]
+    else:
+        weights = [float(s.weight) for s in config.sources]
+        per_source = mixture_counts(weights, config.seed, position.examples, examples)
+    sources = []
+    for i, (source, seed) in enumerate(zip(config.sources, _source_seeds(config, pipeline_id))):
+        sources.append(
+            advance_source(
+                position.sources[i],
+                per_source[i],
+                _pipeline_files(source, pipeline_id, num_pipelines),
+                config.cycle_length,
+                config.shuffle_buffer,
+                _source_seed(seed),
+                counts,
+            )
+        )
+    return InputPosition(position.examples + examples, tuple(sources))
+
+
 def _pretrain_examples(
-    config: PretrainConfig, errors: DataErrors, pipeline_id: int = 0, num_pipelines: int = 1
+    config: PretrainConfig,
+    errors: DataErrors,
+    pipeline_id: int = 0,
+    num_pipelines: int = 1,
+    position: Optional[InputPosition] = None,
+    counts: Optional[ShardCounts] = None,
 ) -> tf.data.Dataset:
-    """Unbatched pre-training examples, sources mixed i.i.d. by weight."""
+    """Unbatched pre-training examples from `position` on, sources mixed i.i.d. by weight."""
     specs = _source_specs(config)
+    position = _start(config, position)
+    counts = counts if counts is not None else ShardCounts()
     tokenizer = text_lib.Tokenizer(config.vocab_path, config.tokenizer, config.max_tokens)
     color = (config.flip, config.brightness, config.contrast, config.saturation)
     datasets = []
+    seeds = _source_seeds(config, pipeline_id)  # distinct per source and host
     for i, (source, spec) in enumerate(zip(config.sources, specs)):
-        files = list_files(source.file_pattern)
-        if num_pipelines > 1:
-            if len(files) < num_pipelines:
-                raise ValueError(
-                    f"source {source.name or source.file_pattern!r} has {len(files)} "
-                    f"shard(s) for {num_pipelines} input pipelines: write more shards"
-                )
-            files = files[pipeline_id::num_pipelines]
-        seed = (config.seed * 1000003 + pipeline_id, i)  # distinct per source and host
-        ds = decoded_clips(
-            files,
+        ds = training_clips(
+            _pipeline_files(source, pipeline_id, num_pipelines),
             spec,
             errors,
             cycle_length=config.cycle_length,
             shuffle_buffer=config.shuffle_buffer,
             repeat=config.repeat,
-            seed=seed,
+            seed=seeds[i],
+            start=position.sources[i],
+            counts=counts,
             source=f"source {source.name or source.file_pattern!r}",
             max_bad_in_a_row=config.max_bad_in_a_row,
         )
@@ -885,37 +1235,48 @@ def _pretrain_examples(
         return datasets[0]
     weights = [float(s.weight) for s in config.sources]
     total = sum(weights)
-    return tf.data.Dataset.sample_from_datasets(
-        datasets,
-        weights=[w / total for w in weights],
-        seed=config.seed,
-        stop_on_empty_dataset=False,
-    )
+    return _mixture(datasets, [w / total for w in weights], config.seed, position.examples)
 
 
 def pretrain_dataset(
-    config: PretrainConfig, batch_size: int, errors: Optional[DataErrors] = None
+    config: PretrainConfig,
+    batch_size: int,
+    errors: Optional[DataErrors] = None,
+    position: Optional[InputPosition] = None,
+    counts: Optional[ShardCounts] = None,
 ) -> tf.data.Dataset:
-    """Pre-training batches for one device (see the module docstring for the contract)."""
+    """Pre-training batches for one device from `position` on (see the module docstring)."""
     errors = errors if errors is not None else DataErrors(config.on_error)
-    ds = _pretrain_examples(config, errors)
+    ds = _pretrain_examples(config, errors, position=position, counts=counts)
     return ds.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
 
 def make_pretrain_input_fn(
-    config: PretrainConfig, global_batch_size: int, errors: Optional[DataErrors] = None
+    config: PretrainConfig,
+    global_batch_size: int,
+    errors: Optional[DataErrors] = None,
+    position_fn: Optional[Callable[[int, int], Optional[InputPosition]]] = None,
+    counts: Optional[ShardCounts] = None,
 ):
     """input_fn(input_context) for `strategy.distribute_datasets_from_function`.
 
-    Each input pipeline (host) reads the shards `files[pipeline_id::num_pipelines]` and batches
+    Each input pipeline (host) reads the shards `files[pipeline_id::num_pipelines]` from
+    `position_fn(pipeline_id, num_pipelines)` (default: the start) and batches
     `input_context.get_per_replica_batch_size(global_batch_size)` examples.
     """
     errors = errors if errors is not None else DataErrors(config.on_error)
+    position_fn = position_fn or (lambda pid, num: None)
 
     def input_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
         batch = input_context.get_per_replica_batch_size(global_batch_size)
+        pid = input_context.input_pipeline_id
         ds = _pretrain_examples(
-            config, errors, input_context.input_pipeline_id, input_context.num_input_pipelines
+            config,
+            errors,
+            pid,
+            input_context.num_input_pipelines,
+            position_fn(pid, input_context.num_input_pipelines),
+            counts,
         )
         return ds.batch(batch, drop_remainder=True).prefetch(AUTOTUNE)
 
