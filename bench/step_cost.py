@@ -30,16 +30,12 @@ the paper's per-core batch, and the same model's prediction for `small` next to 
 
 import json
 import math
-import os
 import subprocess
 import sys
 import threading
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
 flags.DEFINE_list("presets", ["tiny", "small"], "Model presets.")
 flags.DEFINE_list(

@@ -5,8 +5,6 @@ Logical devices must be configured before any TensorFlow op, hence a process of 
 """
 
 import json
-import os
-import sys
 
 import tensorflow as tf
 
@@ -15,8 +13,6 @@ tf.config.set_logical_device_configuration(
 )
 
 import numpy as np  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from toy import micro_vatt, random_batch  # noqa: E402
 
 from vatt_gh import trainer  # noqa: E402

@@ -234,9 +234,10 @@ def test_plot_cosines_from_event_files(tiny_run, tmp_path):
             "--run=baseline=" + tiny_run["model_dir"],
             "--run=again=" + tiny_run["model_dir"],
             "--output=" + str(output),
+            "--min_cosines=1",  # one cosine per summary step: no pooling
         ]
     )
-    assert "baseline: 2 steps (2-4)" in result.stdout
+    assert "baseline: 2 points to step 4 (2 summary steps)" in result.stdout
     height, width, _ = assert_png(str(output))
     assert width > height  # two panels side by side
     with open(tmp_path / "figure4.csv") as f:

@@ -1,7 +1,7 @@
 r"""Builds sharded TFRecord clips from video files and HowTo100M-style narrations.
 
 Example:
-  .venv/bin/python tools/build_dataset.py --videos=/data/howto/videos \
+  python tools/build_dataset.py --videos=/data/howto/videos \
       --captions=/data/howto/raw_caption.json --out_dir=/data/howto/tfrecords \
       --fps=10 --short_side=256 --clip_seconds=4 --num_workers=2
 
@@ -11,17 +11,7 @@ Re-running the same command skips finished shards; files that cannot be decoded 
 the summary at the end (and in each shard's .json sidecar).
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a bare checkout
-
-from absl import (
-    app,
-    flags,
-)
-
-from vatt_gh.data import builder
+from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("videos", None, "Directories or glob patterns of video files.")
@@ -41,6 +31,8 @@ flags.mark_flags_as_required(["videos", "out_dir"])
 
 def main(argv):
     del argv
+    from vatt_gh.data import builder  # TensorFlow: after the flags, so --help stays fast
+
     config = builder.BuildConfig(
         fps=FLAGS.fps,
         short_side=FLAGS.short_side,

@@ -16,14 +16,10 @@ set: EvalConfig.fps, EvalConfig.stride).
 """
 
 import os
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)  # runnable from a checkout without installing
+from absl import app, flags, logging
 
-from absl import app, flags, logging  # noqa: E402
-
-from vatt_gh.evaluation import run_flags  # noqa: E402
+from vatt_gh.evaluation import run_flags
 
 run_flags.define_run_flags(gin_param_help="Gin bindings applied last, e.g. EvalConfig.fps=25.")
 flags.adopt_module_key_flags(run_flags)  # listed by --help
@@ -87,7 +83,6 @@ def evaluate():
         result = retrieval.retrieval_metrics(video, text)
         result["num_windows"] = FLAGS.num_windows
         metrics[FLAGS.retrieval_name] = result
-        logging.info("%s retrieval: %s", FLAGS.retrieval_name, result)
 
     if FLAGS.probe_train_pattern:
         modalities = tuple(FLAGS.probe_features)
@@ -112,7 +107,6 @@ def evaluate():
                 FLAGS.num_classes or None,
                 regularization=FLAGS.probe_c,
             )
-            logging.info("%s %s probe: %s", FLAGS.probe_name, modality, result[modality])
         metrics[FLAGS.probe_name] = result
 
     output = FLAGS.output_json or os.path.join(FLAGS.model_dir, "eval", f"metrics-{step}.json")
@@ -135,10 +129,14 @@ def main(argv):
         metrics, output = evaluate()
     except (run.EvalError, pipeline.BadRecordError) as e:
         raise SystemExit(f"error: {e}") from None
-    print(f"\nstep {metrics['step']}: metrics written to {output}")
-    for name, value in metrics.items():
-        if isinstance(value, dict):
-            print(f"  {name}: {value}")
+    from vatt_gh.evaluation import summaries
+
+    print(f"\nstep {metrics['step']} of {FLAGS.model_dir}")
+    if FLAGS.retrieval_pattern:
+        print(summaries.retrieval_table(FLAGS.retrieval_name, metrics[FLAGS.retrieval_name]))
+    if metrics.get(FLAGS.probe_name):
+        print(summaries.probe_table(FLAGS.probe_name, metrics[FLAGS.probe_name]))
+    print(f"metrics written to {output}")
 
 
 if __name__ == "__main__":

@@ -12,16 +12,10 @@ top-5 with FinetuneConfig.eval_windows windows per test clip averaged, in
 --output_dir/metrics-<step>.json and TensorBoard (--output_dir/train, --output_dir/eval).
 """
 
-import os
-import sys
+from absl import app, flags, logging
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)  # runnable from a checkout without installing
-
-from absl import app, flags, logging  # noqa: E402
-
-from vatt_gh import strategy_flags  # noqa: E402
-from vatt_gh.evaluation import run_flags  # noqa: E402
+from vatt_gh import strategy_flags
+from vatt_gh.evaluation import run_flags
 
 run_flags.define_run_flags(
     model_dir_help="Pre-training run to start from.",

@@ -10,16 +10,12 @@ workers, and restarts after preemption (see vatt_gh/tpu_job.py for the policy). 
 must be on GCS. TensorBoard: `tensorboard --logdir=gs://BUCKET/runs`.
 """
 
-import os
 import shlex
 import subprocess
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from vatt_gh import tpu_job  # noqa: E402
+from vatt_gh import tpu_job
 
 flags.DEFINE_string("name", None, "TPU VM name.")
 flags.DEFINE_string("zone", None, "GCP zone, e.g. europe-west4-a.")

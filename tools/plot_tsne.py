@@ -10,14 +10,10 @@ and, when the records have labels, by class. Input sizes follow the run's operat
 """
 
 import os
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)  # runnable from a checkout without installing
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from vatt_gh.evaluation import run_flags  # noqa: E402
+from vatt_gh.evaluation import run_flags
 
 run_flags.define_run_flags()
 flags.adopt_module_key_flags(run_flags)  # listed by --help

@@ -10,14 +10,10 @@ Resumes from the newest checkpoint in --model_dir. TensorBoard: tensorboard --lo
 """
 
 import os
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)  # runnable from a checkout without installing
+from absl import app, flags, logging
 
-from absl import app, flags, logging  # noqa: E402
-
-from vatt_gh import strategy_flags  # noqa: E402
+from vatt_gh import strategy_flags
 
 flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. Harmonization.method='both'.")
