@@ -13,6 +13,10 @@ the summary at the end (and in each shard's .json sidecar).
 
 from absl import app, flags
 
+from vatt_gh import console
+
+console.define_verbose_flag()
+flags.adopt_module_key_flags(console)  # --verbose, listed by --help
 FLAGS = flags.FLAGS
 flags.DEFINE_list("videos", None, "Directories or glob patterns of video files.")
 flags.DEFINE_string("captions", None, "Narrations: CSV or JSON (HowTo100M layout).")
@@ -31,6 +35,7 @@ flags.mark_flags_as_required(["videos", "out_dir"])
 
 def main(argv):
     del argv
+    console.quiet(FLAGS.verbose)
     from vatt_gh.data import builder  # TensorFlow: after the flags, so --help stays fast
 
     config = builder.BuildConfig(

@@ -13,6 +13,10 @@ bert_vocab_from_dataset with `[PAD]` at id 0 and `[UNK]` at id 1.
 
 from absl import app, flags
 
+from vatt_gh import console
+
+console.define_verbose_flag()
+flags.adopt_module_key_flags(console)  # --verbose, listed by --help
 FLAGS = flags.FLAGS
 flags.DEFINE_string("file_pattern", None, "Glob pattern(s) of the record set, comma separated.")
 flags.DEFINE_string("output", None, "Vocabulary file to write.")
@@ -24,6 +28,7 @@ flags.mark_flags_as_required(["file_pattern", "output"])
 
 def main(argv):
     del argv
+    console.quiet(FLAGS.verbose)
     # TensorFlow after the flags, so --help and flag errors stay fast.
     import tensorflow as tf
 

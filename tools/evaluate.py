@@ -19,6 +19,7 @@ import os
 
 from absl import app, flags, logging
 
+from vatt_gh import console
 from vatt_gh.evaluation import run_flags
 
 run_flags.define_run_flags(gin_param_help="Gin bindings applied last, e.g. EvalConfig.fps=25.")
@@ -38,6 +39,8 @@ flags.DEFINE_string("vocab_path", None, "Vocabulary of the run (default: found f
 flags.DEFINE_string("output_json", None, "Metrics file (default <model_dir>/eval/...).")
 flags.DEFINE_bool("summaries", True, "Write TensorBoard scalars to <model_dir>/eval.")
 flags.mark_flag_as_required("model_dir")
+console.define_verbose_flag()
+flags.adopt_module_key_flags(console)  # --verbose, listed by --help
 FLAGS = flags.FLAGS
 
 
@@ -122,6 +125,7 @@ def evaluate():
 
 def main(argv):
     del argv
+    console.quiet(FLAGS.verbose)
     from vatt_gh.data import pipeline
     from vatt_gh.evaluation import run
 

@@ -14,7 +14,7 @@ top-5 with FinetuneConfig.eval_windows windows per test clip averaged, in
 
 from absl import app, flags, logging
 
-from vatt_gh import strategy_flags
+from vatt_gh import console, strategy_flags
 from vatt_gh.evaluation import run_flags
 
 run_flags.define_run_flags(
@@ -30,6 +30,8 @@ strategy_flags.define_strategy_flags()
 flags.adopt_module_key_flags(strategy_flags)  # listed by --help
 for _name in ("model_dir", "output_dir", "train_pattern", "test_pattern", "num_classes"):
     flags.mark_flag_as_required(_name)
+console.define_verbose_flag()
+flags.adopt_module_key_flags(console)  # --verbose, listed by --help
 FLAGS = flags.FLAGS
 
 
@@ -76,6 +78,7 @@ def run_finetune():
 
 def main(argv):
     del argv
+    console.quiet(FLAGS.verbose)
     from vatt_gh.data import pipeline
     from vatt_gh.evaluation import run
 

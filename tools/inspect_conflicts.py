@@ -18,6 +18,7 @@ import os
 
 from absl import app, flags
 
+from vatt_gh import console
 from vatt_gh.evaluation import run_flags
 
 run_flags.define_run_flags()
@@ -40,6 +41,8 @@ flags.DEFINE_integer("frames_shown", 8, "Frames per clip on the page and the she
 flags.DEFINE_integer("max_sheet_rows", 12, "At most this many clips per contact sheet.")
 for _name in ("model_dir", "pattern", "output_dir"):
     flags.mark_flag_as_required(_name)
+console.define_verbose_flag()
+flags.adopt_module_key_flags(console)  # --verbose, listed by --help
 FLAGS = flags.FLAGS
 
 
@@ -125,6 +128,7 @@ def inspect():
 
 def main(argv):
     del argv
+    console.quiet(FLAGS.verbose)
     from vatt_gh.data import pipeline
     from vatt_gh.evaluation import run
 

@@ -12,6 +12,10 @@ Writes the shards, vocab.txt (word vocabulary, pad id 0) and metadata.json (grou
 
 from absl import app, flags
 
+from vatt_gh import console
+
+console.define_verbose_flag()
+flags.adopt_module_key_flags(console)  # --verbose, listed by --help
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", None, "Output directory.")
 flags.DEFINE_enum("preset", "small", ["small", "demo"], "Size preset.")
@@ -28,6 +32,7 @@ flags.mark_flag_as_required("out_dir")
 
 def main(argv):
     del argv
+    console.quiet(FLAGS.verbose)
     from vatt_gh.data import synthetic  # TensorFlow: after the flags, so --help stays fast
 
     kwargs = dict(synthetic.DEMO if FLAGS.preset == "demo" else synthetic.SMALL)

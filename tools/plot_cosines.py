@@ -15,6 +15,8 @@ import os
 
 from absl import app, flags
 
+from vatt_gh import console
+
 flags.DEFINE_multi_string("run", [], "NAME=MODEL_DIR of a pre-training run (repeat for panels).")
 flags.DEFINE_string("output", None, "PNG to write.")
 flags.DEFINE_string("log_subdir", "train", "Event files' directory inside each run.")
@@ -23,6 +25,8 @@ flags.DEFINE_integer(
     "min_cosines", 20, "Pool consecutive summary steps until a point has this many cosines."
 )
 flags.mark_flag_as_required("output")
+console.define_verbose_flag()
+flags.adopt_module_key_flags(console)  # --verbose, listed by --help
 FLAGS = flags.FLAGS
 
 
@@ -40,6 +44,7 @@ def parse_runs(specs):
 
 def main(argv):
     del argv
+    console.quiet(FLAGS.verbose)
     from vatt_gh.evaluation import figures, histories
 
     if not FLAGS.run:

@@ -13,6 +13,7 @@ import os
 
 from absl import app, flags
 
+from vatt_gh import console
 from vatt_gh.evaluation import run_flags
 
 run_flags.define_run_flags()
@@ -28,6 +29,8 @@ flags.DEFINE_integer("seed", 0, "t-SNE random state.")
 flags.DEFINE_string("title", None, "Figure title (default: run and step).")
 for _name in ("model_dir", "pattern", "output"):
     flags.mark_flag_as_required(_name)
+console.define_verbose_flag()
+flags.adopt_module_key_flags(console)  # --verbose, listed by --help
 FLAGS = flags.FLAGS
 
 
@@ -99,6 +102,7 @@ def run_tsne():
 
 def main(argv):
     del argv
+    console.quiet(FLAGS.verbose)
     from vatt_gh.data import pipeline
     from vatt_gh.evaluation import run
 

@@ -51,3 +51,30 @@ def quiet(verbose: bool = False):
 def say(message: str):
     """One line for the user on stdout, flushed at once (progress must not wait in a buffer)."""
     print(message, flush=True)
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line: gin's additions folded in (the file or binding line at fault
+    kept, the `In call to configurable 'x' (<function x at 0x...>)` trail dropped)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    lines = [
+        line
+        for line in lines
+        if not line.startswith("In call to configurable") and set(line) != {"^"}
+    ]
+    if not lines:
+        return type(error).__name__
+    head, rest = lines[0], lines[1:]
+    if rest and rest[0].startswith("In "):
+        rest[0] = "in " + rest[0][3:]
+    return head + (f" ({': '.join(rest)})" if rest else "")
+
+
+def duration(seconds: float) -> str:
+    """'48 s', '2 min 31 s', '3 h 05 min'."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
