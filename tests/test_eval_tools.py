@@ -36,8 +36,13 @@ def test_evaluate_retrieval_and_probes(tiny_run, tmp_path):
             "--output_json=" + str(output),
         ]
     )
-    assert "step 4: metrics written" in result.stdout
     metrics = json.loads(output.read_text())
+    printed = result.stdout.splitlines()  # tables to 0.1%, the JSON at full precision
+    assert f"metrics written to {output}" in printed
+    t2v = next(line.split() for line in printed if line.strip().startswith("text -> video"))
+    assert t2v[3:6] == [f"{metrics['synthetic'][f't2v/R@{k}']:.1f}" for k in (1, 5, 10)]
+    video = next(l.split() for l in printed if l.startswith("  video ") and "->" not in l)
+    assert video[1] == f"{metrics['labelled']['video']['top1']:.1f}"
     assert metrics["step"] == 4
     r = metrics["synthetic"]
     assert r["num_clips"] == 32 and r["num_windows"] == 2
