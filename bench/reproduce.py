@@ -38,8 +38,6 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, "bench"))
 
 import reproduce_lib as lib  # noqa: E402
 from absl import app, flags  # noqa: E402

@@ -25,19 +25,15 @@ paper's 8 clips per TPU v3 core, for VATT's step and the group:8 / group:1 steps
 
 import json
 import math
-import os
 import subprocess
 import sys
 import threading
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from absl import app, flags  # noqa: E402
+import numpy as np
+import psutil
+import tensorflow as tf
+from absl import app, flags
 
 from vatt_gh import group_stats, losses, trainer  # noqa: E402
 from vatt_gh.harmonized_update import harmonized_update  # noqa: E402

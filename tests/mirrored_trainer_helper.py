@@ -16,7 +16,6 @@ Prints one JSON line with the measured differences.
 """
 
 import json
-import os
 import sys
 
 import tensorflow as tf
@@ -26,8 +25,6 @@ tf.config.set_logical_device_configuration(
 )
 
 import numpy as np  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from reference import flat_grads, np_update  # noqa: E402
 from toy import micro_vatt, random_batch  # noqa: E402
 

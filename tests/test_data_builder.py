@@ -3,7 +3,6 @@ read back through the evaluation pipeline; resumability and the failure summary;
 videos with auto-generated WebVTT / SRT captions and a label file, built with the command line."""
 
 import csv
-import importlib.util
 import os
 import subprocess
 import sys
@@ -119,12 +118,9 @@ def test_clips_carry_colour_pitch_and_captions(built, tmp_path):
 
 
 def test_build_vocab_counts_words(built, tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "build_vocab", os.path.join(os.path.dirname(__file__), "..", "tools", "build_vocab.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    words = module.word_vocab(os.path.join(built["out"], "t-*.tfrecord"), 100)
+    from vatt_gh.data import vocab
+
+    words = vocab.word_vocab(os.path.join(built["out"], "t-*.tfrecord"), 100)
     # each caption appears in 2 clips: red/blue 4 times each, first/second 4 each
     assert sorted(words) == ["blue", "first", "red", "second"]
 

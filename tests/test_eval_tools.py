@@ -36,8 +36,13 @@ def test_evaluate_retrieval_and_probes(tiny_run, tmp_path):
             "--output_json=" + str(output),
         ]
     )
-    assert "step 4: metrics written" in result.stdout
     metrics = json.loads(output.read_text())
+    printed = result.stdout.splitlines()  # tables to 0.1%, the JSON at full precision
+    assert f"metrics written to {output}" in printed
+    t2v = next(line.split() for line in printed if line.strip().startswith("text -> video"))
+    assert t2v[3:6] == [f"{metrics['synthetic'][f't2v/R@{k}']:.1f}" for k in (1, 5, 10)]
+    video = next(l.split() for l in printed if l.startswith("  video ") and "->" not in l)
+    assert video[1] == f"{metrics['labelled']['video']['top1']:.1f}"
     assert metrics["step"] == 4
     r = metrics["synthetic"]
     assert r["num_clips"] == 32 and r["num_windows"] == 2
@@ -234,9 +239,10 @@ def test_plot_cosines_from_event_files(tiny_run, tmp_path):
             "--run=baseline=" + tiny_run["model_dir"],
             "--run=again=" + tiny_run["model_dir"],
             "--output=" + str(output),
+            "--min_cosines=1",  # one cosine per summary step: no pooling
         ]
     )
-    assert "baseline: 2 steps (2-4)" in result.stdout
+    assert "baseline: 2 points to step 4 (2 summary steps)" in result.stdout
     height, width, _ = assert_png(str(output))
     assert width > height  # two panels side by side
     with open(tmp_path / "figure4.csv") as f:

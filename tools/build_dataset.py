@@ -1,7 +1,7 @@
 r"""Builds sharded TFRecord clips from video files and their narrations (README "## Data").
 
 HowTo100M (narration table), AudioSet (no text), YouTube-8M (ASR captions next to the videos):
-  .venv/bin/python tools/build_dataset.py --videos=/data/howto/videos \
+  python tools/build_dataset.py --videos=/data/howto/videos \
       --captions=/data/howto/raw_caption.json --out_dir=/data/howto/tfrecords \
       --fps=10 --short_side=256 --clip_seconds=4 --num_workers=2
   .venv/bin/python tools/build_dataset.py --videos=/data/audioset/videos \
@@ -20,18 +20,12 @@ Re-running the same command skips finished shards; files that cannot be decoded 
 the summary at the end (and in each shard's .json sidecar).
 """
 
-import os
-import sys
+from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a bare checkout
+from vatt_gh import console
 
-from absl import (
-    app,
-    flags,
-)
-
-from vatt_gh.data import builder
-
+console.define_verbose_flag()
+flags.adopt_module_key_flags(console)  # --verbose, listed by --help
 FLAGS = flags.FLAGS
 flags.DEFINE_list("videos", None, "Directories or glob patterns of video files.")
 flags.DEFINE_string(
@@ -64,6 +58,9 @@ for _name, _ok, _what in (
 
 def main(argv):
     del argv
+    console.quiet(FLAGS.verbose)
+    from vatt_gh.data import builder  # TensorFlow: after the flags, so --help stays fast
+
     config = builder.BuildConfig(
         fps=FLAGS.fps,
         short_side=FLAGS.short_side,

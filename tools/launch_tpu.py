@@ -13,16 +13,12 @@ vatt_gh/tpu_job.py for the recipe, its source and the policy). --model_dir must 
 TensorBoard: `tensorboard --logdir=gs://BUCKET/runs`.
 """
 
-import os
 import shlex
 import subprocess
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from vatt_gh import tpu_job  # noqa: E402
+from vatt_gh import tpu_job
 
 flags.DEFINE_string("name", None, "TPU VM name.")
 flags.DEFINE_string("zone", None, "GCP zone, e.g. europe-west4-a.")

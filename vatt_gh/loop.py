@@ -22,7 +22,7 @@ import tensorflow as tf
 from absl import logging
 
 import gin
-from vatt_gh import input_state, launch, trainer
+from vatt_gh import console, input_state, launch, trainer
 from vatt_gh.data import pipeline, synthetic, word_vectors
 from vatt_gh.data.pipeline import INT, REAL, check_fields
 from vatt_gh.models import build_vatt, dummy_inputs
@@ -38,14 +38,18 @@ class ConfigError(ValueError):
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class SyntheticData:
-    """Synthetic triplets made on first use under <model_dir>/data (the demo's embedded data)."""
+    """Synthetic triplets made on first use under <model_dir>/data (the demo's embedded data).
 
-    num_clips: int = 512
-    num_classes: int = 8
-    misaligned_fraction: float = 0.25
-    num_frames: int = 16
-    frame_size: int = 40
-    num_shards: int = 4
+    The defaults are `synthetic.DEMO`, the one place the demo set's sizes are written."""
+
+    num_clips: int = synthetic.DEMO["num_clips"]
+    num_classes: int = synthetic.DEMO["num_classes"]
+    misaligned_fraction: float = synthetic.DEMO["misaligned_fraction"]
+    num_frames: int = synthetic.DEMO["num_frames"]
+    frame_size: int = synthetic.DEMO["frame_size"]
+    num_captions: int = synthetic.DEMO["num_captions"]
+    words_per_caption: int = synthetic.DEMO["words_per_caption"]
+    num_shards: int = synthetic.DEMO["num_shards"]
     seed: int = 0
 
     def __post_init__(self):
@@ -64,6 +68,29 @@ class SyntheticData:
             )
         except ValueError as e:
             raise ConfigError(str(e)) from None
+
+
+PLACEHOLDER = "YOUR_BUCKET"  # gin/data/*.gin ship with gs://YOUR_BUCKET/... paths
+
+
+def check_no_placeholders(config: pipeline.PretrainConfig):
+    """ConfigError, before any file system or network access, when a data path is still the
+    placeholder of gin/data/*.gin: it says how to build the data or run the demo."""
+    for source in config.sources:
+        patterns = source.file_pattern
+        for pattern in (patterns,) if isinstance(patterns, str) else patterns:
+            if PLACEHOLDER in pattern:
+                raise ConfigError(_placeholder_message(pattern))
+    if PLACEHOLDER in (config.vocab_path or ""):
+        raise ConfigError(_placeholder_message(config.vocab_path))
+
+
+def _placeholder_message(path):
+    return (
+        f"no data: {path!r} is a placeholder. Build the data with tools/build_dataset.py and "
+        "tools/build_vocab.py and put their paths in gin/data/howto100m.gin (README.md, "
+        "Pre-training), or run the embedded demo with --gin_file=gin/demo.gin"
+    )
 
 
 def check_writable(model_dir: str):
@@ -90,14 +117,14 @@ def data_config(
     The chief makes them in a temporary folder renamed into place; other workers wait until
     the chief says so through the coordination service (which fails them if the chief dies).
     """
-    try:
-        config = pipeline.PretrainConfig()  # its fields (and its sources') are checked
-    except ValueError as e:
-        raise ConfigError(str(e).splitlines()[0]) from None
     if synthetic_data is not None:
         out_dir = os.path.join(model_dir, "data")
         marker = os.path.join(out_dir, "metadata.json")
         if chief and not tf.io.gfile.exists(marker):
+            console.say(
+                f"writing synthetic data ({synthetic_data.num_clips} clips of "
+                f"{synthetic_data.num_frames} frames) to {out_dir} ..."
+            )
             tmp_dir = f"{out_dir}.tmp-{os.getpid()}"
             try:
                 synthetic.write_synthetic(tmp_dir, **dataclasses.asdict(synthetic_data))
@@ -113,10 +140,22 @@ def data_config(
                 f"synthetic data is missing from {out_dir!r} (no metadata.json); "
                 "is --model_dir on storage every worker sees?"
             )
-        source = pipeline.SourceConfig(
-            file_pattern=os.path.join(out_dir, "synthetic-*.tfrecord"), name="synthetic"
-        )
-        config = dataclasses.replace(config, sources=(source,), vocab_path=_find_vocab(out_dir))
+        # The synthetic records replace gin/data's sources, also in operative_config.gin:
+        # rebound before PretrainConfig is built, so the placeholder sources are never called.
+        with gin.unlock_config():
+            gin.parse_config(
+                [
+                    "synthetic/SourceConfig.name = 'synthetic'",
+                    "synthetic/SourceConfig.file_pattern = "
+                    f"{os.path.join(out_dir, 'synthetic-*.tfrecord')!r}",
+                    "PretrainConfig.sources = (@synthetic/SourceConfig(),)",
+                    f"PretrainConfig.vocab_path = {_find_vocab(out_dir)!r}",
+                ]
+            )
+    try:
+        config = pipeline.PretrainConfig()  # its fields (and its sources') are checked
+    except ValueError as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
     if not config.sources:
         raise ConfigError("no data: set PretrainConfig.sources in gin (see gin/data/)")
     for source in config.sources:
@@ -409,18 +448,40 @@ def pretrain(
     strategy = strategy or tf.distribute.get_strategy()
     chief = is_chief(strategy)
     multi_worker = _num_workers(strategy) > 1
+    say = console.say if chief and progress is not False else lambda message: None
     try:
         harmonization = trainer.Harmonization()  # gin-configured; validates method/granularity
     except ValueError as e:
         raise ConfigError(str(e).splitlines()[0]) from None
-    check_writable(model_dir)
-    config = data_config(model_dir, synthetic_data, chief, multi_worker)
-    data_errors = pipeline.DataErrors(config.on_error)  # rejected records: counts, failure
     if global_batch_size % strategy.num_replicas_in_sync:
         raise ConfigError(
             f"global_batch_size {global_batch_size} does not split over "
             f"{strategy.num_replicas_in_sync} replicas"
         )
+    if synthetic_data is None:
+        check_no_placeholders(pipeline.PretrainConfig())
+    created = not tf.io.gfile.exists(model_dir)
+    check_writable(model_dir)
+    ckpt_dir = os.path.join(model_dir, "checkpoints")
+    if chief:
+        set_aside_unreadable(ckpt_dir)
+    done = _checkpoint_step(tf.train.latest_checkpoint(ckpt_dir))
+    if done >= train_steps:
+        say(f"the run in {model_dir} is already complete ({done}/{train_steps} steps).")
+        return None
+    try:
+        config = data_config(model_dir, synthetic_data, chief, multi_worker)
+    except ConfigError:
+        if created and chief and not tf.io.gfile.listdir(model_dir):
+            tf.io.gfile.rmtree(model_dir)  # nothing of the run was made: leave no trace
+        raise
+    data_errors = pipeline.DataErrors(config.on_error)  # rejected records: counts, failure
+    say(
+        f"{harmonization.method} harmonization ({harmonization.granularity}), global batch "
+        f"{global_batch_size} on {strategy.num_replicas_in_sync} replica(s), "
+        f"{train_steps} steps" + (f", resuming after step {done}" if done else "")
+    )
+    say("building the model and the input pipeline ...")
 
     # ----------------------------------------------------------- model, every stream seeded
     overrides = {}
@@ -443,7 +504,6 @@ def pretrain(
         model.compile(optimizer=optimizer)
 
     # ------------------------------------------------------------- checkpoint and restore
-    ckpt_dir = os.path.join(model_dir, "checkpoints")
     checkpoint = tf.train.Checkpoint(
         model=model, optimizer=optimizer, rng=_dropout_generators(model)
     )
@@ -456,7 +516,6 @@ def pretrain(
         sys.exit(PREEMPTED_EXIT_CODE)
 
     if chief:
-        set_aside_unreadable(ckpt_dir)
         remove_leftovers(ckpt_dir, keep_checkpoints)
     manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=keep_checkpoints)
     if manager.latest_checkpoint:
@@ -485,18 +544,11 @@ def pretrain(
         else os.path.join(model_dir, "workers", _task_name(strategy), "train")
     )
     writer = tf.summary.create_file_writer(log_dir)
-    progress = sys.stdout.isatty() if progress is None else progress
-    bar = (
-        tf.keras.utils.Progbar(
-            train_steps, stateful_metrics=["loss_va", "loss_vt", "cosine", "dropped", "gamma"]
-        )
-        if progress and chief
-        else None
-    )
 
     # ------------------------------------------------------------------------------ train
+    say("tracing the training step (the first step takes longest) ...")
     train_fn = model.make_train_function()
-    start, t0, nonfinite_run = step, time.time(), 0
+    start, t0, nonfinite_run, values = step, time.time(), 0, {}
     window = (step, t0)  # (step, time) of the last summary: wall time per step since then
     cosines = []  # every group's cosine of every step since the last summary (histogram)
     while step < train_steps:
@@ -524,21 +576,7 @@ def pretrain(
             if skipped and chief:
                 logging.info("input: %s", data_errors.summary())
             model.reset_metrics()
-            if bar is None and chief:
-                rate = (step - start) / max(time.time() - t0, 1e-9)
-                logging.info(
-                    "step %d/%d  loss_va %.4f  loss_vt %.4f  cos %.3f  dropped %.2f  "
-                    "gamma %.3f  lr %.2e  (%.1f steps/s)",
-                    step,
-                    train_steps,
-                    values["loss_va"],
-                    values["loss_vt"],
-                    values["cosine"],
-                    values["dropped"],
-                    values["gamma"],
-                    values["learning_rate"],
-                    rate,
-                )
+            say(progress_line(step, train_steps, values))
         if stop:
             writer.close()
             raise TrainingError(
@@ -546,18 +584,38 @@ def pretrain(
                 f"-{step}); each was skipped, so the weights are those after step "
                 f"{step - nonfinite_run}. Check the data and the learning rate, then resume."
             )
-        if bar is not None:
-            bar.update(
-                step,
-                [(k, float(logs[k])) for k in ("loss_va", "loss_vt", "cosine", "dropped", "gamma")],
-            )
         if step % checkpoint_every == 0 or step == train_steps:
             inputs.save(step)  # first: a checkpoint never lacks its input position
             saver.save(checkpoint_number=step)
         preemption.save_checkpoint_if_preempted(checkpoint_number=step)
+    if values:
+        say(
+            f"done: {step - start} steps in {console.duration(time.time() - t0)}"
+            + (f" (steps {start + 1}-{step})" if start else "")
+            + f"; at step {step}: loss_va {values['loss_va']:.4f}, loss_vt "
+            f"{values['loss_vt']:.4f}, cos {values['cosine']:+.3f}"
+        )
     writer.close()
     logging.info("input: %s", data_errors.summary())
     return model
+
+
+def progress_line(step: int, train_steps: int, values: dict) -> str:
+    """One line per summary: the step, both losses, cosine, dropped share, gamma, learning rate,
+    and the rate over the last window (not since the start, which includes tracing)."""
+    width = len(str(train_steps))
+    return (
+        f"step {step:>{width}}/{train_steps}  loss_va {values['loss_va']:.4f}  "
+        f"loss_vt {values['loss_vt']:.4f}  cos {values['cosine']:+.3f}  "
+        f"dropped {values['dropped']:.2f}  gamma {values['gamma']:+.3f}  "
+        f"lr {values['learning_rate']:.1e}  {1.0 / max(values['seconds_per_step'], 1e-9):.1f} steps/s"
+    )
+
+
+def _checkpoint_step(path: Optional[str]) -> int:
+    """The step of a checkpoint written as <dir>/ckpt-<step> (0 for None)."""
+    suffix = (path or "").rsplit("-", 1)[-1]
+    return int(suffix) if suffix.isdigit() else 0
 
 
 def _num_workers(strategy) -> int:

@@ -33,19 +33,11 @@ FILLER_WORDS = (
 ).split()
 SHAPES = ("square", "disc", "hbar", "vbar")
 
-# The demo set that `make demo` pre-trains on (frames 8 x 32 x 32 crops of 40 x 40, 0.8 s audio).
+# The demo set: what `make demo` pre-trains on (gin/demo.gin takes loop.SyntheticData's defaults,
+# which are these) and `tools/make_synthetic.py --preset=demo` writes. The demo crops 8 x 32 x 32
+# of its 16 frames of 40 x 40 and reads 0.8 s of audio. Sizes are written here only.
 DEMO = dict(
     num_clips=512,
-    num_classes=8,
-    misaligned_fraction=0.25,
-    num_frames=12,
-    frame_size=40,
-    num_captions=4,
-    words_per_caption=5,
-    num_shards=8,
-)
-SMALL = dict(
-    num_clips=256,
     num_classes=8,
     misaligned_fraction=0.25,
     num_frames=16,
@@ -54,6 +46,7 @@ SMALL = dict(
     words_per_caption=6,
     num_shards=4,
 )
+SMALL = dict(DEMO, num_clips=256)
 
 
 def class_words(c: int) -> List[str]:
