@@ -1,33 +1,54 @@
-r"""Check the paper's claims on synthetic triplets whose misalignment we control (issue 8).
+r"""The paper's claims on synthetic triplets whose misalignment we know (issue 19).
 
-    python bench/reproduce.py                                   # default: ~45 min on 2 CPU cores
-    python bench/reproduce.py --steps=2000 --batch=64 --seeds=0,1,2,3,4 --preset=small \
-        --parallel=1 --threads_per_run=0 --results_dir=results/reproduce_big   # a GPU / big box
-    python bench/reproduce.py --steps=6 --seeds=0 --methods=sum,both --levels=0.4 \
-        --noablation --train_clips=64 --test_clips=32 --probe_train_clips=32   # smoke
+    python bench/reproduce.py --results_dir=results/reproduce     # the full study (see Budget)
+    python bench/reproduce.py --quick --results_dir=/tmp/rq         # CI-sized smoke test
+    python bench/reproduce.py --noeffect ...                        # the signal study only
+    python bench/reproduce.py --nosignal --granularities=group:8,group:1 ...   # effect only
 
-Pre-trains the tiny VATT with every method of Table 1 (sum = VATT, RW-VA, RW-VT, realign,
-curriculum, both, gradvac) on synthetic triplets at several misaligned fractions (the same
-videos at every level; only the misaligned pairs differ), with the same seeds, steps and data
-order for every method, plus the Table 2 curriculum ablation (gamma_start -0.3 / -0.2 / -0.1 / 0,
-gamma_end 0) at the most misaligned level. Harmonization is per triplet: granularity
-'example_fast' by default (exact per-example dot products and norms, docs/harmonization.md; the
-'replica' granularity on one device would make curriculum drop whole batches).
+Data: synthetic triplets (`vatt_gh.data.synthetic`), 16 latent classes, the 40% set misaligned
+with every kind cycled (class swaps of audio / text / both, the neighbouring clip's narration,
+narration about nothing visible, silent audio, unrelated audio, shifted narration + unrelated
+audio); the kind is in every record (`synthetic/misalign_kind`) and read back from there.
 
-Each run is a fresh subprocess (`--worker_spec`): pre-training through the same gin files and
-bindings as tools/pretrain.py, then, with the final weights and on a clean held-out set (0%
-misaligned, other seeds):
-- zero-shot text-to-video retrieval (R@1/5/10, median rank);
-- linear probes of the 8 latent classes on pooled video and audio features;
-- at evenly spaced checkpoints, cos(g_va, g_vt) per triplet on a fixed batch of TRAINING clips of
-  the most misaligned set: ROC AUC aligned vs misaligned (Section 3.1), share of negatives;
-- from the run's TensorBoard events: wall time per step and the share of negative cosines over
-  training (the `harmonize/cosines` histograms, the paper's ~50% observation).
-Writes <results_dir>/results.md (the table, mean ± std over seeds), results.json (every run's raw
-numbers and the spreads), figure4_<level>.png (Figure 4, one panel per method) and runs/<name>/
-(events, operative config, log, result.json; checkpoints only with --keep_checkpoints). Runs
-whose result.json exists are not repeated. Step costs are wall times on a shared machine: for
-cost ratios measured side by side use bench/step_cost.py.
+1. Where the signal is (`--signal`): `sum` pre-trained on the 40% set for each VATT variant (MA,
+   MS) x word table (frozen: a fixed random table through `build_vatt.word_vectors_path`;
+   trainable) x seed; at evenly spaced checkpoints, for the first `--signal_clips` training
+   clips, each triplet's (g_va . g_vt, |g_va|^2, |g_vt|^2) per part of the model (FAC head,
+   Transformer encoder, word table, tokenizers), under two definitions: its contribution through
+   its own forward path (group:1) and its own loss terms through every path (materialised, one
+   backward pass per clip and loss). The cosine over all weights / the backbone / the encoder /
+   the heads is a sum over parts, and its ROC AUC (aligned vs text-wrong / audio-wrong /
+   both-wrong, and per kind) is averaged over seeds with a 95% t-interval.
+2. Training effect (`--effect`): `sum`, `realign`, `curriculum`, `both` at each
+   `--granularities` value, at 0% and 40% misaligned, `--seeds` seeds (same init and data order
+   for every method); held-out text-to-video retrieval (with its class-oracle ceiling: a
+   narration names only its class) and linear probes, mean and 95% t-interval, and the paired
+   difference to `sum` seed by seed with its interval. `sum` trains the same at any granularity,
+   so it runs once per level and seed. Plus Table 2's curriculum (gamma_start, 0) ablation at
+   40% with the same seeds, at the first granularity.
+
+Each run is a fresh subprocess (`--worker_spec`); runs whose result.json exists are not
+repeated (an interrupted study resumes; re-running writes the tables from what exists and lists
+what is missing). Writes <results_dir>/results.md, results.json (every run's numbers, the
+summaries), signal_auc_settings.png, signal_auc_weights.png, effect_R5.png, effect_R10.png and
+runs/<name>/ (events, operative config, log, result.json).
+
+Budget (60 min on the quiet 2-core machine, 2 runs at a time = 7,200 run-seconds):
+    runs = signal 2 variants x 2 word tables x 3 seeds                         =  12
+         + effect (1 sum + 3 methods x 2 granularities) x 2 levels x 5 seeds   =  70
+         + Table 2: 3 more gamma starts x 5 seeds                              =  15   -> 97
+    per run = fixed (start-up ~10 s + tracing ~40 s + evaluation ~10 s = ~60 s)
+              + steps x ms/step (tiny, batch 16, 1 thread: ~450 ms at group:1, from the
+              previous 26-run, 200-step benchmark's 34 min; sum is cheaper)
+    the defaults, 300 steps: 97 x (60 + 300 x 0.45) s = 18,900 run-s = 158 min at 2 at a time.
+To fit 60 min at 5 seeds the full study needs ~74 run-s a run, i.e. the fixed cost dominates:
+    --steps=100 --signal_steps=200 --granularities=group:8,group:1 --signal_seeds=0,1,2
+    signal 12 x (60 + 200 x 0.25 [sum]) + effect 85 x (60 + 100 x 0.45) = 1,320 + 8,925
+    = 10,245 run-s = 85 min; with --signal_variants=agnostic: 6 x 110 + 8,925 = 9,585 = 80 min.
+These per-run costs are ESTIMATES (the machine was shared by 7 engineers, load 15-22 on 2 cores,
+while this was written: tracing alone took 300 s): measure ms/step on the quiet machine
+(results.md lists it per row) and adjust --steps. Step costs are wall times on a shared machine:
+for cost ratios measured side by side use bench/step_cost.py.
 """
 
 import dataclasses
