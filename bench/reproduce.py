@@ -40,11 +40,15 @@ Budget (60 min on the quiet 2-core machine, 2 runs at a time = 7,200 run-seconds
     per run = fixed (start-up ~10 s + tracing ~40 s + evaluation ~10 s = ~60 s)
               + steps x ms/step (tiny, batch 16, 1 thread: ~450 ms at group:1, from the
               previous 26-run, 200-step benchmark's 34 min; sum is cheaper)
-    the defaults, 300 steps: 97 x (60 + 300 x 0.45) s = 18,900 run-s = 158 min at 2 at a time.
-To fit 60 min at 5 seeds the full study needs ~74 run-s a run, i.e. the fixed cost dominates:
-    --steps=100 --signal_steps=200 --granularities=group:8,group:1 --signal_seeds=0,1,2
-    signal 12 x (60 + 200 x 0.25 [sum]) + effect 85 x (60 + 100 x 0.45) = 1,320 + 8,925
-    = 10,245 run-s = 85 min; with --signal_variants=agnostic: 6 x 110 + 8,925 = 9,585 = 80 min.
+    (at 300 steps: 97 x (60 + 300 x 0.45) s = 18,900 run-s = 158 min at 2 at a time)
+A signal run adds its measurement: 3 checkpoints x 6 batches x (32 eager backward passes for
+the own-loss-term gradients + one per-layer pass) ~ 3 x 6 x 5 s = ~90 s.
+The fixed cost dominates, so 60 min at 5 seeds is out of reach with one process per run:
+    the defaults (--steps=100 --signal_steps=200) with --granularities=group:8,group:1:
+    signal 12 x (60 + 90 + 200 x 0.25 [sum]) + effect 85 x (60 + 100 x 0.45)
+    = 2,400 + 8,925 = 11,325 run-s = ~95 min;  --signal_variants=agnostic: 1,200 + 8,925 = ~85 min;
+    --nosignal: ~75 min.  (Fewer runs would mean fewer seeds or cells; a cheaper fixed cost would
+    need several runs per process, one tracing.)
 These per-run costs are ESTIMATES (the machine was shared by 7 engineers, load 15-22 on 2 cores,
 while this was written: tracing alone took 300 s): measure ms/step on the quiet machine
 (results.md lists it per row) and adjust --steps. Step costs are wall times on a shared machine:
@@ -74,7 +78,7 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_bool("signal", True, "Run the 'where is the signal' study.")
 flags.DEFINE_bool("effect", True, "Run the training-effect study (and Table 2).")
-flags.DEFINE_integer("steps", 300, "Pre-training steps per effect run.")
+flags.DEFINE_integer("steps", 100, "Pre-training steps per effect run.")
 flags.DEFINE_integer("batch", 16, "Global batch size.")
 flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds of the effect study.")
 flags.DEFINE_list("levels", ["0.0", "0.4"], "Misaligned fractions of the training sets.")
@@ -94,7 +98,7 @@ flags.DEFINE_integer("test_clips", 128, "Clean held-out clips (retrieval, probe 
 flags.DEFINE_integer("probe_train_clips", 256, "Clean clips to fit the linear probes on.")
 flags.DEFINE_integer("num_windows", 1, "Evaluation windows per held-out clip.")
 flags.DEFINE_list("signal_seeds", ["0", "1", "2"], "Seeds of the signal study.")
-flags.DEFINE_integer("signal_steps", 300, "Pre-training steps per signal run.")
+flags.DEFINE_integer("signal_steps", 200, "Pre-training steps per signal run.")
 flags.DEFINE_integer("signal_checkpoints", 3, "Evenly spaced checkpoints measured per run.")
 flags.DEFINE_integer("signal_clips", 96, "Training clips whose gradients are measured.")
 flags.DEFINE_string(

@@ -61,7 +61,7 @@ class Setting:
     """The sizes of one benchmark (flags of bench/reproduce.py)."""
 
     # the training-effect study
-    steps: int = 300
+    steps: int = 100
     batch: int = 16
     seeds: Sequence[int] = (0, 1, 2, 3, 4)
     levels: Sequence[float] = (0.0, 0.4)
@@ -80,7 +80,7 @@ class Setting:
     # the signal study
     signal: bool = True
     signal_seeds: Sequence[int] = (0, 1, 2)
-    signal_steps: int = 300
+    signal_steps: int = 200
     signal_checkpoints: int = 3
     signal_clips: int = 96
     signal_granularity: str = "replica"  # `sum` trains the same at any; replica traces fastest
