@@ -102,7 +102,7 @@ flags.DEFINE_integer("signal_steps", 200, "Pre-training steps per signal run.")
 flags.DEFINE_integer("signal_checkpoints", 3, "Evenly spaced checkpoints measured per run.")
 flags.DEFINE_integer("signal_clips", 96, "Training clips whose gradients are measured.")
 flags.DEFINE_string(
-    "signal_granularity", "replica", "Granularity `sum` monitors in the signal runs."
+    "signal_granularity", "example_fast", "Granularity `sum` monitors in the signal runs."
 )
 flags.DEFINE_list("signal_word_tables", list(lib.WORD_TABLES), "Word tables of the signal study.")
 flags.DEFINE_list("signal_variants", list(lib.VARIANTS), "VATT variants of the signal study.")

@@ -83,7 +83,7 @@ class Setting:
     signal_steps: int = 200
     signal_checkpoints: int = 3
     signal_clips: int = 96
-    signal_granularity: str = "replica"  # `sum` trains the same at any; replica traces fastest
+    signal_granularity: str = "example_fast"  # what `sum` monitors (its training is the same)
     signal_word_tables: Sequence[str] = WORD_TABLES
     signal_variants: Sequence[str] = VARIANTS
     effect: bool = True
