@@ -10,17 +10,13 @@ the S batches already used) at --replay_steps. Demo settings: 512 synthetic clip
 global batch 32, shuffle blocks of 256 records, cycle_length 8. Prints a markdown table.
 """
 
-import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a bare checkout
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from vatt_gh.data import pipeline as P  # noqa: E402
-from vatt_gh.data import synthetic  # noqa: E402
+from vatt_gh.data import pipeline as P
+from vatt_gh.data import synthetic
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("steps", ["10", "100000"], "Steps to restart at from a saved position.")
