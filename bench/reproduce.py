@@ -62,9 +62,10 @@ import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import reproduce_lib as lib  # this script's folder is on the path
 from absl import app, flags
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 flags.DEFINE_string("results_dir", os.path.join(REPO, "results", "reproduce"), "Output folder.")
 flags.DEFINE_bool(

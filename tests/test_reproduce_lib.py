@@ -3,12 +3,10 @@ formula with a tabulated quantile, the AUC against sklearn, the retrieval ceilin
 simulated class oracle, the variable filters against a loop, and the plan's run counts."""
 
 import os
-import sys
 
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "bench"))
 
 import reproduce_lib as lib  # noqa: E402
 

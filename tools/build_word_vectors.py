@@ -14,10 +14,7 @@ vocabulary words without a vector (reported with a count) get seeded normal draw
 found vectors' mean and std (vatt_gh/data/word_vectors.py).
 """
 
-import os
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a bare checkout
 
 from absl import app, flags
 
