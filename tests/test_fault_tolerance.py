@@ -46,6 +46,7 @@ def command(model_dir, steps=STEPS, extra=()):
     return [
         sys.executable,
         os.path.join(REPO, "tools", "pretrain.py"),
+        "--verbose",  # the log lines these tests read (resumed from, input position)
         f"--model_dir={model_dir}",
         f"--gin_param=TRAIN_STEPS={steps}",
         *RUN,

@@ -417,7 +417,9 @@ def list_files(patterns: Patterns) -> List[str]:
     return sorted(set(files))
 
 
-def _readable_records(path: bytes, errors: DataErrors, source: str, num_files: int) -> int:
+def _readable_records(
+    path: bytes, errors: DataErrors, source: str = "", num_files: int = 0
+) -> int:
     """Records of a shard readable before any corruption (every CRC checked); reports the rest.
 
     Runs once per shard and epoch (a cheap sequential read that also warms the page cache), so a
@@ -430,7 +432,8 @@ def _readable_records(path: bytes, errors: DataErrors, source: str, num_files: i
             count += 1
     except tf.errors.DataLossError as e:
         errors.report(path, count, CORRUPT_SHARD, e.message.splitlines()[0])
-    errors.shard_read(source, path, count, num_files)
+    if source:  # a pipeline's read (not a position's count): watch for all-empty sources
+        errors.shard_read(source, path, count, num_files)
     return count
 
 
@@ -708,7 +711,8 @@ def training_clips(
             num_parallel_calls=AUTOTUNE,
             deterministic=True,
         )
-        checked = decoded.scan(tf.constant(0, tf.int64), _count_bad_in_a_row).filter(check)
+        decoded = decoded.scan(tf.constant(0, tf.int64), _count_bad_in_a_row)
+        checked = decoded.filter(check)
         if not fill:
             return checked
         # Rejected records' places go to the block's first good records (decoded again).
