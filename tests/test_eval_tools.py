@@ -111,13 +111,14 @@ import numpy as np
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from vatt_gh.evaluation import finetune, run
+from vatt_gh import configs
+from vatt_gh.evaluation import finetune
 model_dir, train, test, out = sys.argv[1:5]
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 def build():
     with strategy.scope():
-        pretrained, _ = run.open_run(model_dir)
+        pretrained, _ = configs.open_run(model_dir)
         model = finetune.VideoClassifier(pretrained.vatt, 4)
         model.classifier.build([None, pretrained.vatt.vatt_config.hidden_size])
     return model

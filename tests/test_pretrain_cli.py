@@ -138,10 +138,10 @@ def test_workers_probing_one_model_dir_at_once_do_not_trip_each_other(tmp_path):
     """Every worker of a multi-worker run checks the shared --model_dir as it starts."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from vatt_gh import loop
+    from vatt_gh import provision
 
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda _: loop.check_writable(str(tmp_path)), range(400)))
+        list(pool.map(lambda _: provision.check_writable(str(tmp_path)), range(400)))
     assert os.listdir(tmp_path) == []  # every probe removed
 
 

@@ -40,7 +40,8 @@ FLAGS = flags.FLAGS
 
 
 def run_finetune():
-    from vatt_gh import launch
+    from vatt_gh import configs
+    from vatt_gh.errors import LaunchError
     from vatt_gh.evaluation import finetune, run
 
     if FLAGS.num_classes < 2:
@@ -49,10 +50,10 @@ def run_finetune():
     run.check_pattern("test_pattern", FLAGS.test_pattern)
     try:
         strategy = strategy_flags.make_strategy()
-    except launch.LaunchError as e:
+    except LaunchError as e:
         raise run.EvalError(str(e)) from None
     with strategy.scope():
-        pretrained, step = run.open_run(
+        pretrained, step = configs.open_run(
             FLAGS.model_dir, FLAGS.checkpoint, FLAGS.gin_file, FLAGS.gin_param
         )
         config = finetune.FinetuneConfig()

@@ -30,17 +30,18 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    from vatt_gh import launch, loop
+    from vatt_gh import configs, loop
+    from vatt_gh.errors import ConfigError, LaunchError, TrainingError
 
     try:
-        with strategy_flags.peer_failures_as(loop.TrainingError):
-            launch.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
+        with strategy_flags.peer_failures_as(TrainingError):
+            configs.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
             strategy = strategy_flags.make_strategy()
             logging.info(
                 "strategy %s with %d replica(s)", FLAGS.strategy, strategy.num_replicas_in_sync
             )
             loop.pretrain(FLAGS.model_dir, strategy)
-    except (launch.LaunchError, loop.ConfigError, loop.TrainingError) as e:
+    except (LaunchError, ConfigError, TrainingError) as e:
         raise SystemExit(f"error: {e}") from None
     print(
         f"\nDone. TensorBoard logs: {os.path.join(FLAGS.model_dir, 'train')}\n"

@@ -1,13 +1,20 @@
 """vatt-gh: VATT pre-training with cross-modality gradient harmonization.
 
-Module map (imports go one way: tools -> loop -> trainer -> models, losses, harmonize, data):
+Module map (imports go one way: tools -> configs -> loop -> trainer -> models, losses, harmonize,
+data; tests/test_imports.py checks there is no cycle):
   harmonize       pure gradient maths of the paper (Algorithms 1-2, Sec. 4.4, baselines); no Keras
   per_example     per-example statistics from each layer's inputs and output gradients
   losses          NCE (video-audio) and MIL-NCE (video-text) over the global batch
   models/         VATT-MA / VATT-MS backbones, tokenizers, FAC head
   data/           TFRecord schema, tf.data pipelines, synthetic triplets
   trainer         the Keras model whose train_step wires the above together
-  loop            the pre-training run: data, checkpoints, summaries, exact resume
-  launch          gin parsing and tf.distribute start-up; strategy_flags: the tools' flags for it
+  errors          ConfigError, TrainingError, LaunchError (no TensorFlow)
+  cluster         tf.distribute start-up, the chief, workers, a chief barrier
+  checkpoints     checkpoint managers, set-aside of unreadable ones, restore, load_pretrained
+  provision       the run directory check, the data config, the demo's synthetic data
+  summaries       host-side TensorBoard summaries, the operative gin config
+  loop            the pre-training run and its training loop (exact resume, pre-emption)
+  configs         gin parsing (registers every configurable), open_run for evaluation tools
+  strategy_flags  the tools' --strategy flags (absl only at import)
   evaluation/     retrieval, probes, fine-tuning, conflict inspection, figures
 """

@@ -1,223 +1,30 @@
-"""The pre-training run around `PretrainModel`: data, checkpoints, summaries, progress.
+"""The pre-training run around `PretrainModel`: the model, its data and the training loop.
 
     pretrain(model_dir, strategy)   # every other setting from gin (gin/base.gin)
 
-Summaries are written on the host from values the step returns (so they work on TPU): both
+Summaries (vatt_gh/summaries.py) are written on the host from values the step returns: both
 losses, learning rate, gamma, mean cosine, fractions projected / dropped, gradient norms,
 skipped steps, wall seconds per step since the last summary, and a histogram of the cosines of
-every group of every replica.
+every group of every replica. Checkpoints: vatt_gh/checkpoints.py.
 """
 
-import dataclasses
-import os
 import sys
 import time
-import uuid
 from typing import Optional
 
 import tensorflow as tf
 from absl import logging
 
 import gin
-from vatt_gh import launch, trainer
-from vatt_gh.data import pipeline, synthetic
-from vatt_gh.models import build_vatt, dummy_inputs
-
-HISTOGRAMS = ("cosines",)
-NOT_SCALARS = HISTOGRAMS + ("step_applied", "nonfinite")
-
-
-class ConfigError(ValueError):
-    """A setting that makes the run impossible, found before training starts."""
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class SyntheticData:
-    """Synthetic triplets made on first use under <model_dir>/data (the demo's embedded data)."""
-
-    num_clips: int = 512
-    num_classes: int = 8
-    misaligned_fraction: float = 0.25
-    num_frames: int = 16
-    frame_size: int = 40
-    num_shards: int = 4
-    seed: int = 0
-
-
-def check_writable(model_dir: str):
-    """Create model_dir and prove it can be written, or raise ConfigError naming it."""
-    try:
-        tf.io.gfile.makedirs(model_dir)
-        # One probe per process: workers sharing model_dir must not remove each other's.
-        probe = os.path.join(model_dir, f".write_probe-{uuid.uuid4().hex}")
-        with tf.io.gfile.GFile(probe, "w") as f:
-            f.write("ok")
-        tf.io.gfile.remove(probe)
-    except (tf.errors.OpError, OSError) as e:
-        raise ConfigError(f"--model_dir {model_dir!r} cannot be written: {e}") from None
-
-
-def data_config(
-    model_dir: str,
-    synthetic_data: Optional[SyntheticData],
-    chief: bool = True,
-    multi_worker: bool = False,
-) -> pipeline.PretrainConfig:
-    """The gin-configured PretrainConfig; with `synthetic_data`, pointed at records it makes.
-
-    The chief makes them in a temporary folder renamed into place; other workers wait until
-    the chief says so through the coordination service (which fails them if the chief dies).
-    """
-    config = pipeline.PretrainConfig()
-    if synthetic_data is not None:
-        out_dir = os.path.join(model_dir, "data")
-        marker = os.path.join(out_dir, "metadata.json")
-        if chief and not tf.io.gfile.exists(marker):
-            tmp_dir = f"{out_dir}.tmp-{os.getpid()}"
-            try:
-                synthetic.write_synthetic(tmp_dir, **dataclasses.asdict(synthetic_data))
-            except ValueError as e:
-                raise ConfigError(f"SyntheticData: {e}") from None
-            if tf.io.gfile.exists(out_dir):  # a partial folder from an interrupted run
-                tf.io.gfile.rename(out_dir, f"{out_dir}.partial-{os.getpid()}")
-            tf.io.gfile.rename(tmp_dir, out_dir)
-        if multi_worker:
-            launch.chief_barrier("vatt_gh/synthetic_data", chief)
-        if not tf.io.gfile.exists(marker):
-            raise ConfigError(
-                f"synthetic data is missing from {out_dir!r} (no metadata.json); "
-                "is --model_dir on storage every worker sees?"
-            )
-        source = pipeline.SourceConfig(
-            file_pattern=os.path.join(out_dir, "synthetic-*.tfrecord"), name="synthetic"
-        )
-        config = dataclasses.replace(config, sources=(source,), vocab_path=_find_vocab(out_dir))
-    if not config.sources:
-        raise ConfigError("no data: set PretrainConfig.sources in gin (see gin/data/)")
-    for source in config.sources:
-        try:
-            pipeline.list_files(source.file_pattern)
-        except (ValueError, FileNotFoundError, tf.errors.OpError) as e:
-            raise ConfigError(f"data source {source.name or source.file_pattern!r}: {e}") from None
-    if not config.vocab_path or not tf.io.gfile.exists(config.vocab_path):
-        raise ConfigError(f"PretrainConfig.vocab_path {config.vocab_path!r} does not exist")
-    return config
-
-
-def _find_vocab(out_dir):
-    found = tf.io.gfile.glob(os.path.join(out_dir, "*vocab*"))
-    return found[0] if found else ""
-
-
-def is_chief(strategy) -> bool:
-    """Whether this task writes checkpoints and summaries (the chief, or worker 0)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if (
-        resolver is None
-        or not resolver.task_type
-        or isinstance(strategy, tf.distribute.TPUStrategy)
-    ):
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return resolver.task_type == "chief" or (
-        not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
-    )
+from vatt_gh import checkpoints, cluster, provision, summaries, trainer
+from vatt_gh.data import pipeline
+from vatt_gh.errors import ConfigError, TrainingError
+from vatt_gh.models import build_vatt
 
 
 def _dummy_batch(element_spec):
     """Zeros with the per-replica shapes of a batch: builds every variable before training."""
     return {k: tf.zeros(s.shape, s.dtype) for k, s in element_spec.items()}
-
-
-def load_pretrained(model_dir: str, checkpoint: Optional[str] = None, parse_config=True):
-    """(PretrainModel, step) restored from a pre-training run, for evaluation tools.
-
-    Rebuilds the model from `model_dir/operative_config.gin` (unless parse_config is False and
-    gin is already configured) and restores `checkpoint` (default: the newest one) without the
-    optimizer. Raises ConfigError naming what is missing.
-    """
-    if parse_config:
-        config_path = os.path.join(model_dir, "operative_config.gin")
-        if not tf.io.gfile.exists(config_path):
-            raise ConfigError(f"{config_path} not found: is {model_dir!r} a pre-training run?")
-        with gin.unlock_config():
-            gin.parse_config_file(config_path, skip_unknown=True)
-    path = checkpoint or tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
-    if not path:
-        raise ConfigError(f"no checkpoint in {os.path.join(model_dir, 'checkpoints')!r}")
-    model = trainer.PretrainModel(build_vatt())
-    model(dummy_inputs(model.vatt.vatt_config), training=False)  # build, then restore in place
-    tf.train.Checkpoint(model=model).restore(
-        path
-    ).expect_partial().assert_existing_objects_matched()
-    step = int(path.rsplit("-", 1)[-1]) if path.rsplit("-", 1)[-1].isdigit() else 0
-    return model, step
-
-
-def write_summaries(writer, step: int, logs: dict):
-    with writer.as_default(step=step):
-        for name, value in logs.items():
-            if name in HISTOGRAMS:
-                tf.summary.histogram(f"harmonize/{name}", value)
-            elif name not in NOT_SCALARS:
-                tf.summary.scalar(f"train/{name}", value)
-    writer.flush()
-
-
-def _dropout_generators(model) -> list:
-    """Keras' dropout generators, which Keras leaves out of checkpoints (SavedModel only).
-
-    With `enable_tf_random_generator()` each Dropout layer draws from a tf.random.Generator;
-    checkpointing them (with the model's DropToken generator) makes a resumed run exact.
-    """
-    found = []
-    for layer in model.submodules:
-        generator = getattr(getattr(layer, "_random_generator", None), "_generator", None)
-        if isinstance(generator, tf.random.Generator):
-            found.append(generator)
-    return found
-
-
-def set_aside_unreadable(ckpt_dir: str) -> Optional[str]:
-    """Walk back from the newest checkpoint to the newest readable one; set broken ones aside.
-
-    A checkpoint whose index or data cannot be read in full (a truncated or corrupt file) is
-    renamed to `*.unreadable` (kept, not deleted) with a warning, and the checkpoint state
-    points at the previous one. Returns the checkpoint that will be restored, or None.
-    """
-    state = tf.train.get_checkpoint_state(ckpt_dir)
-    paths = list(state.all_model_checkpoint_paths) if state else []
-    while paths:
-        try:
-            reader = tf.train.load_checkpoint(paths[-1])
-            for name, dtype in reader.get_variable_to_dtype_map().items():
-                if dtype.is_numpy_compatible:  # not the iterator's variant state
-                    reader.get_tensor(name)
-            return paths[-1]
-        except (tf.errors.OpError, ValueError, IndexError, TypeError) as e:  # truncated/corrupt
-            bad = paths.pop()
-            logging.warning(
-                "checkpoint %s is unreadable (%s): set aside as %s.*.unreadable; "
-                "falling back to %s",
-                bad,
-                str(e).splitlines()[0],
-                bad,
-                paths[-1] if paths else "a fresh start",
-            )
-            for path in tf.io.gfile.glob(bad + ".*"):
-                tf.io.gfile.rename(path, path + ".unreadable", overwrite=True)
-            tf.compat.v1.train.update_checkpoint_state(
-                ckpt_dir, paths[-1] if paths else "", all_model_checkpoint_paths=paths
-            )
-    return None
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. too many non-finite steps in a row)."""
-
-
-PREEMPTED_EXIT_CODE = 42  # SIGTERM: checkpoint saved at the step boundary; restart to resume
 
 
 @gin.configurable(denylist=["model_dir", "strategy"])
@@ -230,7 +37,7 @@ def pretrain(
     checkpoint_every: int = 5000,
     summary_every: int = 100,
     keep_checkpoints: int = 5,
-    synthetic_data: Optional[SyntheticData] = None,
+    synthetic_data: Optional[provision.SyntheticData] = None,
     xla_math: bool = False,
     progress: Optional[bool] = None,
     seed: int = 0,
@@ -248,14 +55,14 @@ def pretrain(
     next step boundary, then exit code 42.
     """
     strategy = strategy or tf.distribute.get_strategy()
-    chief = is_chief(strategy)
-    multi_worker = _num_workers(strategy) > 1
+    chief = cluster.is_chief(strategy)
+    multi_worker = cluster.num_workers(strategy) > 1
     try:
         harmonization = trainer.Harmonization()  # gin-configured; validates method/granularity
     except ValueError as e:
         raise ConfigError(str(e).splitlines()[0]) from None
-    check_writable(model_dir)
-    config = data_config(model_dir, synthetic_data, chief, multi_worker)
+    provision.check_writable(model_dir)
+    config = provision.data_config(model_dir, synthetic_data, chief, multi_worker)
     if global_batch_size % strategy.num_replicas_in_sync:
         raise ConfigError(
             f"global_batch_size {global_batch_size} does not split over "
@@ -275,47 +82,20 @@ def pretrain(
         model.compile(optimizer=optimizer)
 
     # ------------------------------------------------------------- checkpoint and restore
-    ckpt_dir = os.path.join(model_dir, "checkpoints")
-    state = dict(model=model, optimizer=optimizer, rng=_dropout_generators(model))
+    state = dict(model=model, optimizer=optimizer, rng=checkpoints.dropout_generators(model))
     checkpoint_iterator = checkpoint_iterator and not multi_worker
     if checkpoint_iterator:
         iterator = iter(_distribute(strategy, config, global_batch_size, skip=0))
         state["iterator"] = iterator
-    checkpoint = tf.train.Checkpoint(**state)
-    if chief:
-        set_aside_unreadable(ckpt_dir)
-    manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=keep_checkpoints)
-    if manager.latest_checkpoint:
-        logging.info("resumed from %s", manager.latest_checkpoint)
-    # Restores the newest checkpoint; on SIGTERM saves at the next step boundary and exits.
-    preemption = tf.distribute.experimental.PreemptionCheckpointHandler(
-        strategy.cluster_resolver if multi_worker else None,
-        manager,
-        termination_config=tf.distribute.experimental.TerminationConfig(
-            exit_fn=lambda: sys.exit(PREEMPTED_EXIT_CODE)
-        ),
-    )
+    ckpts = checkpoints.restore_or_start(state, model_dir, strategy, keep_checkpoints)
     step = int(optimizer.iterations.numpy())
     if not checkpoint_iterator:
         iterator = iter(_distribute(strategy, config, global_batch_size, skip=step))
-    saver = (
-        manager
-        if chief
-        else tf.train.CheckpointManager(  # non-chief: a private copy
-            checkpoint, os.path.join(model_dir, "workers", _task_name(strategy)), max_to_keep=1
-        )
-    )
 
     # ------------------------------------------------------------------- summaries, progress
     if chief:
-        with tf.io.gfile.GFile(os.path.join(model_dir, "operative_config.gin"), "w") as f:
-            f.write(gin.operative_config_str())
-    log_dir = (
-        os.path.join(model_dir, "train")
-        if chief
-        else os.path.join(model_dir, "workers", _task_name(strategy), "train")
-    )
-    writer = tf.summary.create_file_writer(log_dir)
+        summaries.write_operative_config(model_dir)
+    writer = summaries.make_writer(model_dir, strategy)
     progress = sys.stdout.isatty() if progress is None else progress
     bar = (
         tf.keras.utils.Progbar(
@@ -339,7 +119,7 @@ def pretrain(
             now = time.time()
             values["seconds_per_step"] = (now - window[1]) / (step - window[0])
             window = (step, now)
-            write_summaries(writer, step, values)
+            summaries.write_summaries(writer, step, values)
             model.reset_metrics()
             if bar is None and chief:
                 rate = (step - start) / max(time.time() - t0, 1e-9)
@@ -369,25 +149,10 @@ def pretrain(
                 [(k, float(logs[k])) for k in ("loss_va", "loss_vt", "cosine", "dropped", "gamma")],
             )
         if step % checkpoint_every == 0 or step == train_steps:
-            saver.save(checkpoint_number=step)
-        preemption.save_checkpoint_if_preempted(checkpoint_number=step)
+            ckpts.saver.save(checkpoint_number=step)
+        ckpts.preemption.save_checkpoint_if_preempted(checkpoint_number=step)
     writer.close()
     return model
-
-
-def _num_workers(strategy) -> int:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or isinstance(strategy, tf.distribute.TPUStrategy):
-        return 1
-    spec = resolver.cluster_spec().as_dict()
-    return max(1, sum(len(tasks) for job, tasks in spec.items() if job in ("chief", "worker")))
-
-
-def _task_name(strategy) -> str:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    return (
-        f"{resolver.task_type}_{resolver.task_id}" if resolver and resolver.task_type else "local"
-    )
 
 
 def _distribute(strategy, config, global_batch_size, skip):

@@ -13,7 +13,9 @@ import shlex
 from typing import Callable, Optional, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PREEMPTED_EXIT_CODE = 42  # vatt_gh.loop.PREEMPTED_EXIT_CODE (not imported: no TF needed here)
+PREEMPTED_EXIT_CODE = (
+    42  # vatt_gh.checkpoints.PREEMPTED_EXIT_CODE (not imported: no TF needed here)
+)
 REMOTE_DIR = "~/vatt-gh"
 ARCHIVE = "/tmp/vatt-gh.tar.gz"
 LOST = ("PREEMPTED", "TERMINATED", "MISSING")  # VM states after which it must be recreated

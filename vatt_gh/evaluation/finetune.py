@@ -22,7 +22,7 @@ from absl import logging
 from official.modeling import optimization
 
 import gin
-from vatt_gh import loop
+from vatt_gh import cluster
 from vatt_gh.data import pipeline
 from vatt_gh.data import text as text_lib
 from vatt_gh.evaluation import accuracy, features, summaries
@@ -232,15 +232,11 @@ def finetune(
     with strategy.scope():
         optimizer = optimizer or make_optimizer(config)
     # Multi-worker: every worker saves (collectives), only the chief into output_dir.
-    chief = loop.is_chief(strategy)  # the pre-training loop's rule
+    chief = cluster.is_chief(strategy)
     ckpt_dir = (
         os.path.join(output_dir, "checkpoints")
         if chief
-        else os.path.join(
-            output_dir,
-            "workers",
-            f"{strategy.cluster_resolver.task_type}_{strategy.cluster_resolver.task_id}",
-        )
+        else os.path.join(output_dir, "workers", cluster.task_name(strategy))
     )
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=config.keep_checkpoints)

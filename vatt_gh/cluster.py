@@ -1,39 +1,21 @@
-"""What every tool does before its job: parse gin, start the tf.distribute strategy.
+"""Who is who in a run: the tf.distribute strategy, the chief, the workers, a barrier.
 
-Both raise `LaunchError` with one line that names the flag, file or binding at fault.
+    strategy = make_strategy("multi_worker", timeout_seconds=900, heartbeat_seconds=60)
+    is_chief(strategy)        # this task writes checkpoints and summaries
+    num_workers(strategy)     # hosts that each run an input pipeline
+    task_name(strategy)       # 'worker_1', or 'local' outside a cluster
+    chief_barrier(key, chief) # the other workers wait for the chief
+
+`make_strategy` raises `LaunchError` with one line naming the flag at fault.
 """
 
 import os
 
 import tensorflow as tf
+from tensorflow.python.eager import context
+from tensorflow.tsl.protobuf import coordination_config_pb2
 
-import gin
-from vatt_gh.strategy_flags import STRATEGIES
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-class LaunchError(ValueError):
-    """A bad flag or configuration, found before any work starts."""
-
-
-def parse_gin(files, params=()):
-    """Parse gin files then bindings; `include 'gin/...'` resolves from the repository root."""
-    import vatt_gh.loop  # noqa: F401  (registers every configurable before parsing)
-
-    gin.add_config_file_search_path(REPO)
-    resolved = []
-    for path in files:
-        for candidate in (path, os.path.join(REPO, path)):
-            if os.path.exists(candidate):
-                resolved.append(candidate)
-                break
-        else:
-            raise LaunchError(f"--gin_file {path!r} does not exist")
-    try:
-        gin.parse_config_files_and_bindings(resolved, list(params))
-    except (ValueError, KeyError, IOError, SyntaxError) as e:
-        raise LaunchError(f"bad gin configuration: {e}") from None
+from vatt_gh.errors import LaunchError
 
 
 def make_strategy(name: str = "default", tpu=None, timeout_seconds=None, heartbeat_seconds=None):
@@ -42,8 +24,6 @@ def make_strategy(name: str = "default", tpu=None, timeout_seconds=None, heartbe
     multi_worker: a collective waits at most `timeout_seconds` for the other workers, and a
     worker whose heartbeat is silent for `heartbeat_seconds` is declared dead (None: TF's 10 s).
     """
-    if name not in STRATEGIES:
-        raise LaunchError(f"--strategy={name!r}: choose one of {STRATEGIES}")
     try:
         if name == "default":
             return tf.distribute.get_strategy()
@@ -58,13 +38,15 @@ def make_strategy(name: str = "default", tpu=None, timeout_seconds=None, heartbe
                 timeout_seconds=timeout_seconds
             )
             return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        tf.config.set_soft_device_placement(True)  # summaries and host ops next to TPU code
-        return tf.distribute.TPUStrategy(resolver)
+        if name == "tpu":
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+            tf.config.set_soft_device_placement(True)  # summaries and host ops next to TPU code
+            return tf.distribute.TPUStrategy(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as e:
         raise LaunchError(f"--strategy={name} cannot start: {e}") from None
+    raise LaunchError(f"--strategy={name!r}: no such strategy")
 
 
 def _configure_heartbeat(seconds):
@@ -72,9 +54,6 @@ def _configure_heartbeat(seconds):
     timeout than TF's 10 s (a beat every 5 s): more slack for hosts that tf.data and tracing
     keep busy, a stall still caught within the timeout. TF 2.15 exposes it only on the eager
     context; the strategy keeps a service configured before it is created."""
-    from tensorflow.python.eager import context
-    from tensorflow.tsl.protobuf import coordination_config_pb2
-
     spec = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
     jobs = [job for job in ("chief", "worker") if job in spec.jobs]
     if not jobs:
@@ -90,12 +69,42 @@ def _configure_heartbeat(seconds):
     )
 
 
+def is_chief(strategy) -> bool:
+    """Whether this task writes checkpoints and summaries (the chief, or worker 0)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if (
+        resolver is None
+        or not resolver.task_type
+        or isinstance(strategy, tf.distribute.TPUStrategy)
+    ):
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (
+        not has_chief and resolver.task_type == "worker" and resolver.task_id == 0
+    )
+
+
+def num_workers(strategy) -> int:
+    """Hosts that each run an input pipeline and write a checkpoint (1 outside a cluster)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or isinstance(strategy, tf.distribute.TPUStrategy):
+        return 1
+    spec = resolver.cluster_spec().as_dict()
+    return max(1, sum(len(tasks) for job, tasks in spec.items() if job in ("chief", "worker")))
+
+
+def task_name(strategy) -> str:
+    """'<task_type>_<task_id>' (e.g. 'worker_1'), or 'local' outside a cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return (
+        f"{resolver.task_type}_{resolver.task_id}" if resolver and resolver.task_type else "local"
+    )
+
+
 def chief_barrier(key: str, chief: bool):
     """Multi-worker: the chief announces `key` (it has finished something all workers need);
     every other worker blocks until then. If the chief dies first, the workers get an
     UnavailableError instead of waiting forever (the chief hosts the coordination service)."""
-    from tensorflow.python.eager import context
-
     if chief:
         context.context().set_config_key_value(key, "done")
     else:
