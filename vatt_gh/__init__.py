@@ -1,6 +1,6 @@
 """vatt-gh: VATT pre-training with cross-modality gradient harmonization.
 
-Module map (imports go one way: tools -> configs -> loop -> trainer -> models, losses, harmonize,
+Module map (imports go one way: tools -> configs, finetuning -> loop -> trainer -> models, losses, harmonize,
 data; tests/test_imports.py checks there is no cycle):
   harmonize       pure gradient maths of the paper (Algorithms 1-2, Sec. 4.4, baselines); no Keras
   per_example     per-example statistics from each layer's inputs and output gradients
@@ -13,7 +13,8 @@ data; tests/test_imports.py checks there is no cycle):
   checkpoints     checkpoint managers, set-aside of unreadable ones, restore, load_pretrained
   provision       the run directory check, the data config, the demo's synthetic data
   summaries       host-side TensorBoard summaries, the operative gin config
-  loop            the pre-training run and its training loop (exact resume, pre-emption)
+  loop            the one training loop (exact resume, pre-emption) and the pre-training run
+  finetuning      fine-tuning the pre-trained backbone on that loop, then top-1 / top-5
   configs         gin parsing (registers every configurable), open_run for evaluation tools
   strategy_flags  the tools' --strategy flags (absl only at import)
   evaluation/     retrieval, probes, fine-tuning, conflict inspection, figures

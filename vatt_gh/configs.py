@@ -1,12 +1,13 @@
 """Gin for every tool: the user's files and bindings, or a finished run's operative config.
 
     parse_gin(["gin/curriculum.gin", "gin/demo.gin"], ["pretrain.train_steps=40"])
+    parse_run(model_dir, checkpoint=None, gin_files=(), gin_params=())   # a run's, then yours
     model, step = open_run(model_dir, checkpoint=None, gin_files=(), gin_params=())
 
 Imported here, at the top, is every module that registers a gin configurable, so a binding
-for any of them parses whichever tool runs. `parse_gin` raises `LaunchError`, `open_run`
-(for the evaluation tools) `EvalError`, with one line that names the flag, file or binding at
-fault.
+for any of them parses whichever tool runs. `parse_gin` raises `LaunchError`; `parse_run` and
+`open_run` (for the evaluation tools) raise `EvalError`; each with one line that names the
+flag, file or binding at fault.
 """
 
 import os
@@ -40,18 +41,15 @@ def parse_gin(files: Sequence[str], params: Sequence[str] = ()):
         raise LaunchError(f"bad gin configuration: {e}") from None
 
 
-def open_run(
+def parse_run(
     model_dir: str,
     checkpoint: Optional[str] = None,
     gin_files: Sequence[str] = (),
     gin_params: Sequence[str] = (),
-) -> Tuple["trainer.PretrainModel", int]:
-    """(PretrainModel, step) of the pre-training run `model_dir` (newest checkpoint unless
-    `checkpoint`), for evaluation tools.
-
-    The run's `operative_config.gin` is parsed first and the user's files / bindings after it,
-    so a `--gin_param=EvalConfig.num_windows=2` or a model override applies on top of the run.
-    """
+):
+    """Gin of the pre-training run `model_dir`, then the user's files and bindings on top (a
+    `--gin_param=EvalConfig.num_windows=2` or a model override applies to the run's config).
+    Checks that `checkpoint` (a prefix), if given, exists."""
     config_path = os.path.join(model_dir or "", "operative_config.gin")
     if not model_dir or not tf.io.gfile.exists(config_path):
         raise EvalError(
@@ -67,8 +65,24 @@ def open_run(
         with gin.unlock_config():
             gin.parse_config_file(config_path, skip_unknown=True)
         parse_gin(gin_files, gin_params)
+    except LaunchError as e:
+        raise EvalError(str(e)) from None
+    except (ValueError, tf.errors.OpError) as e:
+        raise EvalError(f"cannot read {config_path!r}: {e}") from None
+
+
+def open_run(
+    model_dir: str,
+    checkpoint: Optional[str] = None,
+    gin_files: Sequence[str] = (),
+    gin_params: Sequence[str] = (),
+) -> Tuple["trainer.PretrainModel", int]:
+    """(PretrainModel, step) of the pre-training run `model_dir` (newest checkpoint unless
+    `checkpoint`), for evaluation tools; gin as `parse_run` leaves it."""
+    parse_run(model_dir, checkpoint, gin_files, gin_params)
+    try:
         return checkpoints.load_pretrained(model_dir, checkpoint, parse_config=False)
-    except (LaunchError, ConfigError) as e:
+    except ConfigError as e:
         raise EvalError(str(e)) from None
     except (ValueError, tf.errors.OpError) as e:
         raise EvalError(f"cannot restore {model_dir!r}: {e}") from None
