@@ -1,7 +1,7 @@
 """vatt-gh: VATT pre-training with cross-modality gradient harmonization.
 
-Module map (imports go one way: tools -> configs, finetuning -> loop -> trainer -> models, losses, harmonize,
-data; tests/test_imports.py checks there is no cycle):
+Module map (imports go one way: tools -> configs, finetuning -> loop -> trainer -> models,
+losses, harmonize, data; tests/test_imports.py checks there is no cycle):
   harmonize       pure gradient maths of the paper (Algorithms 1-2, Sec. 4.4, baselines); no Keras
   per_example     per-example statistics from each layer's inputs and output gradients
   losses          NCE (video-audio) and MIL-NCE (video-text) over the global batch
