@@ -18,10 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import numpy as np
 import tensorflow as tf
-from absl import (
-    app,
-    flags,
-)
+from absl import app, flags
 
 from vatt_gh.data import pipeline as P
 from vatt_gh.data import schema, synthetic

@@ -18,10 +18,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a bare checkout
 
 import tensorflow as tf
-from absl import (
-    app,
-    flags,
-)
+from absl import app, flags
 
 from vatt_gh.data import pipeline, schema
 from vatt_gh.data import text as text_lib

@@ -13,10 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a bare checkout
 
-from absl import (
-    app,
-    flags,
-)
+from absl import app, flags
 
 from vatt_gh.data import synthetic
 
