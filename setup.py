@@ -15,8 +15,12 @@ INSTALL_REQUIRES = [
     "absl-py>=1.4,<1.5",
     "numpy<2",
     "av>=12",  # PyAV decodes video (tensorflow-io's FFmpeg ops do not load on Debian 12)
+    "webvtt-py==0.6.0",  # the builder reads WebVTT / SRT captions (YouTube's ASR) next to videos
     "matplotlib>=3.7",  # figures (headless)
     "scikit-learn>=1.3",  # t-SNE, ROC AUC
+    # word2vec: tools/build_word_vectors.py reads a user's word2vec / GloVe file, or trains
+    # vectors on the dataset's own narrations (4.4.0 installs with numpy<2 on Python 3.11).
+    "gensim==4.4.0",
 ]
 
 setuptools.setup(

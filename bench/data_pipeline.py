@@ -1,7 +1,7 @@
 r"""Examples per second of the pre-training input pipeline on this machine.
 
 Example:
-  .venv/bin/python bench/data_pipeline.py --seconds=40
+  python bench/data_pipeline.py --seconds=40
 
 Two sizes: the paper's (32 x 224 x 224 crops of 256-short-side JPEGs at 10 fps, 3.2 s of 48 kHz
 audio, K = 5, L = 16) on generated records of 40 frames of 256 x 340, and the demo's
@@ -10,15 +10,15 @@ examples/s and examples/s per CPU core (os.sched_getaffinity).
 """
 
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a bare checkout
-
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
+from absl import (
+    app,
+    flags,
+)
 
 from vatt_gh.data import pipeline as P
 from vatt_gh.data import schema, synthetic

@@ -1,33 +1,58 @@
-r"""Check the paper's claims on synthetic triplets whose misalignment we control (issue 8).
+r"""The paper's claims on synthetic triplets whose misalignment we know (issue 19).
 
-    python bench/reproduce.py                                   # default: ~45 min on 2 CPU cores
-    python bench/reproduce.py --steps=2000 --batch=64 --seeds=0,1,2,3,4 --preset=small \
-        --parallel=1 --threads_per_run=0 --results_dir=results/reproduce_big   # a GPU / big box
-    python bench/reproduce.py --steps=6 --seeds=0 --methods=sum,both --levels=0.4 \
-        --noablation --train_clips=64 --test_clips=32 --probe_train_clips=32   # smoke
+    python bench/reproduce.py --results_dir=results/reproduce     # the full study (see Budget)
+    python bench/reproduce.py --quick --results_dir=/tmp/rq         # CI-sized smoke test
+    python bench/reproduce.py --noeffect ...                        # the signal study only
+    python bench/reproduce.py --nosignal --granularities=group:8,group:1 ...   # effect only
 
-Pre-trains the tiny VATT with every method of Table 1 (sum = VATT, RW-VA, RW-VT, realign,
-curriculum, both, gradvac) on synthetic triplets at several misaligned fractions (the same
-videos at every level; only the misaligned pairs differ), with the same seeds, steps and data
-order for every method, plus the Table 2 curriculum ablation (gamma_start -0.3 / -0.2 / -0.1 / 0,
-gamma_end 0) at the most misaligned level. Harmonization is per triplet: granularity
-'example_fast' by default (exact per-example dot products and norms, docs/harmonization.md; the
-'replica' granularity on one device would make curriculum drop whole batches).
+Data: synthetic triplets (`vatt_gh.data.synthetic`), 16 latent classes, the 40% set misaligned
+with every kind cycled (class swaps of audio / text / both, the neighbouring clip's narration,
+narration about nothing visible, silent audio, unrelated audio, shifted narration + unrelated
+audio); the kind is in every record (`synthetic/misalign_kind`) and read back from there.
 
-Each run is a fresh subprocess (`--worker_spec`): pre-training through the same gin files and
-bindings as tools/pretrain.py, then, with the final weights and on a clean held-out set (0%
-misaligned, other seeds):
-- zero-shot text-to-video retrieval (R@1/5/10, median rank);
-- linear probes of the 8 latent classes on pooled video and audio features;
-- at evenly spaced checkpoints, cos(g_va, g_vt) per triplet on a fixed batch of TRAINING clips of
-  the most misaligned set: ROC AUC aligned vs misaligned (Section 3.1), share of negatives;
-- from the run's TensorBoard events: wall time per step and the share of negative cosines over
-  training (the `harmonize/cosines` histograms, the paper's ~50% observation).
-Writes <results_dir>/results.md (the table, mean ± std over seeds), results.json (every run's raw
-numbers and the spreads), figure4_<level>.png (Figure 4, one panel per method) and runs/<name>/
-(events, operative config, log, result.json; checkpoints only with --keep_checkpoints). Runs
-whose result.json exists are not repeated. Step costs are wall times on a shared machine: for
-cost ratios measured side by side use bench/step_cost.py.
+1. Where the signal is (`--signal`): `sum` pre-trained on the 40% set for each VATT variant (MA,
+   MS) x word table (frozen: a fixed random table through `build_vatt.word_vectors_path`;
+   trainable) x seed; at evenly spaced checkpoints, for the first `--signal_clips` training
+   clips, each triplet's (g_va . g_vt, |g_va|^2, |g_vt|^2) per part of the model (FAC head,
+   Transformer encoder, word table, tokenizers), under two definitions: its contribution through
+   its own forward path (group:1) and its own loss terms through every path (materialised, one
+   backward pass per clip and loss). The cosine over all weights / the backbone / the encoder /
+   the heads is a sum over parts, and its ROC AUC (aligned vs text-wrong / audio-wrong /
+   both-wrong, and per kind) is averaged over seeds with a 95% t-interval.
+2. Training effect (`--effect`): `sum`, `realign`, `curriculum`, `both` at each
+   `--granularities` value, at 0% and 40% misaligned, `--seeds` seeds (same init and data order
+   for every method); held-out text-to-video retrieval (with its class-oracle ceiling: a
+   narration names only its class) and linear probes, mean and 95% t-interval, and the paired
+   difference to `sum` seed by seed with its interval. `sum` trains the same at any granularity,
+   so it runs once per level and seed. Plus Table 2's curriculum (gamma_start, 0) ablation at
+   40% with the same seeds, at the first granularity.
+
+Each run is a fresh subprocess (`--worker_spec`); runs whose result.json exists are not
+repeated (an interrupted study resumes; re-running writes the tables from what exists and lists
+what is missing). Writes <results_dir>/results.md, results.json (every run's numbers, the
+summaries), signal_auc_settings.png, signal_auc_weights.png, effect_R5.png, effect_R10.png and
+runs/<name>/ (events, operative config, log, result.json).
+
+Budget (60 min on the quiet 2-core machine, 2 runs at a time = 7,200 run-seconds):
+    runs = signal 2 variants x 2 word tables x 3 seeds                         =  12
+         + effect (1 sum + 3 methods x 2 granularities) x 2 levels x 5 seeds   =  70
+         + Table 2: 3 more gamma starts x 5 seeds                              =  15   -> 97
+    per run = fixed (start-up ~10 s + tracing ~40 s + evaluation ~10 s = ~60 s)
+              + steps x ms/step (tiny, batch 16, 1 thread: ~450 ms at group:1, from the
+              previous 26-run, 200-step benchmark's 34 min; sum is cheaper)
+    (at 300 steps: 97 x (60 + 300 x 0.45) s = 18,900 run-s = 158 min at 2 at a time)
+A signal run adds its measurement: 3 checkpoints x 6 batches x (32 eager backward passes for
+the own-loss-term gradients + one per-layer pass) ~ 3 x 6 x 5 s = ~90 s.
+The fixed cost dominates, so 60 min at 5 seeds is out of reach with one process per run:
+    the defaults (--steps=100 --signal_steps=200) with --granularities=group:8,group:1:
+    signal 12 x (60 + 90 + 200 x 0.25 [sum]) + effect 85 x (60 + 100 x 0.45)
+    = 2,400 + 8,925 = 11,325 run-s = ~95 min;  --signal_variants=agnostic: 1,200 + 8,925 = ~85 min;
+    --nosignal: ~75 min.  (Fewer runs would mean fewer seeds or cells; a cheaper fixed cost would
+    need several runs per process, one tracing.)
+These per-run costs are ESTIMATES (the machine was shared by 7 engineers, load 15-22 on 2 cores,
+while this was written: tracing alone took 300 s): measure ms/step on the quiet machine
+(results.md lists it per row) and adjust --steps. Step costs are wall times on a shared machine:
+for cost ratios measured side by side use bench/step_cost.py.
 """
 
 import dataclasses
@@ -37,66 +62,142 @@ import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, "bench"))
+import reproduce_lib as lib  # this script's folder is on the path
+from absl import app, flags
 
-import reproduce_lib as lib  # noqa: E402
-from absl import app, flags  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 flags.DEFINE_string("results_dir", os.path.join(REPO, "results", "reproduce"), "Output folder.")
-flags.DEFINE_integer("steps", 200, "Pre-training steps per run.")
+flags.DEFINE_bool(
+    "quick",
+    False,
+    "CI-sized smoke test: one seed, a few steps, tiny sets, one signal run and two effect runs "
+    "(explicit flags still win).",
+)
+flags.DEFINE_bool("signal", True, "Run the 'where is the signal' study.")
+flags.DEFINE_bool("effect", True, "Run the training-effect study (and Table 2).")
+flags.DEFINE_integer("steps", 100, "Pre-training steps per effect run.")
 flags.DEFINE_integer("batch", 16, "Global batch size.")
-flags.DEFINE_list("seeds", ["0", "1"], "Seeds (model init and data order) per cell.")
-flags.DEFINE_list("levels", ["0.0", "0.4"], "Misaligned fractions of the training set.")
-flags.DEFINE_list("methods", list(lib.METHODS), "Table 1 rows at misaligned levels.")
+flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds of the effect study.")
+flags.DEFINE_list("levels", ["0.0", "0.4"], "Misaligned fractions of the training sets.")
+flags.DEFINE_list("methods", list(lib.STUDY_METHODS), "Methods of the effect study.")
 flags.DEFINE_list(
-    "clean_methods",
-    list(lib.Setting.clean_methods),
-    "Rows at the 0% level (the control; all --methods on a big machine).",
+    "granularities",
+    ["group:8", "group:1"],
+    "Harmonization.granularity values of the effect study.",
 )
 flags.DEFINE_bool("ablation", True, "Table 2: curriculum gamma_start ablation.")
-flags.DEFINE_string("granularity", "example_fast", "Harmonization.granularity of every run.")
-flags.DEFINE_string("preset", "tiny", "build_vatt.preset.")
+flags.DEFINE_enum("word_table", "frozen", lib.WORD_TABLES, "Word table of the effect study.")
+flags.DEFINE_enum("variant", "agnostic", lib.VARIANTS, "VATT variant of the effect study.")
+flags.DEFINE_integer("num_classes", 16, "Latent classes of the synthetic sets.")
+flags.DEFINE_list("kinds", [], "Misalignment kinds of the training sets (default: every kind).")
 flags.DEFINE_integer("train_clips", 512, "Clips per training set.")
 flags.DEFINE_integer("test_clips", 128, "Clean held-out clips (retrieval, probe test).")
 flags.DEFINE_integer("probe_train_clips", 256, "Clean clips to fit the linear probes on.")
-flags.DEFINE_integer(
-    "cosine_probe_clips",
-    64,
-    "Training clips whose per-triplet cosines are measured at each checkpoint.",
+flags.DEFINE_integer("num_windows", 1, "Evaluation windows per held-out clip.")
+flags.DEFINE_list("signal_seeds", ["0", "1", "2"], "Seeds of the signal study.")
+flags.DEFINE_integer("signal_steps", 200, "Pre-training steps per signal run.")
+flags.DEFINE_integer("signal_checkpoints", 3, "Evenly spaced checkpoints measured per run.")
+flags.DEFINE_integer("signal_clips", 96, "Training clips whose gradients are measured.")
+flags.DEFINE_string(
+    "signal_granularity", "group:1", "Granularity `sum` monitors in the signal runs."
 )
-flags.DEFINE_integer("cosine_checkpoints", 2, "Evenly spaced checkpoints with cosine AUCs.")
-flags.DEFINE_integer("num_windows", 2, "Evaluation windows per held-out clip.")
+flags.DEFINE_list("signal_word_tables", list(lib.WORD_TABLES), "Word tables of the signal study.")
+flags.DEFINE_list("signal_variants", list(lib.VARIANTS), "VATT variants of the signal study.")
+flags.DEFINE_string("preset", "tiny", "build_vatt.preset.")
 flags.DEFINE_multi_string("gin_param", [], "More bindings for every run (e.g. model sizes).")
-flags.DEFINE_bool(
-    "keep_checkpoints",
-    False,
-    "Keep each run's checkpoints (with the input "
-    "iterator's state, ~250 MB a run at the default sizes).",
-)
+flags.DEFINE_bool("keep_checkpoints", False, "Keep each run's checkpoints.")
 flags.DEFINE_integer("parallel", 2, "Runs at a time.")
 flags.DEFINE_integer("threads_per_run", 1, "TF intra/inter-op threads per run (0: TF default).")
 flags.DEFINE_string("worker_spec", None, "Internal: run the one job described by this JSON.")
 FLAGS = flags.FLAGS
 
+QUICK = dict(  # --quick: every piece once, CI-sized
+    steps=4,
+    batch=8,
+    seeds=["0"],
+    levels=["0.4"],
+    methods=["sum", "curriculum"],
+    ablation=False,
+    num_classes=4,
+    train_clips=32,
+    test_clips=16,
+    probe_train_clips=16,
+    signal_seeds=["0"],
+    signal_steps=4,
+    signal_checkpoints=2,
+    signal_clips=16,
+    signal_word_tables=["frozen"],
+    signal_variants=["agnostic"],
+    gin_param=["build_vatt.num_layers=1"],
+)
+
+
+def apply_quick():
+    """--quick: the QUICK sizes for every flag not given on the command line."""
+    if not FLAGS.quick:
+        return
+    for name, value in QUICK.items():
+        if not FLAGS[name].present:
+            setattr(FLAGS, name, value)
+
+
+def _floats(name, values):
+    try:
+        out = tuple(float(v) for v in values)
+    except ValueError:
+        raise app.UsageError(f"--{name}: {values!r} are not numbers") from None
+    if not all(0.0 <= v <= 1.0 for v in out):
+        raise app.UsageError(f"--{name}: fractions must lie in [0, 1], got {values!r}")
+    return out
+
+
+def _ints(name, values):
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise app.UsageError(f"--{name}: {values!r} are not integers") from None
+
 
 def setting_from_flags() -> lib.Setting:
+    for name in ("steps", "batch", "train_clips", "test_clips", "probe_train_clips"):
+        if getattr(FLAGS, name) < 1:
+            raise app.UsageError(f"--{name} must be positive, got {getattr(FLAGS, name)}")
+    if FLAGS.signal_checkpoints < 1 or FLAGS.signal_clips < FLAGS.batch:
+        raise app.UsageError("--signal_checkpoints >= 1 and --signal_clips >= --batch needed")
+    for name, known in (
+        ("methods", lib.METHODS),
+        ("signal_word_tables", lib.WORD_TABLES),
+        ("signal_variants", lib.VARIANTS),
+    ):
+        unknown = [v for v in getattr(FLAGS, name) if v not in known]
+        if unknown:
+            raise app.UsageError(f"--{name}: unknown {unknown}; choose from {list(known)}")
     return lib.Setting(
         steps=FLAGS.steps,
         batch=FLAGS.batch,
-        seeds=tuple(int(s) for s in FLAGS.seeds),
-        levels=tuple(float(x) for x in FLAGS.levels),
+        seeds=_ints("seeds", FLAGS.seeds),
+        levels=_floats("levels", FLAGS.levels),
         methods=tuple(FLAGS.methods),
-        clean_methods=tuple(FLAGS.clean_methods),
+        granularities=tuple(FLAGS.granularities),
         ablation=FLAGS.ablation,
-        granularity=FLAGS.granularity,
+        word_table=FLAGS.word_table,
+        variant=FLAGS.variant,
+        num_classes=FLAGS.num_classes,
         train_clips=FLAGS.train_clips,
         test_clips=FLAGS.test_clips,
         probe_train_clips=FLAGS.probe_train_clips,
-        cosine_probe_clips=FLAGS.cosine_probe_clips,
-        cosine_checkpoints=FLAGS.cosine_checkpoints,
         num_windows=FLAGS.num_windows,
+        kinds=tuple(FLAGS.kinds),
+        signal=FLAGS.signal,
+        signal_seeds=_ints("signal_seeds", FLAGS.signal_seeds),
+        signal_steps=FLAGS.signal_steps,
+        signal_checkpoints=FLAGS.signal_checkpoints,
+        signal_clips=FLAGS.signal_clips,
+        signal_granularity=FLAGS.signal_granularity,
+        signal_word_tables=tuple(FLAGS.signal_word_tables),
+        signal_variants=tuple(FLAGS.signal_variants),
+        effect=FLAGS.effect,
         preset=FLAGS.preset,
         extra_gin=tuple(FLAGS.gin_param),
         keep_checkpoints=FLAGS.keep_checkpoints,
@@ -108,9 +209,20 @@ def make_data(results_dir: str, setting: lib.Setting):
     from vatt_gh.data import synthetic
 
     for job in lib.data_jobs(results_dir, setting):
-        if not os.path.exists(os.path.join(job["out_dir"], "metadata.json")):
+        meta_path = os.path.join(job["out_dir"], "metadata.json")
+        if not os.path.exists(meta_path):
             print(f"writing {job['num_clips']} clips to {job['out_dir']}", flush=True)
             synthetic.write_synthetic(**job)
+            continue
+        with open(meta_path) as f:
+            meta = json.load(f)
+        for key in ("num_clips", "num_classes", "misaligned_fraction", "misalign_kinds"):
+            if meta.get(key) != (list(job[key]) if key == "misalign_kinds" else job[key]):
+                raise SystemExit(
+                    f"{meta_path}: {key}={meta.get(key)!r} but this benchmark asks for "
+                    f"{job[key]!r}; use another --results_dir"
+                )
+    lib.write_word_vectors(results_dir, setting)
 
 
 def child_env() -> dict:
@@ -170,51 +282,142 @@ def write_outputs(runs, setting: lib.Setting, results_dir: str, seconds: float):
         for r in runs
         if os.path.exists(lib.result_path(results_dir, r))
     ]
-    summary = lib.summarize(results)
-    order = list(dict.fromkeys(f"{r['run']['level']}|{lib.row_label(r['run'])}" for r in results))
-    main_rows = [k for k in order if "(" not in k]
-    ablation_rows = [
-        k
-        for k in order
-        if "(" in k or (k.endswith("|curriculum") and k.startswith(f"{max(setting.levels)}|"))
-    ]
-    figures = lib.cosine_figures(results, results_dir, setting.seeds[0])
+    signal = [r for r in results if r["run"]["study"] == "signal"]
+    effect = [r for r in results if r["run"]["study"] == "effect"]
+    done = {r["run"]["name"] for r in results}
+    missing = [r.name for r in runs if r.name not in done]
     text = [
         "# Gradient harmonization on controlled synthetic data (bench/reproduce.py)",
         "",
         "Command: `python bench/reproduce.py " + " ".join(sys.argv[1:]) + "`",
         "",
-        f"Tiny VATT (`build_vatt.preset='{setting.preset}'`), {setting.steps} steps, batch "
-        f"{setting.batch}, granularity `{setting.granularity}` for every method (per-triplet "
-        f"harmonization), seeds {list(setting.seeds)} (same init and data order for every "
-        f"method), {setting.train_clips} training clips per level. Held out: "
-        f"{setting.test_clips} clean clips (retrieval, probe test; {setting.num_windows} "
-        f"windows), {setting.probe_train_clips} clean clips to fit the probes. Cells: mean ± "
-        f"std over seeds. Cosine AUC: ROC AUC of cos(g_va, g_vt) for aligned vs misaligned "
-        f"triplets, on the first {setting.cosine_probe_clips} training clips of the "
-        f"{100 * max(setting.levels):.0f}% set (for the 0% rows these clips' misaligned pairs "
-        f"were never trained on); 0.5 = no separation. Cost: ms/step from the run's event "
-        f"times ({FLAGS.parallel} runs shared 2 cores), x sum against `sum` at the same level.",
-        f"Wall time of this invocation: {seconds / 60:.1f} min.",
-        "",
-        "## Table 1 style",
-        "",
-        lib.markdown_table(summary, main_rows),
+        f"VATT preset `{setting.preset}` (extra bindings: {list(setting.extra_gin) or 'none'}), "
+        f"batch {setting.batch}, {setting.num_classes} latent classes, {setting.train_clips} "
+        f"training clips per level; misalignment kinds cycled over the misaligned clips: "
+        f"{list(setting.kinds) or 'every kind (swaps, shifted narration, off-screen narration, '}"
+        f"{'' if setting.kinds else 'silent audio, unrelated audio, shifted + unrelated)'}. "
+        f"Intervals: mean [95% Student-t interval] over seeds. "
+        f"Wall time of this invocation: {seconds / 60:.1f} min; "
+        f"{len(results)} of {len(runs)} planned runs have results.",
         "",
     ]
-    if ablation_rows:
+    summary = {}
+    figures = []
+    if signal:
+        summary["signal"] = lib.signal_summary(signal)
+        steps = sorted({int(k.rsplit("|", 1)[1]) for k in summary["signal"]})
         text += [
-            "## Table 2 ablation: curriculum (gamma_start, gamma_end)",
+            "## Where the signal is: ROC AUC of cos(g_va, g_vt), aligned vs misaligned",
             "",
-            lib.markdown_table(summary, ablation_rows),
+            f"`sum` pre-trained {setting.signal_steps} steps on the "
+            f"{100 * max(setting.levels):.0f}% set; at each checkpoint the first "
+            f"{setting.signal_clips} training clips' per-triplet gradients, materialised, "
+            "per variable. AUC > 0.5: aligned triplets have the higher cosine. Columns: "
+            "aligned vs triplets whose text only / audio only / both are wrong.",
             "",
         ]
+        for step in steps:
+            text += [f"### Step {step}", "", lib.signal_table(summary["signal"], step), ""]
+        combos = [(v, w) for v in setting.signal_variants for w in setting.signal_word_tables]
+        figures.append(
+            lib.signal_figure(
+                summary["signal"],
+                os.path.join(results_dir, "signal_auc_settings.png"),
+                [(v, w, d, "all") for v, w in combos for d in lib.DEFINITIONS],
+                f"Does cos(g_va, g_vt) mark misaligned triplets? All weights, "
+                f"{setting.signal_clips} training clips",
+            )
+        )
+        v, w = combos[0]
+        figures.append(
+            lib.signal_figure(
+                summary["signal"],
+                os.path.join(results_dir, "signal_auc_weights.png"),
+                [(v, w, d, f) for d in lib.DEFINITIONS for f in lib.FILTERS],
+                f"Which weights carry the signal? VATT-{'MA' if v == 'agnostic' else 'MS'}, "
+                f"{w} word table, {setting.signal_clips} training clips",
+            )
+        )
+        kinds_rows = []
+        last = steps[-1]
+        for key in sorted(summary["signal"]):
+            variant, words, definition, name, at = key.split("|")
+            if int(at) != last or name != "all":
+                continue
+            cells = summary["signal"][key]
+            kinds_rows.append(
+                f"| {variant} | {words} | {definition} | "
+                + " | ".join(lib.fmt(cells.get(k), 2) for k in lib.synthetic_kinds())
+                + " |"
+            )
+        text += [
+            f"### By misalignment kind (step {last}, all weights)",
+            "",
+            "| variant | word table | definition | " + " | ".join(lib.synthetic_kinds()) + " |",
+            "|" + " --- |" * (3 + len(lib.synthetic_kinds())),
+            *kinds_rows,
+            "",
+        ]
+    if effect:
+        summary["effect"] = lib.effect_summary(effect)
+        keys = list(summary["effect"])
+        main_rows = [k for k in keys if "(" not in k]
+        ablation_rows = [
+            k
+            for k in keys
+            if "(" in k
+            or (
+                k.endswith("|curriculum")
+                and k.startswith(f"{max(setting.levels)}|{setting.granularities[0]}|")
+            )
+        ]
+        ceiling = next((c["ceiling"] for c in summary["effect"].values() if c.get("ceiling")), None)
+        text += [
+            "## Training effect: held-out retrieval and probes",
+            "",
+            f"{setting.steps} steps per run, word table {setting.word_table}, VATT "
+            f"{setting.variant}; the same seeds (init and data order) for every method. Held "
+            f"out: {setting.test_clips} clean clips (retrieval, probe test), "
+            f"{setting.probe_train_clips} clean clips to fit the probes. Paired: method minus "
+            "`sum` at the same level, granularity and seed. Class-oracle ceiling of the "
+            "retrieval (a narration names only its class): "
+            + (", ".join(f"{k[4:]} {v:.1f}" for k, v in ceiling.items()) if ceiling else "n/a")
+            + ".",
+            "",
+            lib.effect_table(summary["effect"], main_rows),
+            "",
+        ]
+        if ablation_rows:
+            text += [
+                "## Table 2 ablation: curriculum (gamma_start, gamma_end)",
+                "",
+                lib.effect_table(summary["effect"], ablation_rows),
+                "",
+            ]
+        for column in ("t2v R@5", "t2v R@10"):
+            tag = column.split()[-1].replace("@", "")
+            figures.append(
+                lib.effect_figure(
+                    {k: summary["effect"][k] for k in main_rows},
+                    os.path.join(results_dir, f"effect_{tag}.png"),
+                    column,
+                    f"Does harmonization beat sum? Text-to-video {column.split()[-1]}, "
+                    f"{setting.test_clips} clean held-out clips, {setting.steps} steps",
+                )
+            )
+    if missing:
+        text += [f"NOT RUN (no result): {len(missing)} runs: " + ", ".join(missing), ""]
     text += ["Figures: " + ", ".join(os.path.basename(p) for p in figures), ""]
     with open(os.path.join(results_dir, "results.md"), "w") as f:
         f.write("\n".join(text))
     with open(os.path.join(results_dir, "results.json"), "w") as f:
         json.dump(
-            {"setting": dataclasses.asdict(setting), "summary": summary, "runs": results},
+            {
+                "setting": dataclasses.asdict(setting),
+                "summary": summary,
+                "missing": missing,
+                "runs": [{k: v for k, v in r.items() if k != "along_training"} for r in results],
+            },
             f,
             indent=1,
             default=float,
@@ -230,6 +433,7 @@ def main(argv):
         return
     start = time.time()
     results_dir = os.path.abspath(FLAGS.results_dir)
+    apply_quick()
     setting = setting_from_flags()
     os.makedirs(results_dir, exist_ok=True)
     make_data(results_dir, setting)

@@ -1,11 +1,19 @@
-"""The pieces of `bench/reproduce.py`: the plan of runs, one run (train + evaluate), the table.
+"""The pieces of `bench/reproduce.py`: the plan of runs, one run (train + measure), the tables.
 
     python bench/reproduce.py                      # the whole benchmark (see its docstring)
 
+Two studies, one kind of run:
+- 'signal': pre-train `sum` on the misaligned set, keep checkpoints along training, and at each
+  one measure every probe clip's per-triplet gradients under two definitions (its own forward
+  path = granularity group:1; its own loss terms through every path = the pfor Jacobian), per
+  variable, so that the cosine over all weights, the backbone, the shared encoder or the heads
+  comes out of one measurement.
+- 'effect': pre-train a method at a granularity, then held-out retrieval and linear probes.
+
 One run = one pre-training (gin files + bindings, exactly what tools/pretrain.py parses) followed,
-in the same fresh subprocess, by its evaluation; gin never leaks between runs. Everything a run
-measures goes to <results_dir>/runs/<name>/result.json, which the table is made from (a run whose
-result exists is not repeated, so an interrupted benchmark resumes).
+in the same fresh subprocess, by its measurements; gin never leaks between runs. Everything a run
+measures goes to <results_dir>/runs/<name>/result.json, which the tables are made from (a run
+whose result exists is not repeated, so an interrupted benchmark resumes).
 """
 
 import dataclasses
@@ -18,50 +26,84 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Table 1 rows: label -> (method gin file, extra bindings).
+# Table 1 rows: label -> method gin file.
 METHODS = {
-    "sum": ("gin/baseline.gin", ()),
-    "RW-VA": ("gin/reweight_va.gin", ()),
-    "RW-VT": ("gin/reweight_vt.gin", ()),
-    "realign": ("gin/realign.gin", ()),
-    "curriculum": ("gin/curriculum.gin", ()),
-    "both": ("gin/both.gin", ()),
-    "gradvac": ("gin/gradvac.gin", ()),
+    "sum": "gin/baseline.gin",
+    "RW-VA": "gin/reweight_va.gin",
+    "RW-VT": "gin/reweight_vt.gin",
+    "realign": "gin/realign.gin",
+    "curriculum": "gin/curriculum.gin",
+    "both": "gin/both.gin",
+    "gradvac": "gin/gradvac.gin",
 }
+STUDY_METHODS = ("sum", "realign", "curriculum", "both")
+# Methods whose update does not depend on the granularity (constant weights: one backward pass
+# of w_va loss_va + w_vt loss_vt); only the monitored cosines differ.
+CONSTANT_WEIGHTS = ("sum", "RW-VA", "RW-VT")
 ABLATION_STARTS = (-0.3, -0.2, -0.1, 0.0)  # Table 2: curriculum (gamma_start, 0)
+WORD_TABLES = ("frozen", "trainable")
+VARIANTS = ("agnostic", "specific")  # VATT-MA, VATT-MS
+DEFINITIONS = ("own_path", "own_loss")  # group:1 / the pfor-Jacobian own-loss-term gradient
+# Variable filters for the cosine: which parameters the three numbers are summed over.
+FILTERS = ("all", "backbone", "encoder", "heads")
+PARTS = ("head", "encoder", "word_table", "tokenizers")  # every variable is in exactly one
+FILTER_PARTS = {
+    "all": PARTS,
+    "backbone": ("encoder", "word_table", "tokenizers"),  # everything below the FAC head
+    "encoder": ("encoder",),  # the Transformer (shared by the modalities in VATT-MA)
+    "heads": ("head",),  # the FAC head
+}
+MODALITIES = ("text", "audio", "both")  # what is wrong in a misaligned triplet
 
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
     """The sizes of one benchmark (flags of bench/reproduce.py)."""
 
-    steps: int = 200
+    # the training-effect study
+    steps: int = 100
     batch: int = 16
-    seeds: Sequence[int] = (0, 1)
+    seeds: Sequence[int] = (0, 1, 2, 3, 4)
     levels: Sequence[float] = (0.0, 0.4)
-    methods: Sequence[str] = tuple(METHODS)
-    clean_methods: Sequence[str] = ("sum", "curriculum", "both")  # rows at level 0
-    ablation: bool = True
-    granularity: str = "example_fast"
+    methods: Sequence[str] = STUDY_METHODS
+    granularities: Sequence[str] = ("group:8", "group:1")
+    ablation: bool = True  # Table 2 at the most misaligned level, granularity granularities[0]
+    word_table: str = "frozen"
+    variant: str = "agnostic"
+    # the data
+    num_classes: int = 16
     train_clips: int = 512
     test_clips: int = 128
     probe_train_clips: int = 256
-    cosine_probe_clips: int = 64
-    cosine_checkpoints: int = 2  # checkpoints (evenly spaced, the last included)
-    num_windows: int = 2
+    num_windows: int = 1
+    kinds: Sequence[str] = ()  # misalignment kinds of the training sets; () = every kind
+    # the signal study
+    signal: bool = True
+    signal_seeds: Sequence[int] = (0, 1, 2)
+    signal_steps: int = 200
+    signal_checkpoints: int = 3
+    signal_clips: int = 96
+    signal_granularity: str = "group:1"  # what `sum` monitors (its training is the same)
+    signal_word_tables: Sequence[str] = WORD_TABLES
+    signal_variants: Sequence[str] = VARIANTS
+    effect: bool = True
     preset: str = "tiny"
     extra_gin: Sequence[str] = ()  # more --gin_param bindings for every run
-    keep_checkpoints: bool = False  # the iterator state makes them ~250 MB a run
+    keep_checkpoints: bool = False  # the iterator state makes them large
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """One pre-training + evaluation."""
+    """One pre-training + its measurements."""
 
     name: str
-    method: str  # a METHODS label, or 'curriculum' for the ablation
+    study: str  # 'effect' | 'signal'
+    method: str  # a METHODS label
     level: float  # misaligned fraction of the training set
     seed: int
+    granularity: str
+    word_table: str = "frozen"
+    variant: str = "agnostic"
     gamma_start: Optional[float] = None  # ablation only
 
 
@@ -69,27 +111,66 @@ def level_tag(level: float) -> str:
     return f"mis{int(round(100 * level)):02d}"
 
 
+def _gran_tag(granularity: str) -> str:
+    return granularity.replace(":", "")
+
+
 def plan(setting: Setting) -> List[Run]:
-    """Every (method, level, seed), most misaligned level first (level 0 runs only
-    `clean_methods`), then the Table 2 starts not already in the main table."""
-    runs = [
-        Run(f"{level_tag(level)}-{method}-s{seed}", method, level, seed)
-        for level in sorted(setting.levels, reverse=True)
-        for method in (setting.methods if level > 0 else setting.clean_methods)
-        for seed in setting.seeds
-    ]
+    """The signal runs first (every variant x word table x seed), then every (level,
+    granularity, method, seed) of the effect study, then the Table 2 starts not already in it."""
+    runs = []
+    top = max(setting.levels)
+    if setting.signal:
+        runs += [
+            Run(
+                f"signal-{variant}-{words}-s{seed}",
+                "signal",
+                "sum",
+                top,
+                seed,
+                setting.signal_granularity,
+                words,
+                variant,
+            )
+            for variant in setting.signal_variants
+            for words in setting.signal_word_tables
+            for seed in setting.signal_seeds
+        ]
+    if not setting.effect:
+        return runs
+    common = dict(word_table=setting.word_table, variant=setting.variant)
+    for level in sorted(setting.levels, reverse=True):
+        for g, granularity in enumerate(setting.granularities):
+            for method in setting.methods:
+                if method in CONSTANT_WEIGHTS and g > 0:
+                    continue  # the same training at every granularity: run once
+                runs += [
+                    Run(
+                        f"{level_tag(level)}-{_gran_tag(granularity)}-{method}-s{seed}",
+                        "effect",
+                        method,
+                        level,
+                        seed,
+                        granularity,
+                        **common,
+                    )
+                    for seed in setting.seeds
+                ]
     if setting.ablation:
-        level = max(setting.levels)
+        granularity = setting.granularities[0]
         for start in ABLATION_STARTS:
             if start == -0.3 and "curriculum" in setting.methods:
                 continue  # the main table's curriculum row (gin/curriculum.gin starts at -0.3)
             runs += [
                 Run(
-                    f"{level_tag(level)}-curriculum_g{start:+.1f}-s{seed}",
+                    f"{level_tag(top)}-{_gran_tag(granularity)}-curriculum_g{start:+.1f}-s{seed}",
+                    "effect",
                     "curriculum",
-                    level,
+                    top,
                     seed,
+                    granularity,
                     gamma_start=start,
+                    **common,
                 )
                 for seed in setting.seeds
             ]
@@ -103,6 +184,7 @@ def data_paths(results_dir: str) -> Dict[str, str]:
         "root": data,
         "test": os.path.join(data, "test_clean"),
         "probe_train": os.path.join(data, "probe_train_clean"),
+        "word_vectors": os.path.join(data, "word_vectors.npy"),
     }
 
 
@@ -114,7 +196,17 @@ def data_jobs(results_dir: str, setting: Setting) -> List[dict]:
     """write_synthetic keyword sets: one training set per level (same seed, so the same videos;
     only the misaligned pairs differ), clean held-out test and probe-training sets (other seeds).
     """
-    common = dict(num_classes=8, num_frames=16, frame_size=40, num_shards=4)
+    from vatt_gh.data import synthetic
+
+    kinds = tuple(setting.kinds) or synthetic.HOWTO_KINDS
+    common = dict(
+        num_classes=setting.num_classes,
+        num_frames=16,
+        frame_size=40,
+        num_shards=4,
+        misalign_kinds=kinds,
+    )
+    levels = set(setting.levels) | ({max(setting.levels)} if setting.signal else set())
     jobs = [
         dict(
             out_dir=train_dir(results_dir, level),
@@ -123,28 +215,48 @@ def data_jobs(results_dir: str, setting: Setting) -> List[dict]:
             seed=0,
             **common,
         )
-        for level in setting.levels
+        for level in sorted(levels)
     ]
     paths = data_paths(results_dir)
-    jobs.append(
-        dict(
-            out_dir=paths["test"],
-            num_clips=setting.test_clips,
-            misaligned_fraction=0.0,
-            seed=1001,
-            **common,
-        )
-    )
-    jobs.append(
-        dict(
-            out_dir=paths["probe_train"],
-            num_clips=setting.probe_train_clips,
-            misaligned_fraction=0.0,
-            seed=1002,
-            **common,
-        )
-    )
+    if setting.effect:
+        for key, clips, seed in (
+            ("test", setting.test_clips, 1001),
+            ("probe_train", setting.probe_train_clips, 1002),
+        ):
+            jobs.append(
+                dict(
+                    out_dir=paths[key],
+                    num_clips=clips,
+                    misaligned_fraction=0.0,
+                    seed=seed,
+                    **common,
+                )
+            )
     return jobs
+
+
+def write_word_vectors(results_dir: str, setting: Setting) -> str:
+    """A fixed random word table (Keras' 'uniform' initializer range, seed 0) for the frozen
+    runs: frozen through `build_vatt.word_vectors_path`, the same table for every frozen run."""
+    from vatt_gh.models import presets
+
+    path = data_paths(results_dir)["word_vectors"]
+    if not os.path.exists(path):
+        config = presets.get_config(setting.preset)
+        table = np.random.default_rng(0).uniform(-0.05, 0.05, (config.vocab_size, config.word_dim))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        np.save(path, table.astype(np.float32))
+    return path
+
+
+def word_table_bindings(word_table: str, vectors_path: str) -> List[str]:
+    """Gin bindings for a frozen or a trainable word table (the one place to change when the
+    model gets its own switch)."""
+    if word_table not in WORD_TABLES:
+        raise ValueError(f"word table {word_table!r}: choose one of {WORD_TABLES}")
+    if word_table == "frozen":
+        return [f"build_vatt.word_vectors_path='{vectors_path}'"]
+    return ["build_vatt.word_vectors_path=None"]
 
 
 def pattern(out_dir: str) -> str:
@@ -153,11 +265,14 @@ def pattern(out_dir: str) -> str:
 
 # ------------------------------------------------------------------------------ one run
 def run_spec(run: Run, setting: Setting, results_dir: str) -> dict:
-    """What the worker subprocess needs: gin files and bindings, data, evaluation sizes."""
+    """What the worker subprocess needs: gin files and bindings, data, measurement sizes."""
     data = train_dir(results_dir, run.level)
-    cosine_level = max(setting.levels)
+    signal = run.study == "signal"
+    steps = setting.signal_steps if signal else setting.steps
+    checkpoints = setting.signal_checkpoints if signal else 1
+    paths = data_paths(results_dir)
     params = [
-        f"TRAIN_STEPS={setting.steps}",
+        f"TRAIN_STEPS={steps}",
         f"GLOBAL_BATCH={setting.batch}",
         "pretrain.synthetic_data=None",
         "PretrainConfig.sources=(@train/SourceConfig(),)",
@@ -166,30 +281,33 @@ def run_spec(run: Run, setting: Setting, results_dir: str) -> dict:
         f"PretrainConfig.vocab_path='{os.path.join(data, 'vocab.txt')}'",
         f"PretrainConfig.seed={run.seed}",
         f"pretrain.seed={run.seed}",
-        f"Harmonization.granularity='{setting.granularity}'",
+        f"Harmonization.granularity='{run.granularity}'",
         f"build_vatt.preset='{setting.preset}'",
-        f"pretrain.checkpoint_every={max(1, setting.steps // setting.cosine_checkpoints)}",
-        f"pretrain.keep_checkpoints={setting.cosine_checkpoints + 1}",
-        f"pretrain.summary_every={max(1, min(25, setting.steps // 4))}",
+        f"build_vatt.variant='{run.variant}'",
+        f"pretrain.checkpoint_every={max(1, steps // checkpoints)}",
+        f"pretrain.keep_checkpoints={checkpoints + 1}",
+        f"pretrain.summary_every={max(1, min(25, steps // 4))}",
         "pretrain.progress=False",
+        # Checkpoints without the input iterator's buffers: runs are never resumed mid-way.
+        "pretrain.checkpoint_iterator=False",
     ]
+    params += word_table_bindings(run.word_table, paths["word_vectors"])
     if run.gamma_start is not None:
         params += [f"Harmonization.gamma_start={run.gamma_start}", "Harmonization.gamma_end=0.0"]
     params += list(setting.extra_gin)
-    paths = data_paths(results_dir)
     return dict(
         run=dataclasses.asdict(run),
         model_dir=os.path.join(results_dir, "runs", run.name),
-        gin_files=[METHODS[run.method][0], "gin/demo.gin"],
+        gin_files=[METHODS[run.method], "gin/demo.gin"],
         gin_params=params,
         vocab=os.path.join(data, "vocab.txt"),
+        train_pattern=pattern(data),
         test_pattern=pattern(paths["test"]),
         probe_train_pattern=pattern(paths["probe_train"]),
-        cosine_pattern=pattern(train_dir(results_dir, cosine_level)),
-        cosine_clips=setting.cosine_probe_clips,
+        signal_clips=setting.signal_clips,
         batch=setting.batch,
         num_windows=setting.num_windows,
-        granularity=setting.granularity,
+        num_classes=setting.num_classes,
         keep_checkpoints=setting.keep_checkpoints,
     )
 
@@ -199,7 +317,7 @@ def result_path(results_dir: str, run: Run) -> str:
 
 
 def execute(spec: dict) -> dict:
-    """In a fresh process: pre-train, then evaluate; writes and returns result.json's dict."""
+    """In a fresh process: pre-train, then measure; writes and returns result.json's dict."""
     import tensorflow as tf
 
     import gin
@@ -207,9 +325,12 @@ def execute(spec: dict) -> dict:
 
     launch.parse_gin(spec["gin_files"], spec["gin_params"])
     model = loop.pretrain(spec["model_dir"], tf.distribute.get_strategy())
-    result = {"run": spec["run"], "granularity": spec["granularity"]}
+    result = {"run": spec["run"]}
     result.update(training_record(spec["model_dir"]))
-    result.update(evaluate(model, spec))  # gin still holds the run's PretrainConfig
+    if spec["run"]["study"] == "signal":
+        result.update(signal_along_training(model, spec))
+    else:
+        result.update(held_out_metrics(model, spec))  # gin still holds the run's PretrainConfig
     gin.clear_config()
     with open(os.path.join(spec["model_dir"], "result.json"), "w") as f:
         json.dump(result, f, indent=1, default=float)
@@ -219,8 +340,9 @@ def execute(spec: dict) -> dict:
 
 
 def training_record(model_dir: str) -> dict:
-    """From the run's TensorBoard events: seconds per step (first summary, which holds the
-    tracing, excluded) and the share of negative per-triplet cosines over all logged steps."""
+    """From the run's TensorBoard events: the step reached, seconds per step (first summary,
+    which holds the tracing, excluded) and the share of negative per-triplet cosines over all
+    logged steps."""
     import tensorflow as tf
 
     from vatt_gh.evaluation import histories
@@ -240,81 +362,193 @@ def training_record(model_dir: str) -> dict:
     history = histories.read_histograms(log_dir)
     weights = history.counts / max(history.counts.sum(), 1.0)
     return {
+        "step": int(times[-1][0]) if times else None,
         "seconds_per_step": seconds,
         "negative_share_training": float((history.fraction_negative * weights).sum()),
-        "negative_share_last_step": float(history.fraction_negative[-1]),
     }
 
 
-def evaluate(model, spec: dict) -> dict:
-    """Per-triplet cosines of the probe clips at every kept checkpoint, then retrieval and
-    linear probes on the clean held-out clips with the final weights (the trained model is
-    restored from each checkpoint in place, so nothing is traced twice)."""
+# ------------------------------------------------------------------- the signal study
+def part_of(name: str) -> str:
+    """Which PART a variable belongs to, by its name."""
+    if "fac_head" in name:
+        return "head"
+    if "word_embedding" in name:
+        return "word_table"
+    if "encoder" in name:
+        return "encoder"
+    return "tokenizers"  # tokenizers, positional embeddings, aggregation tokens
+
+
+def _pretrain_style(batch: dict) -> dict:
+    return {
+        "video": batch["video"][:, 0],
+        "audio": batch["audio"][:, 0],
+        "text": batch["text"],
+        "audio_mask": batch["audio_mask"],
+        "text_mask": batch["text_mask"],
+    }
+
+
+def make_part_stats(model):
+    """A pre-training batch -> {definition: (B, len(PARTS), 3)} per-triplet
+    (g_va . g_vt, |g_va|^2, |g_vt|^2) summed over each PART's variables; nothing applied.
+
+    own_path: each clip's contribution through its own forward path (what group:1 harmonizes),
+    per variable from `vatt_gh.per_example`'s per-layer statistics (no per-example gradient
+    formed). own_loss: each clip's own loss terms through every path, materialised, one
+    backward pass per clip and loss (the independent, simple reference; B x parameters: the
+    tiny model only). Both in training mode (DropToken on, BatchNorm batch statistics), one
+    forward each, as in `PretrainModel.gradient_stats`. Eager on purpose: tracing these graphs
+    costs minutes on a busy 2-core machine, running them eagerly a few seconds a batch."""
     import tensorflow as tf
 
-    ckpt_dir = os.path.join(spec["model_dir"], "checkpoints")
-    checkpoints = list(tf.train.get_checkpoint_state(ckpt_dir).all_model_checkpoint_paths)
-    out = {"step": int(checkpoints[-1].rsplit("-", 1)[-1]), "cosines": []}
-    for path in checkpoints:  # oldest first; the model ends restored to the newest
-        tf.train.Checkpoint(model=model).restore(
-            path
-        ).expect_partial().assert_existing_objects_matched()
-        out["cosines"].append(probe_cosines(model, spec, int(path.rsplit("-", 1)[-1])))
-    out.update(held_out_metrics(model, spec))
-    return out
+    from vatt_gh import per_example
+
+    variables = list(model.trainable_variables)
+    parts = [PARTS.index(part_of(v.name)) for v in variables]
+    zero = tf.UnconnectedGradients.ZERO
+
+    def to_parts(per_var):  # (V, B, 3) -> (B, P, 3)
+        per_var = tf.convert_to_tensor(per_var)
+        return tf.transpose(tf.math.unsorted_segment_sum(per_var, parts, len(PARTS)), [1, 0, 2])
+
+    def triple(a, b):
+        return tf.stack([tf.reduce_sum(a * b), tf.reduce_sum(a * a), tf.reduce_sum(b * b)])
+
+    def stats(data):
+        fwd = per_example._forward(model._loss_fn(data), variables, model.vatt)  # noqa: SLF001
+        batch = fwd.batch
+        by_var = per_example.collect_terms(fwd.calls, fwd.d_va, fwd.d_vt, fwd.owners, batch)
+        own_path = [
+            tf.stack(per_example._variable_stats(by_var[v.ref()], batch, "auto"), 1)  # noqa: SLF001
+            if v.ref() in by_var
+            else tf.zeros([batch, 3])
+            for v in variables
+        ]
+        with tf.GradientTape(persistent=True) as tape:
+            loss_va, loss_vt, _ = model._loss_fn(data)()  # noqa: SLF001
+            rows = [(loss_va[i], loss_vt[i]) for i in range(batch)]
+        own_loss = []  # (B, V, 3)
+        for va, vt in rows:
+            g_va = tape.gradient(va, variables, unconnected_gradients=zero)
+            g_vt = tape.gradient(vt, variables, unconnected_gradients=zero)
+            own_loss.append(tf.stack([triple(a, b) for a, b in zip(g_va, g_vt)]))
+        del tape
+        return {
+            "own_path": to_parts(own_path).numpy(),
+            "own_loss": to_parts(tf.transpose(tf.stack(own_loss), [1, 0, 2])).numpy(),
+        }
+
+    return stats
 
 
-def probe_cosines(model, spec: dict, step: int) -> dict:
-    """cos(g_va, g_vt) per triplet of the first `cosine_clips` training clips of the most
-    misaligned set (batches of the training batch size, training mode, nothing applied):
-    ROC AUC for aligned vs misaligned and the share of negative cosines."""
+def signal_along_training(model, spec: dict) -> dict:
+    """At every kept checkpoint (oldest first), the part statistics of the first
+    `signal_clips` training clips (batches of the training batch size, file order), with each
+    clip's ground truth read from the records."""
     import tensorflow as tf
 
-    from vatt_gh.data import pipeline
-    from vatt_gh.evaluation import conflicts, features
+    from vatt_gh.data import pipeline, synthetic
+    from vatt_gh.evaluation import features
 
+    truth = synthetic.read_truth(spec["train_pattern"])
     config = features.eval_config_for_run(
-        spec["cosine_pattern"],
+        spec["train_pattern"],
         spec["vocab"],
         num_windows=1,
         num_captions=pipeline.PretrainConfig().num_captions,
     )
-    if not hasattr(model, "_reproduce_stats"):
-        granularity = spec["granularity"]
-        if granularity not in ("example", "example_fast"):
-            granularity = "example"
-        model._reproduce_stats = tf.function(  # traced once, reused for every checkpoint
-            lambda data: model.gradient_stats(data, granularity=granularity)
+    batches = [
+        b
+        for b in pipeline.eval_dataset(config, spec["batch"]).take(
+            max(1, spec["signal_clips"] // spec["batch"])
         )
-    cosines, aligned = [], []
-    dataset = pipeline.eval_dataset(config, spec["batch"]).take(
-        max(1, spec["cosine_clips"] // spec["batch"])
-    )
-    for batch in dataset:
-        if int(batch["video"].shape[0]) < spec["batch"]:
-            break
-        data = {
-            "video": batch["video"][:, 0],
-            "audio": batch["audio"][:, 0],
-            "text": batch["text"],
-            "audio_mask": batch["audio_mask"],
-            "text_mask": batch["text_mask"],
-        }
-        cosines.append(model._reproduce_stats(data)["cosine"].numpy())
-        aligned.append((batch["aligned_va"].numpy() > 0.5) & (batch["aligned_vt"].numpy() > 0.5))
-    cosines, aligned = np.concatenate(cosines), np.concatenate(aligned)
+        if int(b["video"].shape[0]) == spec["batch"]
+    ]
+    clip_ids = [c.decode("utf-8") for b in batches for c in b["clip_id"].numpy()]
+    stats_fn = make_part_stats(model)
+    ckpt_dir = os.path.join(spec["model_dir"], "checkpoints")
+    checkpoints = list(tf.train.get_checkpoint_state(ckpt_dir).all_model_checkpoint_paths)
+    along = []
+    for path in checkpoints:
+        tf.train.Checkpoint(model=model).restore(path).expect_partial()
+        per_def = {d: [] for d in DEFINITIONS}
+        for batch in batches:
+            out = stats_fn(_pretrain_style(batch))
+            for d in DEFINITIONS:
+                per_def[d].append(out[d])
+        along.append(
+            {
+                "step": int(path.rsplit("-", 1)[-1]),
+                "parts": {d: np.concatenate(v).tolist() for d, v in per_def.items()},
+            }
+        )
     return {
-        "step": step,
-        "num_triplets": int(len(cosines)),
-        "auc": conflicts.alignment_auc(cosines, aligned, aligned),
-        "negative_share": float(np.mean(cosines < 0)),
-        "mean_cosine_aligned": float(np.mean(cosines[aligned])) if aligned.any() else None,
-        "mean_cosine_misaligned": float(np.mean(cosines[~aligned])) if (~aligned).any() else None,
+        "clips": [
+            {"clip_id": c, "kind": truth[c]["misalign_kind"], "label": truth[c]["label"]}
+            for c in clip_ids
+        ],
+        "part_names": list(PARTS),
+        "along_training": along,
     }
 
 
+def filter_cosines(parts: np.ndarray, filter_name: str) -> np.ndarray:
+    """(N, P, 3) part statistics -> (N,) cosines over the filter's parts."""
+    index = [PARTS.index(p) for p in FILTER_PARTS[filter_name]]
+    dot, nva, nvt = np.asarray(parts)[:, index].sum(axis=1).T
+    return dot / np.maximum(np.sqrt(nva * nvt), 1e-30)
+
+
+def auc(scores_aligned: np.ndarray, scores_misaligned: np.ndarray) -> Optional[float]:
+    """ROC AUC that an aligned triplet has a HIGHER cosine than a misaligned one (ties 1/2):
+    0.5 = no signal, 1 = the cosine separates them perfectly, < 0.5 = the wrong way round."""
+    a, m = np.asarray(scores_aligned, float), np.asarray(scores_misaligned, float)
+    if not len(a) or not len(m):
+        return None
+    greater = (a[:, None] > m[None, :]).sum() + 0.5 * (a[:, None] == m[None, :]).sum()
+    return float(greater / (len(a) * len(m)))
+
+
+def signal_aucs(result: dict) -> List[dict]:
+    """One row per (checkpoint step, definition, filter): AUC aligned vs each modality kind
+    (text / audio / both wrong) and vs each fine misalignment kind."""
+    from vatt_gh.data import synthetic
+
+    kinds = np.array([c["kind"] for c in result["clips"]])
+    modality = np.array([synthetic.kind_modality(k) for k in kinds])
+    aligned = modality == "aligned"
+    rows = []
+    for point in result["along_training"]:
+        for definition, parts in point["parts"].items():
+            for name in FILTERS:
+                cos = filter_cosines(np.asarray(parts), name)
+                row = {"step": point["step"], "definition": definition, "filter": name}
+                row["any"] = auc(cos[aligned], cos[~aligned])
+                for m in MODALITIES:
+                    row[m] = auc(cos[aligned], cos[modality == m])
+                for k in synthetic.HOWTO_KINDS:
+                    row[k] = auc(cos[aligned], cos[kinds == k])
+                rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------- the effect study
+def retrieval_ceiling(labels: np.ndarray, recall_at=(1, 5, 10)) -> dict:
+    """Expected t2v R@K and median rank of an oracle that knows each clip's class but not which
+    clip of the class (its narration names only the class): per query with n clips of its class,
+    the right clip is uniform among the first n ranks."""
+    labels = np.asarray(labels)
+    counts = np.array([np.sum(labels == c) for c in labels])
+    out = {f"t2v/R@{k}": float(100 * np.mean(np.minimum(1.0, k / counts))) for k in recall_at}
+    out["t2v/median_rank"] = float(np.median((counts + 1) / 2))
+    return out
+
+
 def held_out_metrics(model, spec: dict) -> dict:
-    """Zero-shot text-to-video retrieval and linear probes (video, audio) on clean clips."""
+    """Zero-shot text-to-video retrieval (and its class-oracle ceiling) and linear probes
+    (video, audio) on clean clips, with the final weights."""
     from vatt_gh.data import pipeline
     from vatt_gh.evaluation import features, probe, retrieval
 
@@ -332,128 +566,282 @@ def held_out_metrics(model, spec: dict) -> dict:
         features.clip_embeddings(test["video_vt"]),
         features.text_embeddings(test["text_vt"], test["text_mask"]),
     )
-    out = {"retrieval": {k: v for k, v in r.items() if k.startswith("t2v/") or k == "num_clips"}}
+    out = {
+        "retrieval": {k: v for k, v in r.items() if k.startswith("t2v/") or k == "num_clips"},
+        "retrieval_ceiling": retrieval_ceiling(test["label"]),
+    }
     for modality in ("video", "audio"):
         key = f"{modality}_features"
         out[f"probe_{modality}"] = probe.linear_probe_metrics(
-            train[key], train["label"], test[key], test["label"], num_classes=8
+            train[key], train["label"], test[key], test["label"], num_classes=spec["num_classes"]
         )
     return out
 
 
-# ---------------------------------------------------------------------------- the table
-COLUMNS = (  # (header, getter over a result dict, digits)
+# ---------------------------------------------------------------------------- statistics
+def interval(values: Sequence[Optional[float]]) -> Optional[dict]:
+    """Mean and two-sided 95% Student-t interval over seeds (n = 1: no interval)."""
+    from scipy import stats
+
+    values = np.array([v for v in values if v is not None and np.isfinite(v)], float)
+    if not len(values):
+        return None
+    mean = float(values.mean())
+    if len(values) < 2:
+        return {"mean": mean, "lo": None, "hi": None, "n": 1}
+    half = float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+    return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": int(len(values))}
+
+
+def fmt(stats: Optional[dict], digits: int = 1) -> str:
+    if stats is None:
+        return "n/a"
+    if stats["lo"] is None:
+        return f"{stats['mean']:.{digits}f} (n=1)"
+    return f"{stats['mean']:.{digits}f} [{stats['lo']:.{digits}f}, {stats['hi']:.{digits}f}]"
+
+
+EFFECT_COLUMNS = (  # (header, getter over a result dict, digits)
     ("t2v R@1", lambda r: r["retrieval"]["t2v/R@1"], 1),
     ("t2v R@5", lambda r: r["retrieval"]["t2v/R@5"], 1),
     ("t2v R@10", lambda r: r["retrieval"]["t2v/R@10"], 1),
     ("t2v MedR", lambda r: r["retrieval"]["t2v/median_rank"], 1),
     ("probe video top1", lambda r: r["probe_video"]["top1"], 1),
     ("probe audio top1", lambda r: r["probe_audio"]["top1"], 1),
-    ("cos AUC (mid)", lambda r: r["cosines"][0]["auc"] if len(r["cosines"]) > 1 else None, 2),
-    ("cos AUC (end)", lambda r: r["cosines"][-1]["auc"], 2),
-    ("cos<0 share (train)", lambda r: r["negative_share_training"], 2),
-    ("cos<0 share (probe, end)", lambda r: r["cosines"][-1]["negative_share"], 2),
     ("ms/step", lambda r: 1000.0 * r["seconds_per_step"], 0),
 )
+PAIRED = ("t2v R@5", "t2v R@10")  # the paired differences to sum shown in the table
 
 
 def row_label(run: dict) -> str:
-    if run["gamma_start"] is not None:
+    if run.get("gamma_start") is not None:
         return f"curriculum ({run['gamma_start']:+.1f}, 0)"
     return run["method"]
 
 
-def group(results: List[dict]) -> Dict[tuple, List[dict]]:
-    """(level, row label) -> the results of its seeds, in plan order."""
-    groups: Dict[tuple, List[dict]] = {}
-    for result in results:
-        groups.setdefault((result["run"]["level"], row_label(result["run"])), []).append(result)
-    return groups
-
-
-def spread(values: Sequence[Optional[float]]) -> Optional[dict]:
-    values = [v for v in values if v is not None and np.isfinite(v)]
-    if not values:
-        return None
-    return {
-        "mean": float(np.mean(values)),
-        "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-        "min": float(np.min(values)),
-        "max": float(np.max(values)),
-        "n": len(values),
-    }
-
-
-def summarize(results: List[dict]) -> Dict[str, dict]:
-    """{'<level>|<row>': {column: spread}} plus the cost relative to `sum` at the same level."""
-    summary = {}
-    groups = group(results)
-    for (level, label), rows in groups.items():
-        cells = {header: spread([_safe(get, r) for r in rows]) for header, get, _ in COLUMNS}
-        base = groups.get((level, "sum"))
-        if base:
-            reference = np.mean([r["seconds_per_step"] for r in base])
-            cells["x sum"] = spread([r["seconds_per_step"] / reference for r in rows])
-        summary[f"{level}|{label}"] = cells
-    return summary
-
-
-def _safe(get, result):
+def _get(get, result):
     try:
         return get(result)
     except (KeyError, IndexError, TypeError):
         return None
 
 
-def _cell(stats: Optional[dict], digits: int) -> str:
-    if stats is None:
-        return "n/a"
-    if stats["n"] == 1:
-        return f"{stats['mean']:.{digits}f}"
-    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+def effect_summary(results: List[dict]) -> Dict[str, dict]:
+    """{'<level>|<granularity>|<row>': {column: interval, 'diff <column>': paired interval}}:
+    the paired difference to `sum` at the same level and granularity, seed by seed."""
+    getters = {h: g for h, g, _ in EFFECT_COLUMNS}
+    groups: Dict[tuple, Dict[int, dict]] = {}
+    for r in results:
+        run = r["run"]
+        key = (run["level"], run["granularity"], row_label(run))
+        groups.setdefault(key, {})[run["seed"]] = r
+    summary = {}
+    for (level, granularity, label), by_seed in groups.items():
+        cells = {h: interval([_get(g, r) for r in by_seed.values()]) for h, g in getters.items()}
+        base = groups.get((level, granularity, "sum")) or next(
+            (v for (lv, _, lb), v in groups.items() if lv == level and lb == "sum"), {}
+        )  # sum trains the same at every granularity (CONSTANT_WEIGHTS): run at the first
+        for h in getters:
+            diffs = [
+                _get(getters[h], by_seed[s]) - _get(getters[h], base[s])
+                for s in sorted(set(by_seed) & set(base))
+                if _get(getters[h], by_seed[s]) is not None
+                and _get(getters[h], base[s]) is not None
+            ]
+            cells[f"diff {h}"] = interval(diffs) if label != "sum" else None
+        cells["seeds"] = sorted(by_seed)
+        ceiling = [r.get("retrieval_ceiling") for r in by_seed.values()]
+        cells["ceiling"] = ceiling[0] if ceiling else None
+        summary[f"{level}|{granularity}|{label}"] = cells
+    return summary
 
 
-def markdown_table(summary: Dict[str, dict], rows: Sequence[str]) -> str:
-    """Rows 'level|label' in the given order; cells 'mean ± std' over seeds."""
-    headers = ["misaligned", "method"] + [h for h, _, _ in COLUMNS] + ["x sum"]
-    digits = {h: d for h, _, d in COLUMNS}
-    digits["x sum"] = 2
+def effect_table(summary: Dict[str, dict], keys: Sequence[str]) -> str:
+    """Rows 'level|granularity|label' in the given order; cells 'mean [95% t-interval]'."""
+    headers = ["misaligned", "granularity", "method", "seeds"]
+    headers += [h for h, _, _ in EFFECT_COLUMNS] + [f"{h} - sum (paired)" for h in PAIRED]
+    digits = {h: d for h, _, d in EFFECT_COLUMNS}
     lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
-    for key in rows:
-        level, label = key.split("|", 1)
+    for key in keys:
+        level, granularity, label = key.split("|", 2)
         cells = summary[key]
-        lines.append(
-            "| "
-            + " | ".join(
-                [f"{100 * float(level):.0f}%", label]
-                + [_cell(cells.get(h), digits[h]) for h in headers[2:]]
-            )
-            + " |"
-        )
+        row = [f"{100 * float(level):.0f}%", f"`{granularity}`", label, str(len(cells["seeds"]))]
+        row += [fmt(cells.get(h), digits[h]) for h, _, _ in EFFECT_COLUMNS]
+        row += [fmt(cells.get(f"diff {h}"), 1) if label != "sum" else "-" for h in PAIRED]
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
-def cosine_figures(results: List[dict], results_dir: str, seed: int) -> List[str]:
-    """Figure 4 per training level: one panel per method (seed `seed`), from the run's
-    `harmonize/cosines` histograms."""
-    from vatt_gh.evaluation import figures, histories
-
-    written = []
-    by_level: Dict[float, dict] = {}
-    for result in results:
-        run = result["run"]
-        if run["seed"] != seed:
-            continue
-        log_dir = os.path.join(results_dir, "runs", run["name"], "train")
-        by_level.setdefault(run["level"], {})[row_label(run)] = histories.read_histograms(log_dir)
-    for level, panels in sorted(by_level.items()):
-        path = os.path.join(results_dir, f"figure4_{level_tag(level)}.png")
-        written.append(
-            figures.cosine_bands(
-                panels,
-                path,
-                f"cos(g_va, g_vt) per triplet over pre-training, "
-                f"{100 * level:.0f}% misaligned, seed {seed}",
+def signal_summary(results: List[dict]) -> Dict[str, dict]:
+    """{'<variant>|<word table>|<definition>|<filter>|<step>': {kind: interval over seeds}}."""
+    cells: Dict[str, Dict[str, list]] = {}
+    for r in results:
+        run = r["run"]
+        for row in signal_aucs(r):
+            key = "|".join(
+                [run["variant"], run["word_table"], row["definition"], row["filter"]]
+                + [str(row["step"])]
             )
+            cell = cells.setdefault(key, {})
+            for k, v in row.items():
+                if k not in ("step", "definition", "filter"):
+                    cell.setdefault(k, []).append(v)
+    return {key: {k: interval(v) for k, v in cell.items()} for key, cell in cells.items()}
+
+
+def signal_table(summary: Dict[str, dict], step: int, columns=("text", "audio", "both")) -> str:
+    """At one checkpoint step: a row per (variant, word table, definition, filter)."""
+    headers = ["VATT", "word table", "gradient of a triplet", "weights", "seeds"]
+    headers += [f"AUC {c}" for c in columns]
+    lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
+    for key in sorted(summary):
+        variant, words, definition, name, at = key.split("|")
+        if int(at) != step:
+            continue
+        cells = summary[key]
+        n = max((c["n"] for c in cells.values() if c), default=0)
+        row = [
+            {"agnostic": "MA", "specific": "MS"}[variant],
+            words,
+            {"own_path": "own path (group:1)", "own_loss": "own loss term (Jacobian)"}[definition],
+            name,
+            str(n),
+        ]
+        row += [fmt(cells.get(c), 2) for c in columns]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------- figures
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def signal_figure(summary: Dict[str, dict], path: str, lines: Sequence[tuple], title: str) -> str:
+    """AUC over training, one panel per modality kind (text / audio / both wrong), a line with
+    its 95% t-interval band per (variant, word table, definition, filter) in `lines`; the legend
+    sits below the panels, clear of the data."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(MODALITIES), figsize=(5 * len(MODALITIES), 4.2), sharey=True)
+    colours = plt.get_cmap("tab10")
+    seeds = set()
+    for i, line in enumerate(lines):
+        prefix = "|".join(line) + "|"
+        steps = sorted(int(k.rsplit("|", 1)[1]) for k in summary if k.startswith(prefix))
+        if not steps:
+            continue
+        for ax, kind in zip(axes, MODALITIES):
+            cells = [summary[f"{prefix}{s}"].get(kind) for s in steps]
+            ok = [(s, c) for s, c in zip(steps, cells) if c]
+            if not ok:
+                continue
+            xs = [s for s, _ in ok]
+            mean = [c["mean"] for _, c in ok]
+            seeds.add(max(c["n"] for _, c in ok))
+            label = (
+                f"{'MA' if line[0] == 'agnostic' else 'MS'}, {line[1]} words, "
+                f"{'own path' if line[2] == 'own_path' else 'own loss (Jacobian)'}, {line[3]}"
+            )
+            style = "-" if line[2] == "own_path" else "--"
+            ax.plot(xs, mean, style, marker="o", color=colours(i % 10), label=label)
+            if all(c["lo"] is not None for _, c in ok):
+                ax.fill_between(
+                    xs,
+                    [c["lo"] for _, c in ok],
+                    [c["hi"] for _, c in ok],
+                    color=colours(i % 10),
+                    alpha=0.15,
+                    linewidth=0,
+                )
+    for ax, kind in zip(axes, MODALITIES):
+        ax.axhline(0.5, color="black", linewidth=0.8, linestyle=":")
+        ax.set_title(f"aligned vs {kind} wrong")
+        ax.set_xlabel("training step")
+        ax.set_ylim(0.0, 1.0)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("ROC AUC of cos(g_va, g_vt) (0.5 = chance)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2, fontsize=8)
+    n = ", ".join(str(s) for s in sorted(seeds)) or "0"
+    fig.suptitle(f"{title}\n(mean over n = {n} seeds; band: 95% t-interval; dotted: chance)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def effect_figure(summary: Dict[str, dict], path: str, column: str, title: str) -> str:
+    """Left: `column` per method (mean, 95% t-interval), one group per (level, granularity),
+    with the class-oracle ceiling; right: the paired difference to `sum` per seed's pair."""
+    plt = _plt()
+    keys = list(summary)
+    groups = list(dict.fromkeys(k.rsplit("|", 1)[0] for k in keys))
+    labels = list(dict.fromkeys(k.rsplit("|", 1)[1] for k in keys))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5))
+    colours = plt.get_cmap("tab10")
+    width = 0.8 / max(len(labels), 1)
+    ns = set()
+    for j, label in enumerate(labels):
+        for side, name in ((left, column), (right, f"diff {column}")):
+            xs, ys, err = [], [], []
+            for g, group in enumerate(groups):
+                cell = summary.get(f"{group}|{label}", {}).get(name)
+                if not cell:
+                    continue
+                ns.add(cell["n"])
+                xs.append(g + (j - (len(labels) - 1) / 2) * width)
+                ys.append(cell["mean"])
+                lo = cell["lo"] if cell["lo"] is not None else cell["mean"]
+                hi = cell["hi"] if cell["hi"] is not None else cell["mean"]
+                err.append((cell["mean"] - lo, hi - cell["mean"]))
+            if xs:
+                side.errorbar(
+                    xs,
+                    ys,
+                    yerr=np.array(err).T,
+                    fmt="o",
+                    capsize=3,
+                    color=colours(j % 10),
+                    label=label,
+                )
+    metric = column.split()[-1]
+    for g, group in enumerate(groups):
+        ceiling = next(
+            (
+                summary[k]["ceiling"]
+                for k in keys
+                if k.startswith(group + "|") and summary[k]["ceiling"]
+            ),
+            None,
         )
-    return written
+        if ceiling and f"t2v/{metric}" in ceiling:
+            left.hlines(ceiling[f"t2v/{metric}"], g - 0.45, g + 0.45, color="grey", linestyle="--")
+    names = [f"{100 * float(g.split('|')[0]):.0f}% misaligned\n{g.split('|')[1]}" for g in groups]
+    for side in (left, right):
+        side.set_xticks(range(len(groups)))
+        side.set_xticklabels(names)
+        side.grid(axis="y", alpha=0.3)
+    left.set_ylabel(f"{column} on clean held-out clips (%)")
+    left.set_title(f"{column} (dashed grey: class-oracle ceiling)")
+    right.axhline(0.0, color="black", linewidth=0.8)
+    right.set_ylabel(f"{column}: method - sum, same seed (points)")
+    right.set_title("paired difference to sum")
+    handles, texts = left.get_legend_handles_labels()
+    fig.legend(handles, texts, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels))
+    n = ", ".join(str(s) for s in sorted(ns)) or "0"
+    fig.suptitle(f"{title}\n(mean and 95% t-interval over n = {n} seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def synthetic_kinds() -> tuple:
+    from vatt_gh.data import synthetic
+
+    return synthetic.HOWTO_KINDS

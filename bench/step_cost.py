@@ -1,79 +1,65 @@
-r"""Cost of each harmonization method and granularity relative to the VATT baseline step.
+r"""Cost of a harmonized step relative to VATT's step, side by side in ONE process.
 
-    python bench/step_cost.py                                  # tiny and small presets
-    python bench/step_cost.py --presets=tiny --repeats=1 --steps=5   # quick look
-    python bench/step_cost.py --presets=small --batch=32 --repeats=4 --steps=3 \
-        --methods=sum,both@example_fast             # issue 9 (rounds vary 10-25% here: use 4)
-    python bench/step_cost.py --presets=small --batch=32 --repeats=2 --steps=3 \
-        --methods=baseline,sum,both@example_fast --breakdown --check   # + where the time goes
+    python bench/step_cost.py --rounds=8 --steps=3            # the README table (small, batch 8)
+    python bench/step_cost.py --rounds=1 --steps=2 --no-memory --no-breakdown   # quick look
 
-Baseline (ratio 1.00): VATT's step, ONE backward pass of loss_va + loss_vt, then Adam.
-Every other row is `PretrainModel.train_step` (two tapes, harmonization, conditional apply).
-The reference for per-example harmonization is the `sum` row: PretrainModel at 'replica'
-granularity, i.e. TWO backward passes (one per loss) and no per-example work; the
-'x sum' columns divide by it. `both@example_fast` is per-example `both` through
-`vatt_gh.per_example` (no per-example gradients); `both@example` the pfor Jacobians.
-Each configuration runs in a subprocess of its own (so its peak memory is its own); the set is
-repeated `--repeats` times in rotated order and the medians are reported, side by side in one
-run. Memory is the largest RSS (sampled every 2 ms) up to the end of the timed steps, reported
-three ways: above the RSS once the step function is traced ('step': the step's own tensors, the
-part an accelerator holds in device memory), above the RSS of the built model ('with trace':
-adds host-side graph building and the optimizer slots), and the whole process. Inputs are
-smaller than the paper's (printed) so that `small` fits a 2-core CPU.
---breakdown: for the example_fast step, time (as tf.functions, no optimizer) the forward, the
-forward + the two backward passes to the captured layer outputs, + the per-layer statistics,
-and the whole harmonized update; and the replica two-pass gradients for comparison.
---check: relative error of the fast statistics against materialised per-example gradients.
-Always printed: an analytic memory estimate (`memory_estimate`) of the `medium` model at
-the paper's per-core batch, and the same model's prediction for `small` next to the measurement.
+VATT's step (ratio 1.00): ONE backward pass of loss_va + loss_vt, then Adam (a plain
+tf.function, no vatt_gh step). Every other row is `PretrainModel.train_step`:
+- `sum` (monitor off): one backward pass of the summed loss through the harmonized step's
+  bookkeeping (all-reduce, finiteness check, conditional apply, metrics);
+- `both@group:8` / `both@group:1`: forward, one backward pass per loss to every layer's output,
+  the per-group statistics and the update formed once from them (vatt_gh.group_stats);
+- `both@group:8+dense` (not in the default set): the same with the word table's update made dense (what the step did
+  before the update stayed an IndexedSlices), to show what keeping it sparse saves.
+Inputs: the paper's token proportions after DropToken (video : audio : text about 53 : 41 : 5):
+32 x 112 x 112 video (392 tokens, 196 kept), 38,400 audio samples (300, 150 kept), K = 2
+narrations of 10 tokens; local batch 8; the `small` preset (its trainable word table unless
+--frozen_words). All configurations are built and traced first; then `--rounds` rounds each run
+every configuration for `--steps` steps in rotated order; the table gives medians over rounds.
+Memory (one short subprocess per configuration, --memory): the peak RSS during the steps above
+the RSS once the step is traced (the step's own tensors: what device memory would hold).
+--breakdown: where the group step's time goes (tf.functions, no optimizer).
+Always printed: the analytic memory model (`memory_estimate`) of the `medium` preset at the
+paper's 8 clips per TPU v3 core, for VATT's step and the group:8 / group:1 steps.
 """
 
 import json
 import math
-import os
 import subprocess
 import sys
 import threading
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+import numpy as np
+import psutil
+import tensorflow as tf
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
+from vatt_gh import group_stats, losses, trainer  # noqa: E402
+from vatt_gh.harmonized_update import harmonized_update  # noqa: E402
+from vatt_gh.models import build_vatt, get_config  # noqa: E402
 
-flags.DEFINE_list("presets", ["tiny", "small"], "Model presets.")
+flags.DEFINE_string("preset", "small", "Model preset.")
 flags.DEFINE_list(
     "methods",
-    [
-        "baseline",
-        "sum",
-        "reweight",
-        "realign",
-        "curriculum",
-        "both",
-        "gradvac",
-        "both@microbatch:4",
-        "both@example",
-        "both@example_fast",
-    ],
-    "method[@granularity]; 'baseline' is VATT's single backward pass.",
+    ["vatt", "sum", "both@group:8", "both@group:1"],
+    "method[@granularity][+dense]; 'vatt' is VATT's step.",
 )
-flags.DEFINE_integer("batch", 8, "Batch size.")
-flags.DEFINE_integer("steps", 10, "Timed steps per configuration (after 2 warm-up steps).")
-flags.DEFINE_integer("repeats", 2, "Rounds over all configurations (rotated order).")
-flags.DEFINE_string("worker", None, "Internal: run one configuration 'preset|method'.")
-flags.DEFINE_bool("breakdown", False, "Time the parts of the example_fast step.")
-flags.DEFINE_bool("check", False, "Relative error of example_fast against materialising.")
+flags.DEFINE_integer("batch", 8, "Local batch (clips).")
+flags.DEFINE_integer("steps", 3, "Timed steps per configuration and round.")
+flags.DEFINE_integer("rounds", 4, "Interleaved rounds over all configurations (rotated order).")
+flags.DEFINE_bool("frozen_words", False, "Freeze the word table (VATT's pretrained word2vec).")
+flags.DEFINE_bool("memory", True, "Measure each configuration's step memory (subprocesses).")
+flags.DEFINE_bool("breakdown", True, "Time the parts of the group step.")
+flags.DEFINE_string("worker", None, "Internal: measure the memory of one configuration.")
 FLAGS = flags.FLAGS
 
-# Input sizes per preset: (frames, height=width, audio samples, narrations K, tokens L).
-INPUTS = {"tiny": (8, 32, 38_400, 2, 8), "small": (8, 64, 38_400, 2, 16)}
+# (frames, side, audio samples, narrations K, tokens L): the paper's token mix (module doc).
+INPUTS = (32, 112, 38_400, 2, 10)
 
 
-def make_batch(preset, batch):
-    import tensorflow as tf
-
-    frames, size, samples, k, length = INPUTS.get(preset, INPUTS["small"])
+def make_batch(batch):
+    frames, size, samples, k, length = INPUTS
     rng = tf.random.Generator.from_seed(0)
     return {
         "video": rng.uniform([batch, frames, size, size, 3], -1, 1),
@@ -84,24 +70,14 @@ def make_batch(preset, batch):
     }
 
 
-def worker(spec):
-    """Time and measure one configuration; prints a JSON line."""
-    import numpy as np
-    import psutil
-    import tensorflow as tf
-
-    from vatt_gh import losses, trainer
-    from vatt_gh.models import build_vatt
-
-    preset, method = spec.split("|")
-    method, _, granularity = method.partition("@")
-    batch = make_batch(preset, FLAGS.batch)
-    overrides = {"audio_patch_size": 1200} if preset == "tiny" else {}
-    vatt = build_vatt(preset, **overrides)
+def build(spec, batch, vatt=None):
+    """A step function `run()` for one configuration. `vatt`: a built model to share (the
+    configurations of one process share their weights, to fit in memory)."""
+    method, _, granularity = spec.partition("@")
+    granularity, _, dense = granularity.partition("+")
+    vatt = vatt or shared_vatt(batch)
     optimizer = tf.keras.optimizers.Adam(1e-4)
-
-    if method == "baseline":  # VATT: one backward pass of the summed loss
-        vatt(batch, training=False)
+    if method == "vatt":  # one backward pass of the summed loss, then Adam
 
         @tf.function
         def step(data):
@@ -116,61 +92,64 @@ def worker(spec):
             return loss
 
         run = lambda: step(batch)
-        trace = lambda: step.get_concrete_function(batch)
     else:
-        model = trainer.PretrainModel(
-            vatt, trainer.Harmonization(method=method, granularity=granularity or "replica")
+        cls = DenseUpdateModel if dense else trainer.PretrainModel
+        model = cls(
+            vatt,
+            trainer.Harmonization(
+                method=method, granularity=granularity or "group:8", monitor_every=10**9
+            ),
         )
         model(batch, training=False)
         model.compile(optimizer=optimizer)
         train_fn = model.make_train_function()
         iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
         run = lambda: train_fn(iterator)
-        trace = lambda: train_fn.get_concrete_function(iterator)
+    return lambda: tf.nest.map_structure(lambda t: t.numpy(), run())
 
+
+def shared_vatt(batch):
+    vatt = build_vatt(FLAGS.preset)
+    vatt(batch, training=False)
+    if FLAGS.frozen_words:
+        vatt.text_tokenizer.word_embedding.trainable = False
+    return vatt
+
+
+class DenseUpdateModel(trainer.PretrainModel):
+    """The word table's update made dense (vocabulary x width) before the all-reduce."""
+
+    def _harmonized_update(self, *args, **kwargs):
+        update, stats = super()._harmonized_update(*args, **kwargs)
+        return [tf.convert_to_tensor(u) for u in update], stats
+
+
+def worker(spec):
+    """Step memory of one configuration (a process of its own); prints a JSON line."""
+    batch = make_batch(FLAGS.batch)
+    run = build(spec, batch)
     process = psutil.Process()
-    base_rss = process.memory_info().rss  # model built; before the first step
-    peak, running = [base_rss], [True]
+    peak, running = [0], [True]
 
     def sample():
         while running[0]:
             peak[0] = max(peak[0], process.memory_info().rss)
             time.sleep(0.002)
 
+    run()  # traces
+    traced = process.memory_info().rss
+    peak[0] = traced
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
-    trace()  # host-side graph building, one-off (not device memory on an accelerator)
-    traced_rss = max(peak[0], process.memory_info().rss)
-    peak[0] = traced_rss
-    for _ in range(2):  # warm up
-        tf.nest.map_structure(lambda t: t.numpy(), run())
-    times = []
-    for _ in range(FLAGS.steps):
-        t0 = time.perf_counter()
-        tf.nest.map_structure(lambda t: t.numpy(), run())
-        times.append(time.perf_counter() - t0)
+    for _ in range(2):
+        run()
     running[0] = False
     thread.join()
-    print(
-        "RESULT "
-        + json.dumps(
-            dict(
-                spec=spec,
-                step_ms=1000 * float(np.median(times)),
-                peak_mb=(peak[0] - traced_rss) / 2**20,
-                with_trace_mb=(peak[0] - base_rss) / 2**20,
-                rss_mb=peak[0] / 2**20,
-                params=int(vatt.count_params()),
-            )
-        )
-    )
+    print("RESULT " + json.dumps(dict(spec=spec, step_mb=(peak[0] - traced) / 2**20)))
 
 
 def _median_ms(fn, steps):
-    import numpy as np
-
-    for _ in range(2):
-        fn()
+    fn()
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -179,77 +158,63 @@ def _median_ms(fn, steps):
     return 1000 * float(np.median(times))
 
 
-def breakdown(preset):
-    """Where the example_fast time goes (tf.functions, no optimizer); prints a JSON line."""
-    import tensorflow as tf
-
-    from vatt_gh import harmonize, per_example, trainer
-    from vatt_gh.models import build_vatt
-
-    batch = make_batch(preset, FLAGS.batch)
-    model = trainer.PretrainModel(build_vatt(preset))
+def breakdown(batch):
+    """Where the group step's time goes (tf.functions, no optimizer): ms per part."""
+    model = trainer.PretrainModel(build_vatt(FLAGS.preset))
     model(batch, training=False)
+    if FLAGS.frozen_words:
+        model.vatt.text_tokenizer.word_embedding.trainable = False
     loss_fn = model._loss_fn(batch)
     variables = model.trainable_variables
-    done = lambda xs: tf.add_n([tf.reduce_sum(x) for x in tf.nest.flatten(xs)])
+    done = lambda xs: tf.add_n(
+        [tf.reduce_sum(tf.convert_to_tensor(x)) for x in tf.nest.flatten(xs)]
+    )
 
-    def forward():
-        return done(loss_fn()[:2])
+    def one_backward():
+        with tf.GradientTape() as tape:
+            a, b, _ = loss_fn()
+            total = tf.reduce_sum(a) + tf.reduce_sum(b)
+        return done([g for g in tape.gradient(total, variables) if g is not None])
 
-    def backward_to_outputs():
-        fwd = per_example._forward(loss_fn, variables, model.vatt)
+    def two_backward():
+        with tf.GradientTape(persistent=True) as tape:
+            a, b, _ = loss_fn()
+            a, b = tf.reduce_sum(a), tf.reduce_sum(b)
+        grads = [g for t in (a, b) for g in tape.gradient(t, variables) if g is not None]
+        return done(grads)
+
+    def to_outputs():
+        fwd = group_stats.forward(loss_fn, variables, model.vatt)
         return done([fwd.d_va, fwd.d_vt])
 
-    def stats():
-        return done(per_example.per_example_statistics(loss_fn, variables, model.vatt)[:3])
+    def stats(size):
+        fwd = group_stats.forward(loss_fn, variables, model.vatt)
+        pairs = group_stats.group_pairs(fwd, variables, size)
+        return done([pairs.dot, pairs.nva, pairs.nvt])
 
-    def fast_update():
-        update, st, _ = per_example.harmonized_gradients(
-            loss_fn, variables, model.vatt, "both", gamma=-0.3
-        )
-        return done(update) + done(st["cosine"])
-
-    def replica_update():
-        update, _, _ = harmonize.harmonized_gradients(loss_fn, variables, "sum", "replica")
-        return done(update)
+    def update(size):
+        u, st, _ = harmonized_update(loss_fn, variables, model.vatt, "both", f"group:{size}", -0.3)
+        return done(u) + done(st["cosine"])
 
     parts = dict(
-        forward=forward,
-        forward_and_two_backward_to_outputs=backward_to_outputs,
-        plus_per_layer_stats=stats,
-        example_fast_both_update=fast_update,
-        replica_sum_update=replica_update,
+        forward=lambda: done(loss_fn()[:2]),
+        forward_one_backward_to_weights=one_backward,
+        forward_two_backward_to_weights=two_backward,
+        forward_two_backward_to_layer_outputs=to_outputs,
+        plus_group_8_stats=lambda: stats(8),
+        plus_group_1_stats=lambda: stats(1),
+        group_8_both_update=lambda: update(8),
+        group_1_both_update=lambda: update(1),
     )
-    out = {
-        name: _median_ms(lambda f=tf.function(fn): f().numpy(), FLAGS.steps)
-        for name, fn in parts.items()
-    }
-    print("BREAKDOWN " + json.dumps(dict(preset=preset, batch=FLAGS.batch, ms=out)))
-
-
-def check(preset="tiny", batch_size=4):
-    """Relative error of the fast (dot, norms) against materialised per-example gradients."""
-    import numpy as np
-
-    from vatt_gh import per_example, trainer
-    from vatt_gh.models import build_vatt
-
-    batch = make_batch(preset, batch_size)
-    model = trainer.PretrainModel(build_vatt(preset, drop_token_rate=0.0, dropout_rate=0.0))
-    model(batch, training=False)
-    loss_fn = model._loss_fn(batch)
-    variables = model.trainable_variables
-    g_va, g_vt, _ = per_example.per_example_gradients(loss_fn, variables, model.vatt)
-    flat = lambda gs: np.concatenate([g.numpy().reshape(batch_size, -1) for g in gs], 1)
-    a, b = flat(g_va).astype(np.float64), flat(g_vt).astype(np.float64)
-    want = (np.sum(a * b, 1), np.sum(a * a, 1), np.sum(b * b, 1))
-    errors = {}
-    for mode in ("ghost", "direct", "auto"):
-        got = per_example.per_example_statistics(loss_fn, variables, model.vatt, mode=mode)[:3]
-        errors[mode] = max(
-            float(np.abs(g.numpy() - w).max() / np.abs(w).max()) for g, w in zip(got, want)
-        )
-    print("CHECK " + json.dumps(dict(preset=preset, batch=batch_size, max_rel_error=errors)))
+    fns = {name: tf.function(fn) for name, fn in parts.items()}
+    for fn in fns.values():  # trace all first
+        fn().numpy()
+    rounds = {name: [] for name in fns}
+    for r in range(max(FLAGS.rounds, 1)):
+        names = list(fns)[r % len(fns) :] + list(fns)[: r % len(fns)]
+        for name in names:
+            rounds[name].append(_median_ms(lambda f=fns[name]: f().numpy(), FLAGS.steps))
+    return {name: float(np.median(ms)) for name, ms in rounds.items()}
 
 
 def memory_estimate(
@@ -261,25 +226,24 @@ def memory_estimate(
     narrations=5,
     drop=0.5,
     act_bytes=4,
+    group_size=1,
 ):
     """Analytic per-core peak memory (GB) of a VATT-MA preset (default: medium at the paper's
-    per-core batch and inputs) for the `sum` step and the `example_fast` step.
+    per-core batch and inputs) for VATT's step (`sum`) and the group step (`group:N`, N = 1 or 8).
 
     Counted per Transformer layer and token (floats): the forward keeps ~17 D for the backward
     (LN in/out, q, k, v, context, attention out, residuals, LN2 out, MLP pre- and post-GELU 4 D
     each) + H T for the attention probabilities. The backward frees them as it goes, so:
-    - sum: all activations, then the weight gradients g_va, g_vt and the update (3 x params);
-    - example_fast: the backward also makes d_va and d_vt at the outputs of every layer with
+    - sum: all activations, then one weight gradient (params);
+    - group:N: the backward also makes d_va and d_vt at the outputs of every layer with
       weights (LN1, q, k, v, attention out, LN2, MLP in 4 D, MLP out: 12 D per token and loss,
       counted as kept until the weights are known), and keeps the inputs of the dense layers
       for the update (LN1 out, context, LN2 out, MLP hidden 4 D: 7 D). Its peak is at one end
       of the backward: all activations, or kept inputs + both losses' output gradients; plus
-      the update (params) and the largest per-variable statistic (direct 2 B k n, ghost
-      4 B T^2).
+      the update (params) and the largest per-variable statistic (direct: the groups'
+      weight gradients of both losses, 2 G k n with G = B / N; ghost 4 G T^2).
     Weights and Adam slots in float32; activations and output gradients in `act_bytes`.
     """
-    from vatt_gh.models import get_config
-
     c = get_config(preset)
     d, h, mlp, layers = c.hidden_size, c.num_heads, c.mlp_dim, c.num_layers
     seqs = [
@@ -324,20 +288,22 @@ def memory_estimate(
     activations = 17 * per_d + gb(probs, act_bytes)
     kept_inputs, captured = 7 * per_d, 2 * 12 * per_d
     t_all = sum(n * t for n, t in seqs)
-    stat_transient = gb(min(2 * batch * d * mlp, 4 * batch * t_all**2))
+    groups = batch // group_size
+    t_group = group_size * t_all
+    stat_transient = gb(min(2 * groups * d * mlp, 4 * groups * t_group**2))
     weights, adam = gb(params), gb(2 * params)
     rows = {
         "weights": weights,
         "adam_slots": adam,
         "activations": activations,
-        "sum_step_gradients_g_va_g_vt_update": gb(3 * params),
-        "example_fast_kept_layer_inputs": kept_inputs,
-        "example_fast_captured_d_va_d_vt": captured,
-        "example_fast_update": gb(params),
-        "example_fast_stat_transient": stat_transient,
+        "sum_step_gradient": gb(params),
+        "group_kept_layer_inputs": kept_inputs,
+        "group_captured_d_va_d_vt": captured,
+        "group_update": gb(params),
+        f"group_{group_size}_stat_transient": stat_transient,
     }
-    rows["total_sum_step"] = weights + adam + activations + gb(3 * params)
-    rows["total_example_fast"] = (
+    rows["total_sum_step"] = weights + adam + activations + gb(params)
+    rows[f"total_group_{group_size}"] = (
         weights + adam + max(activations, kept_inputs + captured) + gb(params) + stat_transient
     )
     return params, tokens, rows
@@ -346,130 +312,64 @@ def memory_estimate(
 def main(argv):
     del argv
     if FLAGS.worker:
-        if FLAGS.worker.endswith("|breakdown"):
-            return breakdown(FLAGS.worker.split("|")[0])
-        if FLAGS.worker == "check":
-            return check()
         return worker(FLAGS.worker)
-    import numpy as np
-
-    extra_lines = []
-    for flag, spec, tag in ((FLAGS.check, "check", "CHECK "),) + tuple(
-        (FLAGS.breakdown, f"{p}|breakdown", "BREAKDOWN ") for p in FLAGS.presets
-    ):
-        if not flag:
-            continue
-        proc = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                f"--worker={spec}",
-                f"--batch={FLAGS.batch}",
-                f"--steps={FLAGS.steps}",
-            ],
-            capture_output=True,
-            text=True,
-        )
-        line = [l for l in proc.stdout.splitlines() if l.startswith(tag)]
-        extra_lines.append(line[-1] if line else f"{spec} failed:\n{proc.stderr[-2000:]}")
-        print("  " + extra_lines[-1][:200], file=sys.stderr)
-    specs = [f"{p}|{m}" for p in FLAGS.presets for m in FLAGS.methods]
-    results = {s: [] for s in specs}
-    for r in range(FLAGS.repeats):
-        order = specs[r % len(specs) :] + specs[: r % len(specs)]
-        for spec in order:
-            cmd = [
-                sys.executable,
-                __file__,
-                f"--worker={spec}",
-                f"--batch={FLAGS.batch}",
-                f"--steps={FLAGS.steps}",
-            ]
+    batch = make_batch(FLAGS.batch)
+    specs = list(FLAGS.methods)
+    runs, vatt = {}, shared_vatt(batch)
+    for spec in specs:  # build and trace everything before timing
+        t0 = time.perf_counter()
+        runs[spec] = build(spec, batch, vatt)
+        runs[spec]()
+        print(f"  traced {spec} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    times = {spec: [] for spec in specs}
+    for r in range(FLAGS.rounds):
+        for spec in specs[r % len(specs) :] + specs[: r % len(specs)]:
+            times[spec].append(_median_ms(runs[spec], FLAGS.steps))
+            print(f"  round {r + 1}: {spec:22s} {times[spec][-1]:8.0f} ms", file=sys.stderr)
+    memory = {}
+    if FLAGS.memory:
+        for spec in specs:
+            cmd = [sys.executable, __file__, f"--worker={spec}", f"--batch={FLAGS.batch}"]
+            cmd += [f"--preset={FLAGS.preset}"] + (["--frozen_words"] if FLAGS.frozen_words else [])
             proc = subprocess.run(cmd, capture_output=True, text=True)
             line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-            if not line:
-                print(f"{spec} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-                continue
-            results[spec].append(json.loads(line[-1][7:]))
+            memory[spec] = json.loads(line[-1][7:])["step_mb"] if line else float("nan")
+    parts = breakdown(batch) if FLAGS.breakdown else {}
+
+    med = {spec: float(np.median(ms)) for spec, ms in times.items()}
+    ref = med.get("vatt")
+    print(
+        f"\n{FLAGS.preset}, local batch {FLAGS.batch}, inputs (frames, side, audio samples, "
+        f"K, L) {INPUTS}, word table {'frozen' if FLAGS.frozen_words else 'trainable'}; "
+        f"{FLAGS.rounds} interleaved rounds of {FLAGS.steps} steps, medians"
+    )
+    print("\n| step | ms / step | x VATT's step | step memory MB | x VATT's step |")
+    print("| --- | --- | --- | --- | --- |")
+    for spec in specs:
+        name = "VATT's step" if spec == "vatt" else f"`{spec}`"
+        ratio = f"{med[spec] / ref:.2f}" if ref else "-"
+        mb = memory.get(spec, float("nan"))
+        mb_ratio = f"{mb / memory['vatt']:.2f}" if memory.get("vatt") else "-"
+        print(f"| {name} | {med[spec]:.0f} | {ratio} | {mb:.0f} | {mb_ratio} |")
+    if parts:
+        print("\nbreakdown (tf.functions, no optimizer; ms, medians):")
+        print("| part | ms |\n| --- | --- |")
+        for name, ms in parts.items():
+            print(f"| {name} | {ms:.0f} |")
+    for size in (8, 1):
+        for act_bytes, label in ((4, "float32"), (2, "bfloat16")):
+            params, tokens, rows = memory_estimate(act_bytes=act_bytes, group_size=size)
             print(
-                f"  round {r + 1}: {spec:28s} {results[spec][-1]['step_ms']:8.1f} ms",
-                file=sys.stderr,
+                f"\nmemory model: medium, 8 clips per core, 1568 video / 1200 audio / 5 x 16 "
+                f"text tokens (DropToken 0.5): {params / 1e6:.0f}M parameters, {tokens} token "
+                f"rows; activations in {label}; group:{size}; GB:"
             )
-
-    print(
-        f"\nbatch {FLAGS.batch}; inputs (frames, side, audio samples, K, L): "
-        + ", ".join(f"{p} {INPUTS[p]}" for p in FLAGS.presets)
-    )
-    print(
-        "'sum' = PretrainModel sum at replica granularity (two backward passes): the "
-        "reference of the 'x sum' columns; 'baseline' = VATT's one backward pass."
-    )
-    print(
-        "Memory (MB, x sum): 'step' = peak RSS during the steps above the RSS once the step "
-        "is traced (the step's tensors: what device memory would hold); 'with trace' = above "
-        "the RSS of the built model (adds graph building and the optimizer slots); "
-        "'process' = the whole process's peak RSS."
-    )
-    print(
-        "\n| preset | method | granularity | ms / step | x baseline | x sum | step MB | x sum "
-        "| with trace MB | x sum | process MB | x sum |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    med = lambda runs, key: np.median([r[key] for r in runs]) if runs else np.nan
-    for preset in FLAGS.presets:
-        base, ref = results.get(f"{preset}|baseline"), results.get(f"{preset}|sum")
-        for method in FLAGS.methods:
-            runs = results[f"{preset}|{method}"]
-            if not runs:
-                continue
-            ms = med(runs, "step_ms")
-            name, _, gran = method.partition("@")
-            gran = "-" if name == "baseline" else (gran or "replica")
-            cells = [
-                f"{ms:.1f}",
-                f"{ms / med(base, 'step_ms'):.2f}",
-                f"{ms / med(ref, 'step_ms'):.2f}",
-            ]
-            for key in ("peak_mb", "with_trace_mb", "rss_mb"):
-                cells += [f"{med(runs, key):.0f}", f"{med(runs, key) / med(ref, key):.2f}"]
-            print(f"| {preset} | {name} | {gran} | " + " | ".join(cells) + " |")
-    for line in extra_lines:
-        print("\n" + line)
-    if (
-        "small" in FLAGS.presets
-        and results.get("small|sum")
-        and results.get("small|both@example_fast")
-    ):
-        # The same model at this run's small inputs, against the measured ratio.
-        from vatt_gh.models import get_config
-
-        config = get_config("small")
-        frames, side, samples, k, length = INPUTS["small"]
-        t, h, w = config.video_patch_size
-        video_tokens = (frames // t) * (side // h) * (side // w)
-        _, _, rows = memory_estimate(
-            "small", FLAGS.batch, video_tokens, samples // config.audio_patch_size, length, k
-        )
-        measured = med(results["small|both@example_fast"], "peak_mb") / med(
-            results["small|sum"], "peak_mb"
-        )
-        print(
-            f"\nmemory model on small at these inputs: example_fast / sum = "
-            f"{rows['total_example_fast'] / rows['total_sum_step']:.2f} predicted, "
-            f"{measured:.2f} measured (step memory)"
-        )
-    for act_bytes, label in ((4, "float32"), (2, "bfloat16")):
-        params, tokens, rows = memory_estimate(act_bytes=act_bytes)
-        print(
-            f"\nmedium, per-core batch 8, 1568 video / 1200 audio / 5 x 16 text tokens "
-            f"(DropToken 0.5): {params / 1e6:.0f}M parameters, {tokens} token rows; "
-            f"activations in {label} (weights and optimizer in float32); GB:"
-        )
-        print("| item | GB |\n| --- | --- |")
-        for key, value in rows.items():
-            print(f"| {key} | {value:.2f} |")
-        for key in ("total_sum_step", "total_example_fast"):
-            print(f"{key}: {'fits' if rows[key] < 16 else 'does NOT fit'} a 16 GB TPU v3 core")
+            print("| item | GB |\n| --- | --- |")
+            for key, value in rows.items():
+                print(f"| {key} | {value:.2f} |")
+            for key in ("total_sum_step", f"total_group_{size}"):
+                verdict = "fits" if rows[key] < 16 else "does NOT fit"
+                print(f"{key}: {verdict} a 16 GB TPU v3 core")
 
 
 if __name__ == "__main__":

@@ -10,11 +10,9 @@ import sys
 
 import numpy as np
 import tensorflow as tf
+from toy import micro_vatt, random_batch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from toy import micro_vatt, random_batch  # noqa: E402
-
-from vatt_gh import trainer  # noqa: E402
+from vatt_gh import trainer
 
 B = 8
 

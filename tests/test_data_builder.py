@@ -1,9 +1,11 @@
 """The dataset builder on real container files written here with PyAV (known colours and tones),
-read back through the evaluation pipeline; resumability and the failure summary."""
+read back through the evaluation pipeline; resumability and the failure summary; YouTube-8M-style
+videos with auto-generated WebVTT / SRT captions and a label file, built with the command line."""
 
 import csv
-import importlib.util
 import os
+import subprocess
+import sys
 
 import av
 import numpy as np
@@ -116,30 +118,155 @@ def test_clips_carry_colour_pitch_and_captions(built, tmp_path):
 
 
 def test_build_vocab_counts_words(built, tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "build_vocab", os.path.join(os.path.dirname(__file__), "..", "tools", "build_vocab.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    words = module.word_vocab(os.path.join(built["out"], "t-*.tfrecord"), 100)
+    from vatt_gh.data import vocab
+
+    words = vocab.word_vocab(os.path.join(built["out"], "t-*.tfrecord"), 100)
     # each caption appears in 2 clips: red/blue 4 times each, first/second 4 each
     assert sorted(words) == ["blue", "first", "red", "second"]
 
 
-def test_captions_json_and_clip_captions():
-    narrations = [(0.0, 1.0, "a"), (2.0, 3.0, "b"), (4.0, 5.0, "c"), (6.0, 7.0, "d")]
-    assert builder.clip_captions(narrations, 2.5, 4.5, 1) == ["a", "b", "c", "d"]
-    assert builder.clip_captions(narrations, 2.5, 3.5, 0) == ["b"]
-    assert builder.clip_captions(narrations, 1.2, 1.8, 2) == []
+# ---------------------------------------------------------------------------------------------
+# YouTube-8M: 5 s clips, ASR captions next to the videos (rolling auto-caption style), labels
+# ---------------------------------------------------------------------------------------------
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What was spoken: (start, end, line). Clip [0, 5) overlaps all four; clip [5, 6.5) overlaps the
+# last and takes one neighbour.
+SPOKEN = [
+    (0.0, 1.49, "alpha bravo"),
+    (1.5, 2.99, "charlie delta"),
+    (3.0, 3.99, "echo foxtrot"),
+    (4.0, 5.5, "golf hotel"),
+]
 
 
-def test_load_captions_json_layouts(tmp_path):
-    path = tmp_path / "c.json"
-    path.write_text(
-        '{"v1": {"start": [2.0, 0.0], "end": [3.0, 1.0], "text": ["b", "a"]},'
-        ' "v2": [{"start": 1, "end": 2, "text": "x"}]}'
+def auto_caption_cues(tags=True):
+    """YouTube's rolling automatic captions as (start, end, lines): each cue shows the previous
+    line above the new one (word timing tags on the new one in WebVTT), with a 10 ms cue between
+    that repeats it alone."""
+    cues, previous = [], " "
+    for start, end, line in SPOKEN:
+        first, *rest = line.split()
+        timed = first + "".join(f"<{stamp(start + 0.2)}><c> {w}</c>" for w in rest)
+        cues.append((start, end, [previous, timed if tags else line]))
+        cues.append((end, end + 0.01, [line, " "]))
+        previous = line
+    return cues
+
+
+def stamp(seconds, sep="."):
+    ms = int(round(seconds * 1000))
+    return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}{sep}{ms % 1000:03d}"
+
+
+def write_vtt(path, cues):
+    blocks = ["WEBVTT\nKind: captions\nLanguage: en\n"]
+    for start, end, lines in cues:
+        timing = f"{stamp(start)} --> {stamp(end)} align:start position:0%"
+        blocks.append("\n".join([timing, *lines]) + "\n")
+    path.write_text("\n".join(blocks))
+
+
+def write_srt(path, cues):
+    blocks = []
+    for i, (start, end, lines) in enumerate(cues, start=1):
+        timing = f"{stamp(start, ',')} --> {stamp(end, ',')}"
+        blocks.append("\n".join([str(i), timing, *lines]) + "\n")
+    path.write_text("\n".join(blocks))
+
+
+@pytest.fixture(scope="module")
+def yt8m(tmp_path_factory):
+    root = tmp_path_factory.mktemp("yt8m")
+    videos = root / "videos"
+    videos.mkdir()
+    _make_mp4(str(videos / "ytA.mp4"), (220, 30, 30), 440.0, seconds=6.5)
+    _make_mp4(str(videos / "ytB.mp4"), (30, 30, 220), 1000.0, seconds=6.5)
+    write_vtt(videos / "ytA.en.vtt", auto_caption_cues())  # yt-dlp's name for English
+    write_srt(videos / "ytB.srt", auto_caption_cues(tags=False))
+    labels = root / "labels.csv"
+    labels.write_text("video_id,labels\nytA,3 17\n")
+    out = root / "out"
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "tools", "build_dataset.py"),
+        f"--videos={videos}",
+        f"--labels={labels}",
+        f"--out_dir={out}",
+        "--fps=10",
+        "--clip_seconds=5",
+        "--short_side=32",
+        "--neighbours=1",
+        "--prefix=yt8m",
+        "--num_workers=1",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return dict(out=str(out), stdout=proc.stdout)
+
+
+def test_yt8m_build_summary(yt8m):
+    assert "4 clips in 1 shard(s)" in yt8m["stdout"]
+    assert "2 of 2 video(s) had narrations" in yt8m["stdout"]
+
+
+def test_yt8m_records_carry_deduplicated_captions_and_labels(yt8m):
+    got = {}
+    for path in tf.io.gfile.glob(os.path.join(yt8m["out"], "yt8m-*.tfrecord")):
+        for record in tf.data.TFRecordDataset(path):
+            ex = schema.parse_sequence_example(record)
+            got[ex["clip_id"].numpy().decode()] = (
+                [c.decode() for c in ex["captions"].numpy()],
+                ex["labels"].numpy().tolist(),
+                int(tf.size(ex["frames"])),
+                int(tf.size(ex["audio"])),
+            )
+    words = [line for _, _, line in SPOKEN]
+    for vid, labels in (("ytA", [3, 17]), ("ytB", [])):
+        assert got[f"{vid}_0.00"] == (words, labels, 50, 5 * 48000)  # 5 s at 10 fps
+        captions, clip_labels, frames, samples = got[f"{vid}_5.00"]  # the last 1.5 s
+        assert (captions, clip_labels) == (words[2:], labels)
+        assert 13 <= frames <= 15 and samples == frames * 4800
+
+
+def test_yt8m_records_read_back_by_the_pipeline(yt8m, tmp_path):
+    vocab = str(tmp_path / "vocab.txt")
+    words = "alpha bravo charlie delta echo foxtrot golf hotel".split()
+    text_lib.write_word_vocab(vocab, words)  # ids 2..9
+    cfg = P.EvalConfig(
+        file_pattern=os.path.join(yt8m["out"], "yt8m-*.tfrecord"),
+        fps=10.0,
+        num_frames=32,  # 3.2 s: the mixture's audio window
+        num_windows=1,
+        crop_size=16,
+        min_resize=32,
+        num_captions=4,
+        max_tokens=2,
+        vocab_path=vocab,
     )
-    assert builder.load_captions(str(path)) == {
-        "v1": [(0.0, 1.0, "a"), (2.0, 3.0, "b")],
-        "v2": [(1.0, 2.0, "x")],
-    }
+    clips = {}
+    for b in P.eval_dataset(cfg, 8):
+        for i, clip_id in enumerate(b["clip_id"].numpy()):
+            clips[clip_id.decode()] = {k: v.numpy()[i] for k, v in b.items()}
+    assert sorted(clips) == ["ytA_0.00", "ytA_5.00", "ytB_0.00", "ytB_5.00"]
+    ids = np.arange(2, 10).reshape(4, 2)  # one row per spoken line
+    for clip_id, ex in clips.items():
+        assert ex["audio"].shape == (1, 153_600) and ex["audio_mask"] == 1
+        assert ex["label"] == (3 if clip_id.startswith("ytA") else -1)
+        if clip_id.endswith("_0.00"):
+            np.testing.assert_array_equal(ex["text"], ids)
+            np.testing.assert_array_equal(ex["text_mask"], [1, 1, 1, 1])
+        else:
+            np.testing.assert_array_equal(ex["text"][:2], ids[2:])
+            np.testing.assert_array_equal(ex["text_mask"], [1, 1, 0, 0])
+
+
+def test_missing_table_or_label_file_is_named(tmp_path):
+    video = str(tmp_path / "v.mp4")
+    for kwargs, flag in (
+        (dict(captions_path=str(tmp_path / "no.csv")), "--captions"),
+        (dict(captions_path=None, labels_path=str(tmp_path / "no.json")), "--labels"),
+    ):
+        with pytest.raises(ValueError, match=f"{flag} file .*no.* does not exist"):
+            builder.build_dataset([video], out_dir=str(tmp_path / "out"), progress=False, **kwargs)
+    with pytest.raises(ValueError, match="BuildConfig.clip_seconds must be a positive number"):
+        builder.BuildConfig(clip_seconds=0.0)

@@ -81,3 +81,96 @@ def test_pipeline_output_matches_ground_truth(syn):
             expected = t["label"] / KW["num_classes"]
             assert min(abs(hue - expected), 1 - abs(hue - expected)) < 0.05
     assert seen == KW["num_clips"]
+
+
+# ------------------------------------------------------- HowTo100M-like misalignment kinds
+def _records(file_pattern):
+    import tensorflow as tf
+
+    from vatt_gh.data import schema
+
+    out = {}
+    for path in sorted(tf.io.gfile.glob(file_pattern)):
+        for record in tf.data.TFRecordDataset(path):
+            parsed = schema.parse_sequence_example(record)
+            out[parsed["clip_id"].numpy().decode()] = {
+                "captions": [c.decode() for c in parsed["captions"].numpy()],
+                "audio": parsed["audio"].numpy().reshape(-1),
+            }
+    return out
+
+
+def test_howto_kinds_ground_truth_matches_content(tmp_path):
+    n_kinds = len(synthetic.HOWTO_KINDS)
+    kw = dict(KW, num_clips=2 * n_kinds, misaligned_fraction=1.0)
+    syn = synthetic.write_synthetic(
+        str(tmp_path), seed=5, misalign_kinds=synthetic.HOWTO_KINDS, **kw
+    )
+    truth = synthetic.read_truth(syn["file_pattern"])  # from the records, not the metadata
+    meta = {c["clip_id"]: c for c in json.load(open(syn["metadata_path"]))["clips"]}
+    assert truth.keys() == meta.keys()
+    kinds = [t["misalign_kind"] for t in truth.values()]
+    assert sorted(kinds) == sorted(2 * list(synthetic.HOWTO_KINDS))  # every kind, twice
+    records = _records(syn["file_pattern"])
+    clip_ids = sorted(records)
+    for clip_id, t in truth.items():
+        assert t["misalign_kind"] == meta[clip_id]["misalign_kind"]
+        audio_wrong, text_wrong = synthetic.MISALIGN_KINDS[t["misalign_kind"]]
+        assert t["aligned_va"] == int(not audio_wrong) and t["aligned_vt"] == int(not text_wrong)
+        words = {w for c in records[clip_id]["captions"] for w in c.split()}
+        audio = records[clip_id]["audio"]
+        spectrum = np.abs(np.fft.rfft(audio))
+        peak = np.argmax(spectrum) * 48000 / len(audio)
+        kind = t["misalign_kind"]
+        if kind == "offscreen_text":
+            assert t["text_class"] == -1 and words & set(synthetic.OFFSCREEN_WORDS)
+            assert not any(words & set(synthetic.class_words(c)) for c in range(4))
+        if "shift_text" in kind:  # the next clip (file order) of another class, its narration
+            i = clip_ids.index(clip_id)
+            j = next(
+                clip_ids[(i + s) % len(clip_ids)]
+                for s in range(1, len(clip_ids))
+                if meta[clip_ids[(i + s) % len(clip_ids)]]["label"] != t["label"]
+            )
+            assert t["text_class"] == meta[j]["label"] != t["label"]
+            if meta[j]["misalign_kind"] in ("aligned", "swap_audio", "silent_audio"):
+                assert records[clip_id]["captions"] == records[j]["captions"]
+            assert words & set(synthetic.class_words(t["text_class"]))
+        if kind == "silent_audio":
+            assert t["audio_class"] == -1 and np.sqrt(np.mean(audio**2)) < 0.02
+        if "unrelated_audio" in kind:  # noise: no tone carries a tenth of the energy
+            assert t["audio_class"] == -1
+            assert spectrum.max() ** 2 < 0.01 * np.sum(spectrum**2)
+        if kind in ("swap_audio", "swap_both"):
+            assert abs(peak - synthetic.class_frequency(t["audio_class"])) < 2
+            assert t["audio_class"] != t["label"]
+
+
+def test_bad_kinds_and_codes_are_one_line_errors(tmp_path):
+    with pytest.raises(ValueError, match="misalign kind 'typo'"):
+        synthetic.write_synthetic(str(tmp_path / "a"), misalign_kinds=("typo",), **KW)
+    with pytest.raises(ValueError, match="misaligned_fraction"):
+        synthetic.write_synthetic(str(tmp_path / "b"), **dict(KW, misaligned_fraction=1.5))
+    import tensorflow as tf
+
+    from vatt_gh.data import schema
+
+    path = str(tmp_path / "bad.tfrecord")
+    example = schema.make_sequence_example(
+        "clip_x",
+        [tf.io.encode_jpeg(np.zeros((8, 8, 3), np.uint8)).numpy()],
+        extra_int_context={
+            k: [v]
+            for k, v in (
+                (schema.LABEL, 0),
+                (schema.ALIGNED_VA, 1),
+                (schema.ALIGNED_VT, 1),
+                (schema.AUDIO_CLASS, 0),
+                (schema.TEXT_CLASS, 0),
+                (synthetic.MISALIGN_KIND_KEY, 99),
+            )
+        },
+    )
+    schema.write_records(path, [example])
+    with pytest.raises(ValueError, match=r"bad.tfrecord: clip 'clip_x' has synthetic/misalign"):
+        synthetic.read_truth(path)

@@ -175,6 +175,31 @@ def test_read_histograms_from_event_files(tmp_path):
         histories.read_histograms(str(tmp_path / "nothing"))
 
 
+def test_read_histograms_pools_steps_with_few_cosines(tmp_path):
+    """One cosine per summary step (granularity 'replica', one device): pooled 3 steps a point,
+    a remainder of one step joins the last point; percentiles of the pooled values. With
+    min_points the pooling stops short of leaving fewer points."""
+    values = [0.1, -0.3, 0.4, 0.2, 0.6, -0.1, 0.5]
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    with writer.as_default():
+        for i, value in enumerate(values):
+            tf.summary.histogram(histories.TAG, [value], step=10 * (i + 1))
+    writer.close()
+    h = histories.read_histograms(str(tmp_path), levels=(25, 50, 75), min_count=3, min_points=2)
+    np.testing.assert_array_equal(h.steps, [30, 70])
+    np.testing.assert_array_equal(h.summaries_per_point, [3, 4])
+    np.testing.assert_array_equal(h.counts, [3, 4])
+    for point, pooled in enumerate((values[:3], values[3:])):  # point masses: the inverse CDF
+        want = np.percentile(pooled, (25, 50, 75), method="inverted_cdf")
+        np.testing.assert_allclose(h.percentiles[point], want, atol=0.05)
+    assert h.percentiles[1, 0] < h.percentiles[1, 2]  # a band, not a line
+    np.testing.assert_allclose(h.fraction_negative, [1 / 3, 1 / 4], atol=0.02)
+    one = histories.read_histograms(str(tmp_path))  # min_count 1: every step its own point
+    assert len(one.steps) == 7 and (one.summaries_per_point == 1).all()
+    capped = histories.read_histograms(str(tmp_path), min_count=20, min_points=3)
+    np.testing.assert_array_equal(capped.summaries_per_point, [2, 2, 3])
+
+
 # ------------------------------------------------------------------------------ conflicts
 def test_select_extremes_and_auc():
     cos = np.array([0.3, -0.1, 0.5, 0.0, -0.4, 0.2, 0.1, 0.05, -0.05, 0.6])
@@ -251,8 +276,8 @@ def test_triplet_cosines_stay_with_their_clips(tmp_path):
     assert lines[0].startswith("clip_id,cosine") and len(lines) == 12
     with pytest.raises(ValueError, match="fewer than --batch_size"):
         conflicts.triplet_cosines(_FakeModel(16), config, batch_size=16)
-    conflicts.triplet_cosines(model, config, batch_size=4, max_clips=4, granularity="example_fast")
-    assert model.granularities == {"example", "example_fast"}
+    conflicts.triplet_cosines(model, config, batch_size=4, max_clips=4, granularity="group:1")
+    assert model.granularities == {"example", "group:1"}
     with pytest.raises(ValueError, match="granularity 'replica'"):
         conflicts.triplet_cosines(model, config, batch_size=4, granularity="replica")
 

@@ -36,8 +36,13 @@ def test_evaluate_retrieval_and_probes(tiny_run, tmp_path):
             "--output_json=" + str(output),
         ]
     )
-    assert "step 4: metrics written" in result.stdout
     metrics = json.loads(output.read_text())
+    printed = result.stdout.splitlines()  # tables to 0.1%, the JSON at full precision
+    assert f"metrics written to {output}" in printed
+    t2v = next(line.split() for line in printed if line.strip().startswith("text -> video"))
+    assert t2v[3:6] == [f"{metrics['synthetic'][f't2v/R@{k}']:.1f}" for k in (1, 5, 10)]
+    video = next(l.split() for l in printed if l.startswith("  video ") and "->" not in l)
+    assert video[1] == f"{metrics['labelled']['video']['top1']:.1f}"
     assert metrics["step"] == 4
     r = metrics["synthetic"]
     assert r["num_clips"] == 32 and r["num_windows"] == 2
@@ -206,8 +211,8 @@ def test_inspect_conflicts_csv_html_pngs_auc(tiny_run, tmp_path):
     for name in ("top.png", "bottom.png", "cosines.png"):
         assert_png(str(out / name))
     assert summary["granularity"] == "example"
-    # --granularity=example_fast (per-layer statistics; checked against materialised gradients
-    # in test_per_example.py) on the same checkpoint.
+    # --granularity=group:1 (per-layer statistics; checked against materialised gradients
+    # in test_group_stats.py) on the same checkpoint.
     fast = tmp_path / "fast"
     run_tool(
         [
@@ -217,10 +222,10 @@ def test_inspect_conflicts_csv_html_pngs_auc(tiny_run, tmp_path):
             "--output_dir=" + str(fast),
             "--batch_size=8",
             "--max_clips=8",
-            "--granularity=example_fast",
+            "--granularity=group:1",
         ]
     )
-    assert json.loads((fast / "summary.json").read_text())["granularity"] == "example_fast"
+    assert json.loads((fast / "summary.json").read_text())["granularity"] == "group:1"
     with open(fast / "cosines.csv") as f:
         fast_cosines = np.array([float(r["cosine"]) for r in csv.DictReader(f)])
     assert len(fast_cosines) == 8 and np.all(np.abs(fast_cosines) <= 1) and np.std(fast_cosines) > 0
@@ -234,9 +239,10 @@ def test_plot_cosines_from_event_files(tiny_run, tmp_path):
             "--run=baseline=" + tiny_run["model_dir"],
             "--run=again=" + tiny_run["model_dir"],
             "--output=" + str(output),
+            "--min_cosines=1",  # one cosine per summary step: no pooling
         ]
     )
-    assert "baseline: 2 steps (2-4)" in result.stdout
+    assert "baseline: 2 points to step 4 (2 summary steps)" in result.stdout
     height, width, _ = assert_png(str(output))
     assert width > height  # two panels side by side
     with open(tmp_path / "figure4.csv") as f:

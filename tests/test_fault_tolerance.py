@@ -11,6 +11,7 @@ checkpoint, and `interrupt` repeats a run that ended first with a shorter delay.
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -45,6 +46,7 @@ def command(model_dir, steps=STEPS, extra=()):
     return [
         sys.executable,
         os.path.join(REPO, "tools", "pretrain.py"),
+        "--verbose",  # the log lines these tests read (resumed from, input position)
         f"--model_dir={model_dir}",
         f"--gin_param=TRAIN_STEPS={steps}",
         *RUN,
@@ -129,15 +131,15 @@ def interrupt(tmp_path, sig, extra=(), window=0.5, attempts=4):
 
 
 def test_sigkill_at_a_random_moment_then_resume_is_exact(tmp_path, uninterrupted):
-    """Data position by skipping (multi-worker's way); the SIGTERM test covers the
-    checkpointed iterator."""
-    extra = ["--gin_param=pretrain.checkpoint_iterator=False"]
+    """The input position saved with the checkpoint rebuilds the pipeline where it stood."""
+    extra = ()
     model_dir, proc, stderr = interrupt(tmp_path, signal.SIGKILL, extra)
     assert proc.returncode == -signal.SIGKILL, stderr[-3000:]
     assert not os.path.exists(os.path.join(model_dir, "checkpoints", f"ckpt-{STEPS}.index"))
     resumed = run(model_dir, extra=extra)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stderr
+    assert "input position of step" in resumed.stderr  # rebuilt from it, nothing replayed
     assert max_difference(final_state(model_dir), uninterrupted) == 0.0
 
 
@@ -214,3 +216,98 @@ def test_nonfinite_steps_are_skipped_counted_and_stop_training(tmp_path):
     assert "Traceback" not in proc.stderr
     counted = read_scalar(str(tmp_path / "run" / "train"), "train/skipped_nonfinite")
     assert counted == {3: 3.0}  # summed since the last summary: all three steps skipped
+
+
+def _numeric_regions(prefix):
+    """(start, end) byte ranges of the data file that hold the numeric tensors."""
+    reader = tf.train.load_checkpoint(prefix)
+    data = open(prefix + ".data-00000-of-00001", "rb").read()
+    regions = []
+    for name, dtype in reader.get_variable_to_dtype_map().items():
+        if dtype.is_numpy_compatible and dtype != tf.string:
+            raw = np.ascontiguousarray(reader.get_tensor(name)).tobytes()
+            start = data.find(raw) if len(raw) >= 64 else -1
+            if start >= 0:
+                regions.append((start, start + len(raw)))
+    return data, sorted(regions)
+
+
+def test_flipped_bytes_in_the_iterator_state_fall_back_to_the_previous(tmp_path):
+    """16 flipped bytes inside the checkpointed input iterator (the numeric tensors intact):
+    the whole checkpoint is verified before restoring, set aside, and the previous one used
+    (that resuming from it is exact is the truncated-checkpoint test's business)."""
+    model_dir = str(tmp_path)
+    assert run(model_dir, steps=2 * EVERY).returncode == 0
+    prefix = os.path.join(model_dir, "checkpoints", f"ckpt-{2 * EVERY}")
+    data, regions = _numeric_regions(prefix)
+    gaps, end = [], 0
+    for a, b in regions:
+        gaps.append((end, a))
+        end = max(end, b)
+    gaps.append((end, len(data)))
+    a, b = max(gaps, key=lambda g: g[1] - g[0])  # the largest non-numeric span: the iterator
+    assert b - a > len(data) // 2, (a, b, len(data))
+    damaged = bytearray(data)
+    middle = (a + b) // 2
+    damaged[middle : middle + 16] = bytes(x ^ 0xFF for x in damaged[middle : middle + 16])
+    with open(prefix + ".data-00000-of-00001", "wb") as f:
+        f.write(bytes(damaged))
+    reader = tf.train.load_checkpoint(prefix)  # every numeric tensor still reads back
+    for name, dtype in reader.get_variable_to_dtype_map().items():
+        if dtype.is_numpy_compatible:
+            reader.get_tensor(name)
+    resumed = run(model_dir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"ckpt-{2 * EVERY} is unreadable" in resumed.stderr
+    assert os.path.exists(prefix + ".data-00000-of-00001.unreadable")
+    assert f"resumed from {os.path.join(model_dir, 'checkpoints', f'ckpt-{EVERY}')}" in (
+        resumed.stderr
+    )
+
+
+def one_bad_record_run(tmp_path, on_error):
+    """A run on 16 clips of which record 5 has a NaN audio sample."""
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    examples = []
+    for i in range(16):
+        frames = [
+            tf.io.encode_jpeg(rng.integers(0, 255, (40, 40, 3), np.uint8)).numpy()
+            for _ in range(16)
+        ]
+        audio = rng.uniform(-0.5, 0.5, 16 * 4800).astype(np.float32)
+        audio[3] = np.nan if i == 5 else audio[3]
+        examples.append(
+            schema.make_sequence_example(f"c{i}", frames, audio=audio, captions=["a red ball"])
+        )
+    shard = str(data / "one-bad-00000-of-00001.tfrecord")
+    schema.write_records(shard, examples)
+    text.write_word_vocab(str(data / "vocab.txt"), ["a", "red", "ball"])
+    extra = [
+        "--gin_param=pretrain.synthetic_data=None",
+        f"--gin_param=bad/SourceConfig.file_pattern='{shard}'",
+        "--gin_param=PretrainConfig.sources=(@bad/SourceConfig(),)",
+        f"--gin_param=PretrainConfig.vocab_path='{data}/vocab.txt'",
+        f"--gin_param=PretrainConfig.on_error='{on_error}'",
+    ]
+    return shard, run(str(tmp_path / "run"), steps=4, extra=extra)
+
+
+def test_bad_record_under_raise_is_a_one_line_error(tmp_path):
+    shard, proc = one_bad_record_run(tmp_path, "raise")
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: shard {shard} record 5: non-finite or out-of-range"), last
+    assert "sample 3 of 76800 is nan" in last and "on_error='skip'" in last
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_skipped_records_are_totalled_in_the_log_and_tensorboard(tmp_path):
+    shard, proc = one_bad_record_run(tmp_path, "skip")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"skipping shard {shard} record 5: non-finite" in proc.stderr
+    counted = read_scalar(str(tmp_path / "run" / "train"), "data/skipped/bad_audio_values")
+    assert counted and min(counted.values()) >= 1.0, counted  # totals since the start
+    end = re.search(r"input: skipped (\d+) record\(s\): (\d+) x bad_audio_values", proc.stderr)
+    assert end and end[1] == end[2] and int(end[1]) >= max(counted.values()), proc.stderr[-3000:]

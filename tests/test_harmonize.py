@@ -6,6 +6,7 @@ import tensorflow as tf
 from reference import flat_grads, np_update
 
 from vatt_gh import harmonize as hz
+from vatt_gh.harmonized_update import own_loss_terms
 
 SHAPES = [(3, 4), (5,), (2, 2, 2)]
 METHOD_CASES = [  # (method, kwargs)
@@ -139,6 +140,11 @@ def test_bad_arguments_are_named():
         hz.parse_granularity("microbatch:4", 6)
     with pytest.raises(ValueError, match="unknown granularity"):
         hz.parse_granularity("triplet", 6)
+    with pytest.raises(ValueError, match="does not split into groups of 4"):
+        hz.parse_granularity("group:4", 6)
+    assert hz.parse_granularity("group:2", 6) == ("group", 2)
+    assert hz.parse_granularity("replica", 6) == ("group", 6)
+    assert hz.parse_granularity("microbatch:3", 6) == ("own_loss", 2)
 
 
 @pytest.mark.parametrize("step,want", [(0, -0.3), (250, -0.15), (500, 0.0), (10_000, 0.0)])
@@ -150,15 +156,15 @@ def test_linear_gamma(step, want):
     )
 
 
-def test_example_weights_match_the_update_for_each_pair():
-    """example_weights on vectors of (dot, norms) gives, pair by pair, the NumPy update."""
+def test_weights_match_the_update_for_each_pair():
+    """weights() on vectors of (dot, norms) gives, pair by pair, the NumPy update."""
     for method, kwargs in METHOD_CASES:
         pairs = [make_pair(k, 10 + i) for i, k in enumerate(KINDS)]
         flats = [(flat(a), flat(b)) for a, b in pairs]
         dot = np.array([a @ b for a, b in flats], np.float32)
         n_va = np.array([a @ a for a, _ in flats], np.float32)
         n_vt = np.array([b @ b for _, b in flats], np.float32)
-        alpha, beta = hz.example_weights(dot, n_va, n_vt, method, **kwargs)
+        alpha, beta, *_ = hz.weights(dot, n_va, n_vt, method, **kwargs)
         for i, (a, b) in enumerate(flats):
             np.testing.assert_allclose(
                 alpha[i].numpy() * a + beta[i].numpy() * b,
@@ -168,7 +174,7 @@ def test_example_weights_match_the_update_for_each_pair():
             )
 
 
-# ------------------------------------------------------------------ granularity on a real loss
+# ------------------------------------- own loss terms (the analysis granularity) on a real loss
 B, D_IN, D_EMB = 6, 5, 4
 
 
@@ -225,11 +231,12 @@ GRANULAR_METHODS = [
 
 @pytest.mark.parametrize("method,kwargs", GRANULAR_METHODS)
 @pytest.mark.parametrize(
-    "granularity,groups", [("example", B), ("microbatch:2", 2), ("microbatch:3", 3), ("replica", 1)]
+    "granularity,groups",
+    [("example", B), ("microbatch:2", 2), ("microbatch:3", 3), ("microbatch:1", 1)],
 )
 def test_granularity_matches_a_python_loop(method, kwargs, granularity, groups):
     variables, loss_fn = toy_problem(seed=groups)
-    update, stats, _ = hz.harmonized_gradients(loss_fn, variables, method, granularity, **kwargs)
+    update, stats, _ = own_loss_terms(loss_fn, variables, method, granularity, **kwargs)
     want = loop_reference(variables, loss_fn, groups, method, **kwargs)
     got = flat([u.numpy() for u in update], [tuple(v.shape) for v in variables])
     rel = np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-12)
@@ -237,26 +244,25 @@ def test_granularity_matches_a_python_loop(method, kwargs, granularity, groups):
     assert stats["cosine"].shape == (groups,)
 
 
-def test_microbatch_extremes_equal_replica_and_example():
+def test_microbatch_extremes_equal_example_and_chunks_change_nothing():
     variables, loss_fn = toy_problem(seed=7)
     for method, kwargs in GRANULAR_METHODS:
-        u1, s1, _ = hz.harmonized_gradients(loss_fn, variables, method, "microbatch:1", **kwargs)
-        ur, sr, _ = hz.harmonized_gradients(loss_fn, variables, method, "replica", **kwargs)
-        uB, sB, _ = hz.harmonized_gradients(loss_fn, variables, method, f"microbatch:{B}", **kwargs)
-        ue, se, _ = hz.harmonized_gradients(loss_fn, variables, method, "example", **kwargs)
-        for a, b in zip(u1, ur):
+        uB, sB, _ = own_loss_terms(loss_fn, variables, method, f"microbatch:{B}", **kwargs)
+        ue, se, _ = own_loss_terms(loss_fn, variables, method, "example", **kwargs)
+        uc, sc, _ = own_loss_terms(loss_fn, variables, method, "example", chunk_size=4, **kwargs)
+        for a, b, c in zip(uB, ue, uc):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-        for a, b in zip(uB, ue):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(c, b, rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(sB["cosine"], se["cosine"], atol=1e-6)
+        np.testing.assert_allclose(sc["cosine"], se["cosine"], atol=1e-6)
 
 
 def test_example_granularity_drops_only_the_conflicting_examples():
     variables, loss_fn = toy_problem(seed=3)
-    _, stats, _ = hz.harmonized_gradients(loss_fn, variables, "sum", "example")
+    _, stats, _ = own_loss_terms(loss_fn, variables, "sum", "example")
     cos = stats["cosine"].numpy()
     gamma = float(np.median(cos))
-    _, stats, _ = hz.harmonized_gradients(loss_fn, variables, "curriculum", "example", gamma=gamma)
+    _, stats, _ = own_loss_terms(loss_fn, variables, "curriculum", "example", gamma=gamma)
     np.testing.assert_array_equal(stats["dropped"].numpy(), (cos <= gamma).astype(np.float32))
 
 
@@ -284,9 +290,7 @@ def test_example_granularity_compiles_with_xla():
 
     @tf.function(jit_compile=True)
     def step(gamma):
-        update, stats, _ = hz.harmonized_gradients(
-            loss_fn, variables, "both", "example", gamma=gamma
-        )
+        update, stats, _ = own_loss_terms(loss_fn, variables, "both", "example", gamma=gamma)
         return update, stats["cosine"]
 
     update, _ = step(tf.constant(-0.2))

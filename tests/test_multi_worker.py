@@ -59,6 +59,7 @@ def pretrain_cmd(model_dir):
     return lambda i: [
         sys.executable,
         os.path.join(REPO, "tools", "pretrain.py"),
+        "--verbose",  # the log lines these tests read (resumed from)
         "--strategy=multi_worker",
         f"--collective_timeout={TIMEOUT}",
         f"--model_dir={model_dir}",

@@ -16,14 +16,11 @@ set: EvalConfig.fps, EvalConfig.stride).
 """
 
 import os
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)  # runnable from a checkout without installing
+from absl import app, flags, logging
 
-from absl import app, flags, logging  # noqa: E402
-
-from vatt_gh.evaluation import run_flags  # noqa: E402
+from vatt_gh import console
+from vatt_gh.evaluation import run_flags
 
 run_flags.define_run_flags(gin_param_help="Gin bindings applied last, e.g. EvalConfig.fps=25.")
 flags.adopt_module_key_flags(run_flags)  # listed by --help
@@ -42,6 +39,8 @@ flags.DEFINE_string("vocab_path", None, "Vocabulary of the run (default: found f
 flags.DEFINE_string("output_json", None, "Metrics file (default <model_dir>/eval/...).")
 flags.DEFINE_bool("summaries", True, "Write TensorBoard scalars to <model_dir>/eval.")
 flags.mark_flag_as_required("model_dir")
+console.define_verbose_flag()
+flags.adopt_module_key_flags(console)  # --verbose, listed by --help
 FLAGS = flags.FLAGS
 
 
@@ -87,7 +86,6 @@ def evaluate():
         result = retrieval.retrieval_metrics(video, text)
         result["num_windows"] = FLAGS.num_windows
         metrics[FLAGS.retrieval_name] = result
-        logging.info("%s retrieval: %s", FLAGS.retrieval_name, result)
 
     if FLAGS.probe_train_pattern:
         modalities = tuple(FLAGS.probe_features)
@@ -112,7 +110,6 @@ def evaluate():
                 FLAGS.num_classes or None,
                 regularization=FLAGS.probe_c,
             )
-            logging.info("%s %s probe: %s", FLAGS.probe_name, modality, result[modality])
         metrics[FLAGS.probe_name] = result
 
     output = FLAGS.output_json or os.path.join(FLAGS.model_dir, "eval", f"metrics-{step}.json")
@@ -128,6 +125,7 @@ def evaluate():
 
 def main(argv):
     del argv
+    console.quiet(FLAGS.verbose)
     from vatt_gh.data import pipeline
     from vatt_gh.evaluation import run
 
@@ -135,10 +133,14 @@ def main(argv):
         metrics, output = evaluate()
     except (run.EvalError, pipeline.BadRecordError) as e:
         raise SystemExit(f"error: {e}") from None
-    print(f"\nstep {metrics['step']}: metrics written to {output}")
-    for name, value in metrics.items():
-        if isinstance(value, dict):
-            print(f"  {name}: {value}")
+    from vatt_gh.evaluation import summaries
+
+    print(f"\nstep {metrics['step']} of {FLAGS.model_dir}")
+    if FLAGS.retrieval_pattern:
+        print(summaries.retrieval_table(FLAGS.retrieval_name, metrics[FLAGS.retrieval_name]))
+    if metrics.get(FLAGS.probe_name):
+        print(summaries.probe_table(FLAGS.probe_name, metrics[FLAGS.probe_name]))
+    print(f"metrics written to {output}")
 
 
 if __name__ == "__main__":

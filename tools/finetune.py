@@ -12,16 +12,10 @@ top-5 with FinetuneConfig.eval_windows windows per test clip averaged, in
 --output_dir/metrics-<step>.json and TensorBoard (--output_dir/train, --output_dir/eval).
 """
 
-import os
-import sys
+from absl import app, flags, logging
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)  # runnable from a checkout without installing
-
-from absl import app, flags, logging  # noqa: E402
-
-from vatt_gh import strategy_flags  # noqa: E402
-from vatt_gh.evaluation import run_flags  # noqa: E402
+from vatt_gh import console, strategy_flags
+from vatt_gh.evaluation import run_flags
 
 run_flags.define_run_flags(
     model_dir_help="Pre-training run to start from.",
@@ -36,6 +30,8 @@ strategy_flags.define_strategy_flags()
 flags.adopt_module_key_flags(strategy_flags)  # listed by --help
 for _name in ("model_dir", "output_dir", "train_pattern", "test_pattern", "num_classes"):
     flags.mark_flag_as_required(_name)
+console.define_verbose_flag()
+flags.adopt_module_key_flags(console)  # --verbose, listed by --help
 FLAGS = flags.FLAGS
 
 
@@ -82,6 +78,7 @@ def run_finetune():
 
 def main(argv):
     del argv
+    console.quiet(FLAGS.verbose)
     from vatt_gh.data import pipeline
     from vatt_gh.evaluation import run
 

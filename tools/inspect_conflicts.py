@@ -15,14 +15,11 @@ applied). Writes to --output_dir:
 """
 
 import os
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)  # runnable from a checkout without installing
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from vatt_gh.evaluation import run_flags  # noqa: E402
+from vatt_gh import console
+from vatt_gh.evaluation import run_flags
 
 run_flags.define_run_flags()
 flags.adopt_module_key_flags(run_flags)  # listed by --help
@@ -35,15 +32,17 @@ flags.DEFINE_integer("max_clips", 0, "Inspect at most this many clips (0 = all).
 flags.DEFINE_enum(
     "granularity",
     "example",
-    ["example", "example_fast"],
+    ["example", "group:1"],
     "Per-triplet gradient: of the clip's own loss terms (example; batch x "
-    "parameters in memory) or its contribution through its own forward path "
-    "(example_fast; the memory of one step, for large models).",
+    "parameters in memory; one device) or its contribution through its own forward "
+    "path, the training definition (group:1; the memory of one step, for large models).",
 )
 flags.DEFINE_integer("frames_shown", 8, "Frames per clip on the page and the sheets.")
 flags.DEFINE_integer("max_sheet_rows", 12, "At most this many clips per contact sheet.")
 for _name in ("model_dir", "pattern", "output_dir"):
     flags.mark_flag_as_required(_name)
+console.define_verbose_flag()
+flags.adopt_module_key_flags(console)  # --verbose, listed by --help
 FLAGS = flags.FLAGS
 
 
@@ -90,16 +89,22 @@ def inspect():
     clips = conflicts.read_clips(FLAGS.pattern, selected, FLAGS.frames_shown)
     title = f"Gradient conflicts: {os.path.basename(FLAGS.model_dir.rstrip('/'))} step {step}"
     conflicts.write_html(out("conflicts.html"), rows, groups, clips, title, synthetic, auc)
-    for name, indices in (("top", top), ("bottom", bottom)):
-        sheet = conflicts.contact_sheet_rows(
-            rows, indices[: FLAGS.max_sheet_rows], clips, synthetic
+    total = len(rows["cosine"])
+    for name, indices, meaning in (
+        ("top", top, "most aligned gradients, highest cosine first"),
+        ("bottom", bottom, "most conflicting gradients, lowest cosine first"),
+    ):
+        shown = indices[: FLAGS.max_sheet_rows]
+        sheet = conflicts.contact_sheet_rows(rows, shown, clips, synthetic)
+        heading = f"{title}\n{name} {percent} of {total} triplets ({len(indices)}, {meaning})" + (
+            f": the {len(shown)} most extreme shown" if len(shown) < len(indices) else ""
         )
-        figures.contact_sheet(sheet, out(f"{name}.png"), f"{title}: {name} {percent}")
+        figures.contact_sheet(sheet, out(f"{name}.png"), heading)
     figures.cosine_histogram(
         rows["cosine"],
         aligned if synthetic else None,
         out("cosines.png"),
-        f"{title}: cos(g_va, g_vt) per triplet",
+        f"{title}: cos(g_va, g_vt) per triplet ({len(rows['cosine'])} triplets)",
     )
     summary = {
         "step": step,
@@ -123,6 +128,7 @@ def inspect():
 
 def main(argv):
     del argv
+    console.quiet(FLAGS.verbose)
     from vatt_gh.data import pipeline
     from vatt_gh.evaluation import run
 

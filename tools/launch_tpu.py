@@ -4,22 +4,21 @@ r"""Run pre-training as a Cloud TPU VM batch job that survives preemption.
         --version=tpu-vm-tf-2.15.1-pod-pjrt --gin_file=gin/both.gin \
         --model_dir=gs://BUCKET/runs/both --dry_run
 
-Creates a (spot) TPU VM with TensorFlow 2.15.1, copies the committed tree, installs it
-(keeping the image's TensorFlow), runs `tools/pretrain.py --strategy=tpu --tpu=local` on all
-workers, and restarts after preemption (see vatt_gh/tpu_job.py for the policy). --model_dir
-must be on GCS. TensorBoard: `tensorboard --logdir=gs://BUCKET/runs`.
+Creates a (spot) TPU VM with TensorFlow 2.15.1, copies the committed tree to every host and
+installs it there (keeping the image's TensorFlow), then starts training once, on worker 0:
+single host (v3-8, v4-8, `-pjrt` image) with `--tpu=local` and the PJRT environment, pod slice
+(`-pod-` image) with `--tpu=<name>` and `TPU_LOAD_LIBRARY=0`; it restarts after preemption (see
+vatt_gh/tpu_job.py for the recipe, its source and the policy). --model_dir must be on GCS.
+--dry_run prints every command in full (with its environment) and runs none of them.
+TensorBoard: `tensorboard --logdir=gs://BUCKET/runs`.
 """
 
-import os
 import shlex
 import subprocess
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from vatt_gh import tpu_job  # noqa: E402
+from vatt_gh import tpu_job
 
 flags.DEFINE_string("name", None, "TPU VM name.")
 flags.DEFINE_string("zone", None, "GCP zone, e.g. europe-west4-a.")
@@ -64,7 +63,7 @@ def main(argv):
         return out.stdout.strip() or "MISSING"
 
     try:
-        tpu_job.run_job(job, run, vm_state)
+        tpu_job.run_job(job, run, vm_state, dry_run=FLAGS.dry_run)
     except (ValueError, tpu_job.JobError) as e:
         raise SystemExit(f"error: {e}") from None
 

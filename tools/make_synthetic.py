@@ -1,22 +1,21 @@
 r"""Writes a synthetic triplet set (class-driven video/audio/text with known misalignment).
 
 Example:
-  .venv/bin/python tools/make_synthetic.py --out_dir=/tmp/vatt_gh_synthetic --preset=demo
+  python tools/make_synthetic.py --out_dir=/tmp/vatt_gh_synthetic --preset=demo
 
-Presets: 'small' (256 clips of 16 frames at 40x40, 1.6 s audio) and 'demo' (512 clips of 12
-frames at 40x40, for the demo's 8 x 32 x 32 crops and 0.8 s audio). Flags override a preset.
+Presets: 'demo' is the set `make demo` pre-trains on (gin/demo.gin makes it under
+MODEL_DIR/data); 'small' is the same with half the clips. Both are dicts in
+vatt_gh/data/synthetic.py (DEMO, SMALL), the one place their sizes are written; flags override
+them.
 Writes the shards, vocab.txt (word vocabulary, pad id 0) and metadata.json (ground truth).
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a bare checkout
-
 from absl import app, flags
 
-from vatt_gh.data import synthetic
+from vatt_gh import console
 
+console.define_verbose_flag()
+flags.adopt_module_key_flags(console)  # --verbose, listed by --help
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", None, "Output directory.")
 flags.DEFINE_enum("preset", "small", ["small", "demo"], "Size preset.")
@@ -33,6 +32,9 @@ flags.mark_flag_as_required("out_dir")
 
 def main(argv):
     del argv
+    console.quiet(FLAGS.verbose)
+    from vatt_gh.data import synthetic  # TensorFlow: after the flags, so --help stays fast
+
     kwargs = dict(synthetic.DEMO if FLAGS.preset == "demo" else synthetic.SMALL)
     for name in (
         "num_clips",
@@ -48,7 +50,9 @@ def main(argv):
     out = synthetic.write_synthetic(FLAGS.out_dir, seed=FLAGS.seed, **kwargs)
     bad = sum(1 for c in out["clips"] if not (c["aligned_va"] and c["aligned_vt"]))
     print(
-        f"wrote {len(out['clips'])} clips ({bad} misaligned) to {out['file_pattern']}\n"
+        f"wrote {len(out['clips'])} clips of {kwargs['num_frames']} frames of "
+        f"{kwargs['frame_size']}x{kwargs['frame_size']} ({bad} misaligned) to "
+        f"{out['file_pattern']}\n"
         f"vocabulary: {out['vocab_path']}\nground truth: {out['metadata_path']}"
     )
 

@@ -10,14 +10,11 @@ and, when the records have labels, by class. Input sizes follow the run's operat
 """
 
 import os
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)  # runnable from a checkout without installing
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from vatt_gh.evaluation import run_flags  # noqa: E402
+from vatt_gh import console
+from vatt_gh.evaluation import run_flags
 
 run_flags.define_run_flags()
 flags.adopt_module_key_flags(run_flags)  # listed by --help
@@ -32,6 +29,8 @@ flags.DEFINE_integer("seed", 0, "t-SNE random state.")
 flags.DEFINE_string("title", None, "Figure title (default: run and step).")
 for _name in ("model_dir", "pattern", "output"):
     flags.mark_flag_as_required(_name)
+console.define_verbose_flag()
+flags.adopt_module_key_flags(console)  # --verbose, listed by --help
 FLAGS = flags.FLAGS
 
 
@@ -103,6 +102,7 @@ def run_tsne():
 
 def main(argv):
     del argv
+    console.quiet(FLAGS.verbose)
     from vatt_gh.data import pipeline
     from vatt_gh.evaluation import run
 

@@ -7,44 +7,49 @@ r"""Pre-train VATT with cross-modality gradient harmonization.
         --model_dir=gs://bucket/runs/both                # Cloud TPU VM
 
 Resumes from the newest checkpoint in --model_dir. TensorBoard: tensorboard --logdir=MODEL_DIR.
+Prints a header, what it is doing, a progress line per summary and a footer; --verbose adds
+TensorFlow's own log.
 """
 
 import os
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)  # runnable from a checkout without installing
+from absl import app, flags
 
-from absl import app, flags, logging  # noqa: E402
-
-from vatt_gh import strategy_flags  # noqa: E402
+from vatt_gh import console, strategy_flags
 
 flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. Harmonization.method='both'.")
 flags.DEFINE_string("model_dir", None, "Checkpoints, summaries and the operative config.")
 strategy_flags.define_strategy_flags()
 flags.adopt_module_key_flags(strategy_flags)  # listed by --help
+console.define_verbose_flag()
+flags.adopt_module_key_flags(console)  # --verbose, listed by --help
 flags.mark_flag_as_required("model_dir")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
-    from vatt_gh import launch, loop
+    console.quiet(FLAGS.verbose)
+    from vatt_gh import launch, loop  # TensorFlow: after console.quiet
 
+    console.say(
+        f"vatt-gh pre-training: {' + '.join(FLAGS.gin_file) or 'no --gin_file'}"
+        + "".join(f" {p}" for p in FLAGS.gin_param)
+        + f" -> {FLAGS.model_dir}"
+    )
     try:
         with strategy_flags.peer_failures_as(loop.TrainingError):
             launch.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
             strategy = strategy_flags.make_strategy()
-            logging.info(
-                "strategy %s with %d replica(s)", FLAGS.strategy, strategy.num_replicas_in_sync
-            )
+            if strategy.num_replicas_in_sync > 1:
+                console.say(f"strategy {FLAGS.strategy}: {strategy.num_replicas_in_sync} replicas")
             loop.pretrain(FLAGS.model_dir, strategy)
     except (launch.LaunchError, loop.ConfigError, loop.TrainingError) as e:
-        raise SystemExit(f"error: {e}") from None
-    print(
-        f"\nDone. TensorBoard logs: {os.path.join(FLAGS.model_dir, 'train')}\n"
-        f"  open them with: tensorboard --logdir={FLAGS.model_dir}"
+        raise SystemExit(f"error: {console.one_line(e)}") from None
+    console.say(
+        f"TensorBoard logs: {os.path.join(FLAGS.model_dir, 'train')}  "
+        f"(tensorboard --logdir={FLAGS.model_dir})"
     )
 
 

@@ -1,8 +1,11 @@
 """vatt-gh: VATT pre-training with cross-modality gradient harmonization.
 
 Module map (imports go one way: tools -> loop -> trainer -> models, losses, harmonize, data):
-  harmonize       pure gradient maths of the paper (Algorithms 1-2, Sec. 4.4, baselines); no Keras
-  per_example     per-example statistics from each layer's inputs and output gradients
+  harmonize       the paper's module: Harmonization config, linear gamma, each method's weights
+                  (Algorithms 1-2, Sec. 4.4, baselines), the step's statistics; no Keras
+  harmonized_update  every granularity behind one function: group:N (or replica), one backward
+                  pass for sum / reweight, own loss terms (analysis only)
+  group_stats/    per-group statistics and update from each layer's inputs and output gradients
   losses          NCE (video-audio) and MIL-NCE (video-text) over the global batch
   models/         VATT-MA / VATT-MS backbones, tokenizers, FAC head
   data/           TFRecord schema, tf.data pipelines, synthetic triplets

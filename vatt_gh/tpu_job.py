@@ -1,22 +1,54 @@
 """A Cloud TPU VM batch job that survives preemption (used by tools/launch_tpu.py).
 
 No TensorFlow here: commands are lists of strings, and `run_job` is the restart policy:
-  archive the committed tree, create the VM, copy, run `tools/pretrain.py --strategy=tpu
-  --tpu=local` on all workers; on exit code 42 (SIGTERM: checkpoint saved) rerun; when the VM
-  was preempted, delete, recreate, copy and rerun; any other failure on a healthy VM stops.
-Every rerun resumes from the newest checkpoint in the gs:// model_dir.
+  archive the committed tree, create the VM, copy the archive to every host, install the package
+  on every host, start training once on worker 0; on exit code 42 (SIGTERM: checkpoint saved)
+  rerun; when the VM was preempted, delete, recreate, copy, install and rerun; any other failure
+  on a healthy VM stops. Every rerun resumes from the newest checkpoint in the gs:// model_dir.
+
+How TensorFlow runs on a TPU VM, as Google's own TF-on-TPU-VM test configurations do it
+(https://github.com/GoogleCloudPlatform/ml-auto-solutions/blob/master/dags/solutions_team/configs/tensorflow/solutionsteam_tf_nightly_supported_config.py,
+`export_env_variable` and `all_workers=not is_pod`):
+- single host (v2-8, v3-8, v4-8; `tpu-vm-tf-*-pjrt` images): the script runs on the VM with
+  `--tpu=local` and `NEXT_PLUGGABLE_DEVICE_USE_C_API=true`,
+  `TF_PLUGGABLE_DEVICE_LIBRARY_PATH=/lib/libtpu.so` (TensorFlow drives libtpu through PJRT);
+- pod slice (more than one host; `tpu-vm-tf-*-pod-*` images): TensorFlow is single-client. The
+  script runs on ONE worker (worker 0) with `--tpu=<TPU name>` and `TPU_LOAD_LIBRARY=0` (the
+  client must not grab the local TPU: the runtime on every host serves it). The package is still
+  installed on every host: each host's CPU runs its share of the input pipeline.
 """
 
 import dataclasses
 import os
+import re
 import shlex
-from typing import Callable, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PREEMPTED_EXIT_CODE = 42  # vatt_gh.loop.PREEMPTED_EXIT_CODE (not imported: no TF needed here)
 REMOTE_DIR = "~/vatt-gh"
 ARCHIVE = "/tmp/vatt-gh.tar.gz"
 LOST = ("PREEMPTED", "TERMINATED", "MISSING")  # VM states after which it must be recreated
+SINGLE_HOST_ENV = {
+    "NEXT_PLUGGABLE_DEVICE_USE_C_API": "true",
+    "TF_PLUGGABLE_DEVICE_LIBRARY_PATH": "/lib/libtpu.so",
+}
+POD_ENV = {"TPU_LOAD_LIBRARY": "0"}
+
+
+def cores_of(accelerator_type: str) -> int:
+    """The core (or chip) count of an accelerator type such as v3-8, v4-64, v5litepod-16."""
+    match = re.fullmatch(r"v\d+[a-z]*-(\d+)", accelerator_type)
+    if not match:
+        raise ValueError(
+            f"--accelerator_type {accelerator_type!r} is not a TPU type such as v3-8 or v3-32"
+        )
+    return int(match.group(1))
+
+
+def is_multi_host(accelerator_type: str) -> bool:
+    """More than 8 cores: a pod slice of several hosts (v3-8 and v4-8 are one host)."""
+    return cores_of(accelerator_type) > 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +64,10 @@ class TpuJob:
     spot: bool = True
     max_restarts: int = 20
 
+    @property
+    def pod(self) -> bool:
+        return is_multi_host(self.accelerator_type)
+
     def check(self):
         if not self.model_dir.startswith("gs://"):
             raise ValueError(
@@ -40,6 +76,18 @@ class TpuJob:
             )
         if not self.gin_files:
             raise ValueError("give at least one --gin_file (e.g. gin/curriculum.gin)")
+        pod_image = "-pod" in self.version
+        if self.pod and not pod_image:
+            raise ValueError(
+                f"--accelerator_type={self.accelerator_type} is a multi-host pod slice but "
+                f"--version={self.version} is a single-host image: use the -pod- variant "
+                "(e.g. tpu-vm-tf-2.15.1-pod-pjrt)"
+            )
+        if pod_image and not self.pod:
+            raise ValueError(
+                f"--version={self.version} is a pod image but --accelerator_type="
+                f"{self.accelerator_type} is a single host: use e.g. tpu-vm-tf-2.15.1-pjrt"
+            )
 
     def gcloud(self, *args):
         project = [f"--project={self.project}"] if self.project else []
@@ -60,22 +108,33 @@ class TpuJob:
     def copy(self):
         return self.gcloud("scp", ARCHIVE, f"{self.name}:vatt-gh.tar.gz", "--worker=all")
 
+    def install(self):
+        """Unpack and install on every host, keeping the image's TensorFlow."""
+        remote = (
+            f"mkdir -p {REMOTE_DIR} && tar xzf vatt-gh.tar.gz -C {REMOTE_DIR} && "
+            f"cd {REMOTE_DIR} && pip freeze | grep -i '^tensorflow' > /tmp/tf-pins.txt; "
+            "pip install -q -e . -c /tmp/tf-pins.txt"
+        )
+        return self.gcloud("ssh", self.name, "--worker=all", f"--command={remote}")
+
+    def environment(self) -> Dict[str, str]:
+        """The TPU runtime's environment for the training process (see the module docstring)."""
+        return dict(POD_ENV if self.pod else SINGLE_HOST_ENV)
+
     def train(self):
+        """Training, started once, on worker 0."""
         pretrain = [
             "python3",
             "tools/pretrain.py",
             "--strategy=tpu",
-            "--tpu=local",
+            f"--tpu={self.name if self.pod else 'local'}",
             f"--model_dir={self.model_dir}",
             *[f"--gin_file={f}" for f in self.gin_files],
             *[f"--gin_param={p}" for p in self.gin_params],
         ]
-        remote = (
-            f"mkdir -p {REMOTE_DIR} && tar xzf vatt-gh.tar.gz -C {REMOTE_DIR} && "
-            f"cd {REMOTE_DIR} && pip freeze | grep -i '^tensorflow' > /tmp/tf-pins.txt; "
-            f"pip install -q -e . -c /tmp/tf-pins.txt && {shlex.join(pretrain)}"
-        )
-        return self.gcloud("ssh", self.name, "--worker=all", f"--command={remote}")
+        env = [f"{k}={shlex.quote(v)}" for k, v in self.environment().items()]
+        remote = f"cd {REMOTE_DIR} && env {' '.join(env)} {shlex.join(pretrain)}"
+        return self.gcloud("ssh", self.name, "--worker=0", f"--command={remote}")
 
     def state(self):
         return self.gcloud("describe", self.name, "--format=value(state)")
@@ -93,18 +152,34 @@ def run_job(
     run: Callable[[list], int],
     vm_state: Callable[[], str],
     say: Callable[[str], None] = print,
+    dry_run: bool = False,
 ):
-    """The restart policy. `run(cmd)` returns an exit code; `vm_state()` the VM's state."""
+    """The restart policy. `run(cmd)` returns an exit code; `vm_state()` the VM's state.
+
+    dry_run: `run` only prints; the commands of a first attempt are shown, then it stops.
+    """
 
     def must(cmd):
         code = run(cmd)
         if code:
             raise JobError(f"`{shlex.join(cmd[:5])} ...` failed with exit code {code}")
 
+    def provision():
+        must(job.create())
+        must(job.copy())
+        must(job.install())
+
     job.check()
     must(job.archive())
-    must(job.create())
-    must(job.copy())
+    provision()
+    if dry_run:
+        run(job.train())
+        say(
+            "# dry run: the commands above were printed, none ran (after exit code "
+            f"{PREEMPTED_EXIT_CODE} or a preempted VM the job reruns the last one, recreating "
+            "the VM first if it is gone)"
+        )
+        return
     for attempt in range(job.max_restarts + 1):
         code = run(job.train())
         if code == 0:
@@ -114,8 +189,7 @@ def run_job(
         say(f"# run {attempt + 1} ended with exit code {code}; TPU VM state {state}")
         if state in LOST:
             run(job.delete())
-            must(job.create())
-            must(job.copy())
+            provision()
         elif code != PREEMPTED_EXIT_CODE:
             raise JobError(
                 f"training failed with exit code {code} on a healthy TPU VM; not "

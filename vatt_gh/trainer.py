@@ -1,48 +1,31 @@
-"""The harmonized pre-training step: VATT forward, two tapes, `vatt_gh.harmonize`, optimizer.
+"""The harmonized pre-training step: VATT forward, the harmonized update, optimizer.
 
 `PretrainModel.train_step` reads top to bottom as Algorithms 1-2 of the paper:
 
   1. gamma <- linear schedule at the optimizer step                      (Alg. 2, "update gamma")
-  2. forward once under two tapes; g_va, g_vt; harmonize at a granularity (`_harmonized_update`,
-     pure maths: XLA-compilable on one device, the TPU stand-in)
-  3. all-reduce the harmonized updates (each replica's is the contribution of its local loss
-     terms; their sum is the "replica" update of docs/harmonization.md)
-  4. apply, unless every triplet of every replica was dropped or a value is non-finite: then the
-     weights and the optimizer slots stay as they are and only the step counter moves
-  5. metrics (every replica's values) and the cosines of every group (gathered for histograms)
+  2. forward; per group of clips g_va, g_vt and their weights; the update
+     (`vatt_gh.harmonized_update` -> `vatt_gh.harmonize.weights`; pure maths: XLA-compilable on
+     one device, the TPU stand-in). `sum` / `reweight`: one backward pass of the weighted sum,
+     with the cosines measured every `monitor_every` steps only
+  3. all-reduce the replicas' updates (each is its local groups' harmonized contribution)
+  4. apply, unless every group of every replica was dropped or a value is non-finite: then
+     every variable stays as it was (weights, optimizer slots, BatchNorm moving statistics,
+     GradVac's target) and only the step counter moves
+  5. metrics (every replica's groups) and the cosines of every group (for the histogram)
 """
 
-import dataclasses
-from typing import Optional, Tuple
+from typing import Optional
 
 import tensorflow as tf
 from official.modeling import optimization  # registers gin configurables: import before parsing
 
 import gin
-from vatt_gh import harmonize, losses, per_example
+from vatt_gh import harmonize, losses
+from vatt_gh.harmonize import Harmonization  # noqa: F401  (gin: configured as Harmonization)
+from vatt_gh.harmonized_update import harmonized_update
 
 SUM = tf.distribute.ReduceOp.SUM
 MEAN = tf.distribute.ReduceOp.MEAN
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class Harmonization:
-    """How g_va and g_vt are combined (docs/harmonization.md)."""
-
-    method: str = "sum"  # sum | reweight | realign | curriculum | both | gradvac
-    granularity: str = "replica"  # replica | example | example_fast | microbatch:K
-    gamma_start: float = -0.3  # curriculum threshold at step 0 ...
-    gamma_end: float = 0.0  # ... reached at gamma_steps, constant afterwards
-    gamma_steps: int = 500_000
-    reweight: Tuple[float, float] = harmonize.RW_VA  # (w_va, w_vt) for method="reweight"
-    gradvac_beta: float = harmonize.GRADVAC_BETA
-    # Examples (groups) per pfor Jacobian for example / microbatch:K / example_fast's fallback:
-    # bounds memory to chunk_size x parameters; None = the whole local batch at once.
-    chunk_size: Optional[int] = None
-
-    def __post_init__(self):
-        harmonize.check_config(self.method, self.granularity, self.chunk_size)
 
 
 @gin.configurable
@@ -84,9 +67,28 @@ def _all_finite(tensors):
     return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors])
 
 
+def _all_finite_update(update):
+    values = [u.values if isinstance(u, tf.IndexedSlices) else u for u in update]
+    return _all_finite(values)
+
+
+def forward_state(model: tf.keras.Model):
+    """Non-trainable variables the forward pass itself writes: BatchNorm moving statistics."""
+    return [
+        v
+        for layer in model.submodules
+        if isinstance(layer, tf.keras.layers.BatchNormalization)
+        for v in (layer.moving_mean, layer.moving_variance)
+    ]
+
+
 @gin.configurable
 class PretrainModel(tf.keras.Model):
-    """VATT plus the harmonized train_step. `vatt` is a model from `vatt_gh.models.build_vatt`."""
+    """VATT plus the harmonized train_step. `vatt` is a model from `vatt_gh.models.build_vatt`.
+
+    summary_every: the run's summary cadence, the default of `Harmonization.monitor_every`
+    (how often `sum` / `reweight` measure their cosines); None and no monitor_every: every step.
+    """
 
     def __init__(
         self,
@@ -94,6 +96,7 @@ class PretrainModel(tf.keras.Model):
         harmonization: Optional[Harmonization] = None,
         temperature=0.07,
         xla_math=False,
+        summary_every: Optional[int] = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -102,6 +105,8 @@ class PretrainModel(tf.keras.Model):
         self.harmonization = Harmonization() if harmonization is None else harmonization
         self.temperature = temperature
         self.xla_math = xla_math
+        self.monitor_every = self.harmonization.monitor_every or summary_every or 1
+        self._monitor = True  # read when train_step is traced (see make_train_function)
         # GradVac's EMA target phi_hat (checkpointed with the model); same value on all replicas.
         self.phi_hat = tf.Variable(
             0.0,
@@ -139,9 +144,30 @@ class PretrainModel(tf.keras.Model):
         super().compile(optimizer=optimizer, jit_compile=False, **kwargs)
         strategy = tf.distribute.get_strategy()
         if self.xla_math and strategy.num_replicas_in_sync == 1:
-            # Forward, both tapes and harmonization as one XLA cluster; summaries, the
-            # conditional apply and collectives stay outside it (docs/tensorflow_notes.md).
+            # Forward, the backward passes and harmonization as one XLA cluster; summaries,
+            # the conditional apply and collectives stay outside it (docs/tensorflow_notes.md).
             self._math = tf.function(self._harmonized_update, jit_compile=True)
+
+    def make_train_function(self, force=False):
+        """Keras' train function; for `sum` / `reweight` two traces, one that measures the
+        cosines (every `monitor_every`-th step, host-side choice) and one that does not."""
+        if self.harmonization.method not in harmonize.CONSTANT_WEIGHTS:
+            return super().make_train_function(force)
+        if getattr(self, "_dispatch", None) is not None and not force:
+            return self._dispatch
+        self._monitor = True
+        monitored = super().make_train_function(force=True)
+        self._monitor = False
+        plain = super().make_train_function(force=True)
+
+        def train_function(iterator):
+            step = int(self.optimizer.iterations.numpy())
+            # The step that ends a summary window (steps are counted from 1 in the loop).
+            self._monitor = (step + 1) % self.monitor_every == 0
+            return (monitored if self._monitor else plain)(iterator)
+
+        self._dispatch = self.train_function = train_function
+        return train_function
 
     def gamma(self, step):
         h = self.harmonization
@@ -149,7 +175,7 @@ class PretrainModel(tf.keras.Model):
 
     # ------------------------------------------------------------------- the maths (XLA-able)
     def _loss_fn(self, data):
-        """loss_fn for `harmonize.harmonized_gradients`: per-example shares of the two losses."""
+        """loss_fn for `harmonized_update`: per-clip shares of the two global mean losses."""
 
         def loss_fn():
             out = self.vatt(data, training=True)
@@ -166,49 +192,38 @@ class PretrainModel(tf.keras.Model):
 
         return loss_fn
 
-    def _harmonize(self, data, method, granularity, **kwargs):
-        """harmonize.harmonized_gradients, or per_example's for granularity 'example_fast'."""
-        if granularity == harmonize.EXAMPLE_FAST:  # per-example stats from the layers
-            return per_example.harmonized_gradients(
-                self._loss_fn(data),
-                self.trainable_variables,
-                self.vatt,
-                method,
-                chunk_size=self.harmonization.chunk_size,
-                **kwargs,
-            )
-        return harmonize.harmonized_gradients(
+    def _harmonized_update(self, data, gamma, monitor=True, method=None, granularity=None):
+        """Forward, the groups' g_va and g_vt, weights, update. Returns (update, stats)."""
+        h = self.harmonization
+        update, stats, (mean_va, mean_vt) = harmonized_update(
             self._loss_fn(data),
             self.trainable_variables,
-            method,
-            granularity,
-            chunk_size=self.harmonization.chunk_size,
-            **kwargs,
-        )
-
-    def _harmonized_update(self, data, gamma):
-        """Forward under two tapes, g_va and g_vt, harmonized. Returns (update, stats)."""
-        h = self.harmonization
-        update, stats, (mean_va, mean_vt) = self._harmonize(
-            data,
-            h.method,
-            h.granularity,
+            self.vatt,
+            method or h.method,
+            granularity or h.granularity,
             gamma=gamma,
             reweight=h.reweight,
             phi_hat=self.phi_hat,
             gradvac_beta=h.gradvac_beta,
+            chunk_size=h.chunk_size,
+            monitor=monitor,
         )
         stats.update(mean_va=mean_va, mean_vt=mean_vt)
         return update, stats
 
     def gradient_stats(self, data, granularity="example"):
-        """cos(g_va, g_vt), dot and norms per example (or group) of a batch; nothing is applied.
+        """cos(g_va, g_vt), dot and norms per clip (or group) of a batch; nothing is applied.
 
-        What Figure 3 and the conflict inspection measure. Returns the stats dict of
-        `harmonize.harmonized_gradients` (vectors over groups).
-        """
-        _, stats, (mean_va, mean_vt) = self._harmonize(data, "sum", granularity)
-        stats.update(mean_va=mean_va, mean_vt=mean_vt)
+        What Figure 3 and the conflict inspection measure: 'group:N' (a group's contribution
+        through its own forward path, the training definition) or 'example' / 'microbatch:K'
+        (each group's own loss terms, one device only). Returns `harmonize.statistics`.
+        BatchNorm moving statistics are left as they were."""
+        state = forward_state(self.vatt)
+        before = [tf.identity(v) for v in state]
+        _, stats = self._harmonized_update(data, None, True, "sum", granularity)
+        with tf.control_dependencies([stats["cosine"]]):
+            for v, value in zip(state, before):
+                v.assign(value)
         return stats
 
     # ------------------------------------------------------------------------- the step
@@ -217,18 +232,29 @@ class PretrainModel(tf.keras.Model):
         step = self.optimizer.iterations
         gamma = self.gamma(step)
 
-        # 2. forward, two tapes, harmonization (this replica's local loss terms)
-        update, stats = self._math(data, gamma)
+        # 2. forward, the groups' pairs and weights, this replica's harmonized update (the
+        #    BatchNorm moving statistics the forward moves are kept aside for step 4)
+        state = forward_state(self.vatt)
+        before = [tf.identity(v) for v in state]
+        update, stats = self._math(data, gamma, self._monitor)
 
         # 3. sum the replicas' harmonized updates; agree on whether to apply
         ctx = tf.distribute.get_replica_context()
         update = ctx.all_reduce(SUM, update)
-        kept = ctx.all_reduce(SUM, tf.reduce_sum(1.0 - stats["dropped"]))
-        finite = _all_finite(update + [stats["mean_va"], stats["mean_vt"]])
-        # 4. apply, or leave weights and slots untouched (the step counter still advances)
-        self._apply_if(tf.logical_and(kept > 0, finite), update)
+        measured = tf.cast(tf.size(stats["dropped"]), tf.float32)
+        kept = tf.reduce_sum(1.0 - stats["dropped"])
+        measured, kept = tf.unstack(ctx.all_reduce(SUM, tf.stack([measured, kept])))
+        all_dropped = tf.logical_and(measured > 0, kept <= 0)
+        finite = _all_finite_update(update + [stats["mean_va"], stats["mean_vt"]])
+        ok = tf.logical_and(tf.logical_not(all_dropped), finite)
+
+        # 4. apply, or leave every variable as it was (the step counter still advances)
+        self._apply_if(ok, update)
+        for v, value in zip(state, before):
+            v.assign(tf.where(ok, v, value))
         if self.harmonization.method == "gradvac":
-            self.phi_hat.assign(ctx.all_reduce(MEAN, stats["phi_hat"]))
+            phi = ctx.all_reduce(MEAN, stats["phi_hat"])
+            self.phi_hat.assign(tf.where(ok, phi, self.phi_hat))
 
         # 5. metrics over every replica's groups; cosines of all groups for the histogram
         m = self._means
@@ -236,14 +262,14 @@ class PretrainModel(tf.keras.Model):
         m["loss_vt"].update_state(stats["mean_vt"])
         for name in ("cosine", "projected", "dropped", "norm_va", "norm_vt"):
             m[name].update_state(stats[name])
-        self._counts["skipped_all_dropped"].update_state(tf.cast(kept <= 0, tf.float32))
+        self._counts["skipped_all_dropped"].update_state(tf.cast(all_dropped, tf.float32))
         self._counts["skipped_nonfinite"].update_state(tf.cast(tf.logical_not(finite), tf.float32))
         logs = {name: metric.result() for name, metric in self._means.items()}
         logs.update({name: metric.result() for name, metric in self._counts.items()})
         logs.update(
             gamma=gamma,
             learning_rate=self._learning_rate(step),
-            step_applied=tf.cast(tf.logical_and(kept > 0, finite), tf.float32),
+            step_applied=tf.cast(ok, tf.float32),
             nonfinite=tf.cast(tf.logical_not(finite), tf.float32),
             cosines=ctx.all_gather(stats["cosine"], axis=0),
         )

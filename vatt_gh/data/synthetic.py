@@ -5,16 +5,23 @@ Each clip has a latent class `c`:
   across a dark noisy background;
 - audio: a tone at the class's frequency `200 + 150 c` Hz (48 kHz, the clip's whole duration);
 - text: `num_captions` narrations, each with one of the class's two words among filler words.
-A chosen fraction of clips is misaligned: their audio, their text or both come from another class.
+A chosen fraction of clips is misaligned, cycling through `misalign_kinds` (MISALIGN_KINDS):
+- class swaps (`swap_audio`, `swap_text`, `swap_both`): audio, text or both from another class;
+- what HowTo100M's noise looks like: `shift_text`, the narration of the neighbouring clip (the
+  next clip in file order whose class differs: narration out of step with the picture);
+  `offscreen_text`, narration about nothing visible (filler plus OFFSCREEN_WORDS, which name no
+  class: "subscribe to the channel"); `silent_audio` (the noise floor only); `unrelated_audio`
+  (broadband noise, no class's tone); `shift_text+unrelated_audio` (both pairs wrong).
 The record stores the ground truth: `clip/label/index` = [video class], `synthetic/aligned_va`,
-`synthetic/aligned_vt` (1 = aligned), `synthetic/audio_class`, `synthetic/text_class`.
-Everything is a function of (seed, clip index), so the set is reproducible.
+`synthetic/aligned_vt` (1 = aligned), `synthetic/audio_class`, `synthetic/text_class` (-1: no
+class), `synthetic/misalign_kind` (index into MISALIGN_KINDS, 0 = aligned; `read_truth` reads
+and validates it). Everything is a function of (seed, clip index), so the set is reproducible.
 """
 
 import colorsys
 import json
 import os
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -31,21 +38,52 @@ FILLER_WORDS = (
     "the a and then we now you it is with of to this just so here some very little "
     "nice okay going make take look"
 ).split()
+# Narration about nothing on screen (appended to the vocabulary, so class word ids do not move).
+OFFSCREEN_WORDS = "subscribe channel welcome guys today comment music sponsor".split()
 SHAPES = ("square", "disc", "hbar", "vbar")
 
-# The demo set that `make demo` pre-trains on (frames 8 x 32 x 32 crops of 40 x 40, 0.8 s audio).
+# Misalignment kinds: name -> (audio wrong, text wrong). The index is the record's code.
+MISALIGN_KIND_KEY = "synthetic/misalign_kind"
+MISALIGN_KINDS = {
+    "aligned": (False, False),
+    "swap_audio": (True, False),
+    "swap_text": (False, True),
+    "swap_both": (True, True),
+    "shift_text": (False, True),
+    "offscreen_text": (False, True),
+    "silent_audio": (True, False),
+    "unrelated_audio": (True, False),
+    "shift_text+unrelated_audio": (True, True),
+}
+KIND_NAMES = tuple(MISALIGN_KINDS)
+SWAP_KINDS = ("swap_audio", "swap_text", "swap_both")  # the default: class swaps only
+HOWTO_KINDS = KIND_NAMES[1:]  # every kind, swaps and the HowTo100M-like ones
+
+
+def kind_modality(kind: str) -> str:
+    """'aligned', 'audio' (only the audio is wrong), 'text' or 'both'."""
+    audio, text = MISALIGN_KINDS[kind]
+    return {(False, False): "aligned", (True, False): "audio", (False, True): "text"}.get(
+        (audio, text), "both"
+    )
+
+
+def check_kinds(kinds) -> tuple:
+    """The misalignment kinds as a tuple of names, or a one-line ValueError naming the bad one."""
+    kinds = tuple(kinds)
+    if not kinds:
+        raise ValueError("misalign_kinds is empty: name at least one of " + ", ".join(HOWTO_KINDS))
+    for kind in kinds:
+        if kind not in HOWTO_KINDS:
+            raise ValueError(f"misalign kind {kind!r}: choose from " + ", ".join(HOWTO_KINDS))
+    return kinds
+
+
+# The demo set: what `make demo` pre-trains on (gin/demo.gin takes loop.SyntheticData's defaults,
+# which are these) and `tools/make_synthetic.py --preset=demo` writes. The demo crops 8 x 32 x 32
+# of its 16 frames of 40 x 40 and reads 0.8 s of audio. Sizes are written here only.
 DEMO = dict(
     num_clips=512,
-    num_classes=8,
-    misaligned_fraction=0.25,
-    num_frames=12,
-    frame_size=40,
-    num_captions=4,
-    words_per_caption=5,
-    num_shards=8,
-)
-SMALL = dict(
-    num_clips=256,
     num_classes=8,
     misaligned_fraction=0.25,
     num_frames=16,
@@ -54,6 +92,7 @@ SMALL = dict(
     words_per_caption=6,
     num_shards=4,
 )
+SMALL = dict(DEMO, num_clips=256)
 
 
 def class_words(c: int) -> List[str]:
@@ -109,10 +148,12 @@ def render_audio(
 def render_captions(
     c: int, rng: np.random.Generator, num_captions: int, words_per_caption: int
 ) -> List[str]:
+    """Narrations naming class `c` (c = -1: naming nothing visible, OFFSCREEN_WORDS)."""
+    keywords = class_words(c) if c >= 0 else OFFSCREEN_WORDS
     captions = []
     for _ in range(num_captions):
         words = list(rng.choice(FILLER_WORDS, words_per_caption - 1))
-        words.insert(int(rng.integers(0, words_per_caption)), rng.choice(class_words(c)))
+        words.insert(int(rng.integers(0, words_per_caption)), rng.choice(keywords))
         captions.append(" ".join(words))
     return captions
 
@@ -121,7 +162,69 @@ def vocabulary(num_classes: int) -> List[str]:
     words = list(FILLER_WORDS)
     for c in range(num_classes):
         words.extend(class_words(c))
-    return words
+    return words + OFFSCREEN_WORDS
+
+
+def _class_of(seed: int, i: int, num_classes: int) -> int:
+    """Clip i's video class (the first draw of its generator)."""
+    return int(np.random.default_rng([seed, 1, i]).integers(num_classes))
+
+
+def _neighbour(seed: int, i: int, num_clips: int, num_classes: int) -> int:
+    """The next clip after i (file order, wrapping) whose video class differs from clip i's."""
+    c = _class_of(seed, i, num_classes)
+    for step in range(1, num_clips):
+        j = (i + step) % num_clips
+        if _class_of(seed, j, num_classes) != c:
+            return j
+    raise ValueError(f"shift_text needs two classes among the {num_clips} clips; all are class {c}")
+
+
+def _own_captions(seed, j, num_classes, num_frames, frame_size, seconds, n, w) -> List[str]:
+    """Clip j's narration as written for j when aligned (its generator replayed)."""
+    r = np.random.default_rng([seed, 1, j])
+    c = int(r.integers(num_classes))
+    r.integers(1, max(num_classes, 2))
+    render_frames(c, num_classes, r, num_frames, frame_size)
+    render_audio(c, r, seconds)
+    return render_captions(c, r, n, w)
+
+
+def read_truth(file_pattern: str) -> Dict[str, dict]:
+    """{clip_id: ground truth} read from the records themselves: label, aligned_va, aligned_vt,
+    audio_class, text_class and misalign_kind (a name; an unknown code is a one-line ValueError
+    naming the file and the clip)."""
+    truth = {}
+    keys = {
+        "label": schema.LABEL,
+        "aligned_va": schema.ALIGNED_VA,
+        "aligned_vt": schema.ALIGNED_VT,
+        "audio_class": schema.AUDIO_CLASS,
+        "text_class": schema.TEXT_CLASS,
+        "misalign_kind": MISALIGN_KIND_KEY,
+    }
+    paths = sorted(tf.io.gfile.glob(file_pattern))
+    if not paths:
+        raise ValueError(f"no records match {file_pattern!r}")
+    for path in paths:
+        for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            context = tf.train.SequenceExample.FromString(record).context.feature
+            clip_id = context[schema.CLIP_ID].bytes_list.value[0].decode("utf-8")
+            row = {}
+            for name, key in keys.items():
+                values = context[key].int64_list.value if key in context else []
+                if len(values) != 1:
+                    raise ValueError(f"{path}: clip {clip_id!r} has no single {key!r}")
+                row[name] = int(values[0])
+            code = row["misalign_kind"]
+            if not 0 <= code < len(KIND_NAMES):
+                raise ValueError(
+                    f"{path}: clip {clip_id!r} has {MISALIGN_KIND_KEY}={code}, "
+                    f"not a code of 0..{len(KIND_NAMES) - 1}"
+                )
+            row["misalign_kind"] = KIND_NAMES[code]
+            truth[clip_id] = row
+    return truth
 
 
 def write_synthetic(
@@ -137,19 +240,25 @@ def write_synthetic(
     words_per_caption: int = 6,
     num_shards: int = 4,
     prefix: str = "synthetic",
+    misalign_kinds: Sequence[str] = SWAP_KINDS,
 ) -> Dict[str, object]:
     """Writes the set; returns dict(file_pattern, files, vocab_path, metadata_path, clips).
 
-    Exactly `round(misaligned_fraction * num_clips)` clips are misaligned, cycling through the
-    kinds audio, text, both. `clips` lists each clip's ground truth (also in metadata.json).
+    Exactly `round(misaligned_fraction * num_clips)` clips are misaligned, cycling through
+    `misalign_kinds` (names of MISALIGN_KINDS). `clips` lists each clip's ground truth (also in
+    metadata.json and in the records).
     """
     if num_classes < 2 and misaligned_fraction > 0:
         raise ValueError("misaligned clips need at least two classes")
+    if not (np.isfinite(misaligned_fraction) and 0.0 <= misaligned_fraction <= 1.0):
+        raise ValueError(f"misaligned_fraction {misaligned_fraction!r} must lie in [0, 1]")
+    misalign_kinds = check_kinds(misalign_kinds)
     tf.io.gfile.makedirs(out_dir)
     rng = np.random.default_rng([seed, 0])
     order = rng.permutation(num_clips)
     num_bad = int(round(misaligned_fraction * num_clips))
-    kinds = {int(i): ("audio", "text", "both")[j % 3] for j, i in enumerate(order[:num_bad])}
+    n_kinds = len(misalign_kinds)
+    kinds = {int(i): misalign_kinds[j % n_kinds] for j, i in enumerate(order[:num_bad])}
     seconds = num_frames / fps
     chunk = int(round(schema.SAMPLE_RATE / fps))
     clips, files = [], []
@@ -161,11 +270,35 @@ def write_synthetic(
             r = np.random.default_rng([seed, 1, i])
             c = int(r.integers(num_classes))
             other = (c + int(r.integers(1, max(num_classes, 2)))) % num_classes
-            kind = kinds.get(i, "")
-            audio_class = other if kind in ("audio", "both") else c
-            text_class = other if kind in ("text", "both") else c
+            kind = kinds.get(i, "aligned")
+            swap = kind.startswith("swap_")
+            audio_class, text_class = c, c
+            if MISALIGN_KINDS[kind][0]:
+                audio_class = other if swap else -1
+            if MISALIGN_KINDS[kind][1]:
+                text_class = other if swap else -1
             frames = render_frames(c, num_classes, r, num_frames, frame_size)
             jpegs = [tf.io.encode_jpeg(f, quality=95).numpy() for f in frames]
+            # The generator's draws are the same for every kind (the set stays comparable).
+            audio = render_audio(max(audio_class, 0), r, seconds)
+            captions = render_captions(text_class, r, num_captions, words_per_caption)
+            if "silent_audio" in kind:  # the noise floor only
+                audio = 0.01 * np.random.default_rng([seed, 3, i]).normal(size=audio.shape)
+            elif "unrelated_audio" in kind:  # broadband noise, no class's tone
+                audio = 0.3 * np.random.default_rng([seed, 3, i]).normal(size=audio.shape)
+            if "shift_text" in kind:  # the neighbouring clip's narration
+                j = _neighbour(seed, i, num_clips, num_classes)
+                text_class = _class_of(seed, j, num_classes)
+                captions = _own_captions(
+                    seed,
+                    j,
+                    num_classes,
+                    num_frames,
+                    frame_size,
+                    seconds,
+                    num_captions,
+                    words_per_caption,
+                )
             truth = dict(
                 clip_id=f"{prefix}_{i:06d}",
                 label=c,
@@ -173,14 +306,15 @@ def write_synthetic(
                 text_class=text_class,
                 aligned_va=int(audio_class == c),
                 aligned_vt=int(text_class == c),
+                misalign_kind=kind,
             )
             clips.append(truth)
             examples.append(
                 schema.make_sequence_example(
                     truth["clip_id"],
                     jpegs,
-                    render_audio(audio_class, r, seconds),
-                    render_captions(text_class, r, num_captions, words_per_caption),
+                    audio.astype(np.float32),
+                    captions,
                     [c],
                     audio_chunk=chunk,
                     extra_int_context={
@@ -188,6 +322,7 @@ def write_synthetic(
                         schema.ALIGNED_VT: [truth["aligned_vt"]],
                         schema.AUDIO_CLASS: [audio_class],
                         schema.TEXT_CLASS: [text_class],
+                        MISALIGN_KIND_KEY: [KIND_NAMES.index(kind)],
                     },
                 )
             )
@@ -206,6 +341,7 @@ def write_synthetic(
                 num_frames=num_frames,
                 frame_size=frame_size,
                 misaligned_fraction=misaligned_fraction,
+                misalign_kinds=list(misalign_kinds),
                 clips=clips,
             ),
             f,

@@ -53,17 +53,17 @@ def triplet_cosines(
     """Per-clip gradient statistics over a record set, in file order.
 
     `granularity`: 'example', the gradient of the clip's own loss terms (per-example Jacobians:
-    batch x parameters in memory), or 'example_fast', the clip's contribution through its own
-    forward path (per-layer statistics: the memory of one step; `vatt_gh.per_example`). The two
-    differ because the other clips are the negatives.
+    batch x parameters in memory; one device), or 'group:1', the clip's contribution through its
+    own forward path, the training definition (per-layer statistics: the memory of one step;
+    `vatt_gh.group_stats`). The two differ because the other clips are the negatives.
 
     Returns arrays over clips: 'clip_id' (str), 'cosine', 'dot', 'norm_va', 'norm_vt', 'label',
     'aligned_va', 'aligned_vt', 'audio_mask', 'text_count' (narrations used).
     """
     if config.num_windows != 1:
         raise ValueError("triplet_cosines needs EvalConfig.num_windows = 1")
-    if granularity not in ("example", "example_fast"):
-        raise ValueError(f"granularity {granularity!r}: choose 'example_fast' or 'example'")
+    if granularity not in ("example", "group:1"):
+        raise ValueError(f"granularity {granularity!r}: choose 'group:1' or 'example'")
     stats_fn = tf.function(lambda data: model.gradient_stats(data, granularity=granularity))
     chunks: Dict[str, List[np.ndarray]] = {}
     filler, count = None, 0

@@ -8,10 +8,14 @@ bucket spread uniformly over it (a zero-width bucket is a point mass).
 
     history = read_histograms("/runs/baseline/train")             # CosineHistory
     history.steps, history.percentiles[:, PERCENTILES.index(50)]
+
+With few cosines per summary step (one per replica), percentiles of one step say little:
+`min_count` pools consecutive summary steps until each point holds at least that many cosines.
 """
 
 import dataclasses
-from typing import Sequence
+import math
+from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -22,13 +26,15 @@ PERCENTILES = (5, 25, 50, 75, 95)
 
 @dataclasses.dataclass(frozen=True)
 class CosineHistory:
-    """Per summary step: percentiles (S, P), fraction of negative cosines (S,), counts (S,)."""
+    """Per point: percentiles (S, P), fraction of negative cosines (S,), counts (S,) of cosines,
+    and the summary steps pooled into it (S,); `steps` is each point's last step."""
 
     steps: np.ndarray
     percentiles: np.ndarray
     fraction_negative: np.ndarray
     counts: np.ndarray
     percentile_levels: Sequence[float] = PERCENTILES
+    summaries_per_point: Optional[np.ndarray] = None
 
 
 def histogram_percentiles(buckets: np.ndarray, levels: Sequence[float]) -> np.ndarray:
@@ -67,12 +73,19 @@ def fraction_below(buckets: np.ndarray, threshold: float = 0.0) -> float:
 
 
 def read_histograms(
-    log_dir: str, tag: str = TAG, levels: Sequence[float] = PERCENTILES
+    log_dir: str,
+    tag: str = TAG,
+    levels: Sequence[float] = PERCENTILES,
+    min_count: int = 1,
+    min_points: int = 8,
 ) -> CosineHistory:
     """Every `tag` histogram in the event files of `log_dir` (e.g. <model_dir>/train).
 
-    A step logged twice (a resumed run) keeps its last value. Raises FileNotFoundError /
-    ValueError naming the directory when there are no event files or no such histogram.
+    A step logged twice (a resumed run) keeps its last value. Every k consecutive summary steps
+    are pooled into a point (their buckets merged), k the smallest with `min_count` cosines per
+    point at the median count per step, but at most what leaves `min_points` points; a short
+    remainder joins the last point. Raises FileNotFoundError / ValueError naming the directory
+    when there are no event files or no such histogram.
     """
     files = sorted(tf.io.gfile.glob(f"{log_dir.rstrip('/')}/events.out.tfevents.*"))
     if not files:
@@ -82,14 +95,29 @@ def read_histograms(
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
                 if value.tag == tag:
-                    by_step[int(event.step)] = tf.make_ndarray(value.tensor)
+                    by_step[int(event.step)] = np.asarray(tf.make_ndarray(value.tensor))
     if not by_step:
         raise ValueError(f"no {tag!r} histogram in the event files of {log_dir!r}")
-    steps = np.array(sorted(by_step))
+    steps = sorted(by_step)
+    per_step = max(1.0, float(np.median([by_step[s][:, 2].sum() for s in steps])))
+    k = min(math.ceil(min_count / per_step), max(1, len(steps) // max(1, min_points)))
+    groups = [steps[i : i + k] for i in range(0, len(steps), k)]
+    if len(groups) > 1 and len(groups[-1]) <= k / 2:
+        last = groups.pop()
+        groups[-1] = groups[-1] + last
+    merged = [_merge([by_step[s] for s in group]) for group in groups]
     return CosineHistory(
-        steps=steps,
-        percentiles=np.stack([histogram_percentiles(by_step[s], levels) for s in steps]),
-        fraction_negative=np.array([fraction_below(by_step[s], 0.0) for s in steps]),
-        counts=np.array([float(np.asarray(by_step[s])[:, 2].sum()) for s in steps]),
+        steps=np.array([group[-1] for group in groups]),
+        percentiles=np.stack([histogram_percentiles(b, levels) for b in merged]),
+        fraction_negative=np.array([fraction_below(b, 0.0) for b in merged]),
+        counts=np.array([float(b[:, 2].sum()) for b in merged]),
         percentile_levels=tuple(levels),
+        summaries_per_point=np.array([len(group) for group in groups]),
     )
+
+
+def _merge(histograms) -> np.ndarray:
+    """Buckets of several histograms as one, ordered by left then right edge (percentiles of
+    overlapping buckets are then approximate within a bucket's width)."""
+    buckets = np.concatenate([np.asarray(h, np.float64).reshape(-1, 3) for h in histograms])
+    return buckets[np.lexsort((buckets[:, 1], buckets[:, 0]))]

@@ -60,3 +60,49 @@ def write_scalars(log_dir: str, step: int, metrics: dict, prefix: str = "eval") 
                 written[f"{prefix}/{name}"] = float(value)
     writer.close()
     return written
+
+
+def format_table(header, rows, indent: str = "  ") -> str:
+    """Plain-text table: the first column left-aligned, the others right-aligned."""
+    cells = [list(map(str, header))] + [list(map(str, row)) for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = []
+    for row in cells:
+        first = row[0].ljust(widths[0])
+        rest = [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        lines.append(indent + "  ".join([first] + rest).rstrip())
+    return "\n".join(lines)
+
+
+def retrieval_table(name: str, result: dict) -> str:
+    """`retrieval.retrieval_metrics` (+ num_windows) as a titled table, recalls to 0.1%."""
+    windows = result.get("num_windows")
+    title = f"{name}: zero-shot retrieval, {result.get('num_clips', '?')} clips" + (
+        f", {windows} windows per clip averaged" if windows else ""
+    )
+    recalls = sorted(
+        (k.split("/R@")[1] for k in result if k.startswith("t2v/R@")), key=lambda k: int(k)
+    )
+    rows = []
+    for direction, label in (("t2v", "text -> video"), ("v2t", "video -> text")):
+        rows.append(
+            [label]
+            + [f"{result[f'{direction}/R@{k}']:.1f}" for k in recalls]
+            + [f"{result[f'{direction}/median_rank']:g}", f"{result[f'{direction}/mean_rank']:.1f}"]
+        )
+    header = ["recall in %"] + [f"R@{k}" for k in recalls] + ["median rank", "mean rank"]
+    return title + "\n" + format_table(header, rows)
+
+
+def probe_table(name: str, results: dict) -> str:
+    """{modality: `probe.linear_probe_metrics`} as a titled table, accuracies to 0.1%."""
+    any_result = next(iter(results.values()))
+    title = (
+        f"{name}: linear probe on frozen features, {any_result['num_train_clips']} training / "
+        f"{any_result['num_test_clips']} test clips, chance {any_result['chance']:.1f}%"
+    )
+    rows = [
+        [modality, f"{r['top1']:.1f}", f"{r['top5']:.1f}", f"{r['train_top1']:.1f}"]
+        for modality, r in results.items()
+    ]
+    return title + "\n" + format_table(["accuracy in %", "top-1", "top-5", "train top-1"], rows)

@@ -1,7 +1,9 @@
 """The Transformer backbone of VATT: aggregation token, DropToken and the pre-norm encoder.
 
 The encoder is a stack of tf-models-official `TransformerEncoderBlock`s with `norm_first=True`
-(pre-norm, as ViT/VATT) followed by a final LayerNorm; attention is not written by hand.
+(pre-norm, as ViT/VATT) followed by a final LayerNorm and dropout (VATT's TransformerEncoder);
+attention is not written by hand. One dropout rate, as VATT: on the attention probabilities and
+output, the MLP's hidden layer and output, and after the final norm.
 """
 
 import tensorflow as tf
@@ -18,8 +20,9 @@ class TransformerEncoder(tf.keras.layers.Layer):
         num_heads: int,
         mlp_dim: int,
         dropout_rate: float = 0.1,
-        attention_dropout_rate: float = 0.0,
+        attention_dropout_rate: float = 0.1,
         norm_epsilon: float = 1e-6,
+        use_bias: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -27,6 +30,10 @@ class TransformerEncoder(tf.keras.layers.Layer):
             raise ValueError(
                 f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}."
             )
+        # VATT's q, k, v, o are Dense(d, d) kernels, Glorot-uniform: limit sqrt(6 / (d + d)).
+        # Keras' MultiHeadAttention keeps them as (d, heads, d / heads) EinsumDense kernels, whose
+        # Glorot fans would count the heads (a limit 3-6x smaller): give the limit explicitly.
+        limit = (6.0 / (2 * hidden_size)) ** 0.5
         self.blocks = [
             nlp_layers.TransformerEncoderBlock(
                 num_attention_heads=num_heads,
@@ -36,6 +43,9 @@ class TransformerEncoder(tf.keras.layers.Layer):
                 norm_epsilon=norm_epsilon,
                 output_dropout=dropout_rate,
                 attention_dropout=attention_dropout_rate,
+                inner_dropout=dropout_rate,
+                use_bias=use_bias,  # the attention projections' biases (T5: none)
+                attention_initializer=tf.keras.initializers.RandomUniform(-limit, limit),
                 name=f"layer_{i}",
             )
             for i in range(num_layers)
@@ -43,32 +53,34 @@ class TransformerEncoder(tf.keras.layers.Layer):
         self.final_norm = tf.keras.layers.LayerNormalization(
             epsilon=norm_epsilon, name="final_norm"
         )
+        self.final_dropout = tf.keras.layers.Dropout(dropout_rate, name="final_dropout")
 
     def call(self, tokens: tf.Tensor, attention_mask=None, training=None) -> tf.Tensor:
         x = tokens  # (B, N, D)
         for block in self.blocks:
             inputs = x if attention_mask is None else [x, attention_mask]
             x = block(inputs, training=training)
-        return self.final_norm(x)  # (B, N, D)
+        return self.final_dropout(self.final_norm(x), training=training)  # (B, N, D)
 
 
 class AggregationToken(tf.keras.layers.Layer):
     """Prepends a learned aggregation token: (B, N, D) -> (B, 1 + N, D).
 
-    Its output after the encoder's final norm is the modality's pooled feature.
+    Its output after the encoder (and the post-projection) is the modality's pooled feature.
+    A (D,) vector initialised Glorot-normal, as VATT's aggregation embeddings.
     """
 
     def build(self, input_shape):
         self.token = self.add_weight(
             name="token",
-            shape=(1, 1, int(input_shape[-1])),
-            initializer=tf.keras.initializers.RandomNormal(stddev=0.02),
+            shape=(int(input_shape[-1]),),
+            initializer=tf.keras.initializers.GlorotNormal(),
         )
         super().build(input_shape)
 
     def call(self, tokens: tf.Tensor) -> tf.Tensor:
         batch = tf.shape(tokens)[0]
-        token = tf.tile(tf.cast(self.token, tokens.dtype), [batch, 1, 1])  # (B, 1, D)
+        token = tf.tile(tf.cast(self.token, tokens.dtype)[None, None], [batch, 1, 1])  # (B, 1, D)
         return tf.concat([token, tokens], axis=1)  # (B, 1 + N, D)
 
 

@@ -1,11 +1,17 @@
 """VATT (Akbari et al. 2021) as used by the gradient-harmonization paper (its Fig. 2).
 
-Per modality: tokenizer -> + factorised positional embedding -> DropToken (video, audio; training
-only) -> prepend aggregation token -> pre-norm Transformer encoder -> pooled feature (the
-aggregation token's output after the final norm) -> FAC head.
+Per modality: tokenizer (patches / words [+ pre-projection]) -> + positional encoding
+(LayerNorm of the factorised tables, dropout) -> DropToken (video, audio; training only) ->
+prepend aggregation token -> pre-norm Transformer encoder -> the aggregation token's output
+[-> post-projection] = pooled feature -> FAC head.
 
-variant='agnostic' (VATT-MA, the paper's model): one encoder shared by video, audio and text.
-variant='specific' (VATT-MS, paper Table 3): one encoder per modality; everything else the same.
+variant='agnostic' (VATT-MA, the paper's model; VATT's UniversalVATT): one encoder shared by
+video, audio and text; per-modality pre-projections Dense(D, GELU) and post-projections
+Dense(post_projection_dim, GELU).
+variant='specific' (VATT-MS, paper Table 3; VATT's ViT / WaT / T5 backbones): one encoder per
+modality with its own shape (preset 'medium_base_small': video 12 x 1024, audio 12 x 768, text
+6 x 512); no pre- or post-projection on video and audio; text has a Dense(D_text, GELU, no bias)
+pre-projection and an encoder without attention biases (T5).
 Input sizes (frames, resolution, audio length, text length) come from the input.
 """
 
@@ -16,23 +22,25 @@ import tensorflow as tf
 import gin
 from vatt_gh.models.backbone import AggregationToken, TransformerEncoder, drop_tokens
 from vatt_gh.models.heads import FACHead
-from vatt_gh.models.positional import FactorisedPositionalEmbedding
+from vatt_gh.models.positional import PositionalEncoding
 from vatt_gh.models.presets import VattConfig, get_config
-from vatt_gh.models.tokenizers import AudioTokenizer, TextTokenizer, VideoTokenizer
+from vatt_gh.models.tokenizers import AudioTokenizer, Projection, TextTokenizer, VideoTokenizer
 
 MODALITIES = ("video", "audio", "text")
 VARIANTS = ("agnostic", "specific")
 
 
-def _make_encoder(config: VattConfig, name: str) -> TransformerEncoder:
+def _make_encoder(config: VattConfig, modality: str, name: str, use_bias=True):
+    size = config.encoder_size(modality)
     return TransformerEncoder(
-        num_layers=config.num_layers,
-        hidden_size=config.hidden_size,
-        num_heads=config.num_heads,
-        mlp_dim=config.mlp_dim,
+        num_layers=size.num_layers,
+        hidden_size=size.hidden_size,
+        num_heads=size.num_heads,
+        mlp_dim=size.mlp_dim,
         dropout_rate=config.dropout_rate,
-        attention_dropout_rate=config.attention_dropout_rate,
+        attention_dropout_rate=config.attention_dropout,
         norm_epsilon=config.norm_epsilon,
+        use_bias=use_bias,
         name=name,
     )
 
@@ -43,7 +51,8 @@ class VATT(tf.keras.Model):
     call(inputs) with inputs {'video': (B, T, H, W, 3) float32 in [-1, 1], 'audio': (B, S) float32
     waveform, 'text': (B, K, L) int32 ids (0 = pad)} (any subset) returns
     {'video_va': (B, va), 'video_vt': (B, vt), 'audio_va': (B, va), 'text_vt': (B, K, vt),
-     'video_features': (B, D), 'audio_features': (B, D), 'text_features': (B, K, D)}.
+     'video_features': (B, F_v), 'audio_features': (B, F_a), 'text_features': (B, K, F_t)}
+    with F the pooled feature width (`feature_dim`).
     """
 
     def __init__(self, config: VattConfig, variant: str = "agnostic", **kwargs):
@@ -52,29 +61,54 @@ class VATT(tf.keras.Model):
             raise ValueError(f"Unknown VATT variant {variant!r}; choose one of {VARIANTS}.")
         self.vatt_config = config
         self.variant = variant
-        d = config.hidden_size
+        agnostic = variant == "agnostic"
+        width = {m: config.encoder_size(m).hidden_size for m in MODALITIES}
+        if agnostic and (config.audio_encoder or config.text_encoder):
+            raise ValueError(
+                "audio_encoder / text_encoder sizes need variant='specific' (one encoder per "
+                "modality); VATT-MA shares one encoder."
+            )
+        for m in ("video", "audio"):
+            if not agnostic and config.patch_embedding_dim(m) != width[m]:
+                raise ValueError(
+                    f"variant='specific' has no {m} pre-projection: patch_dim must be None or "
+                    f"{width[m]}, got {config.patch_dim}."
+                )
 
-        # 1. Tokenizers: raw signal -> token grid of width D.
+        # 1. Tokenizers: raw signal -> token grid of the encoder's width.
         self.video_tokenizer = VideoTokenizer(
-            config.video_patch_size, config.patch_embedding_dim, d, name="video_tokenizer"
+            config.video_patch_size,
+            config.patch_embedding_dim("video"),
+            width["video"] if agnostic else None,
+            name="video_tokenizer",
         )
         self.audio_tokenizer = AudioTokenizer(
-            config.audio_patch_size, config.patch_embedding_dim, d, name="audio_tokenizer"
+            config.audio_patch_size,
+            config.patch_embedding_dim("audio"),
+            width["audio"] if agnostic else None,
+            name="audio_tokenizer",
         )
         self.text_tokenizer = TextTokenizer(
-            config.vocab_size, config.word_dim, d, config.word_vectors_path, name="text_tokenizer"
+            config.vocab_size,
+            config.word_dim,
+            width["text"],
+            config.word_vectors_path,
+            config.trainable_word_vectors,
+            projection_bias=agnostic,  # T5's pre-projection has no bias
+            name="text_tokenizer",
         )
 
-        # 2. Learned factorised positional embeddings (video: t + h + w; audio, text: t).
-        self.video_positions = FactorisedPositionalEmbedding(
-            config.video_grid, ("temporal", "height", "width"), name="video_positions"
+        # 2. Positional encodings: LayerNorm(learned factorised tables), added, then dropout.
+        def positions(grid, axes, name):
+            return PositionalEncoding(
+                grid, axes, config.norm_epsilon, config.dropout_rate, name=name
+            )
+
+        self.video_positions = positions(
+            config.video_grid, ("temporal", "height", "width"), "video_positions"
         )
-        self.audio_positions = FactorisedPositionalEmbedding(
-            (config.audio_grid,), ("temporal",), name="audio_positions"
-        )
-        self.text_positions = FactorisedPositionalEmbedding(
-            (config.text_grid,), ("temporal",), name="text_positions"
-        )
+        self.audio_positions = positions((config.audio_grid,), ("temporal",), "audio_positions")
+        self.text_positions = positions((config.text_grid,), ("temporal",), "text_positions")
 
         # 3. One learned aggregation token per modality.
         self.video_aggregation = AggregationToken(name="video_aggregation_token")
@@ -82,13 +116,25 @@ class VATT(tf.keras.Model):
         self.text_aggregation = AggregationToken(name="text_aggregation_token")
 
         # 4. The Transformer: shared (VATT-MA) or one per modality (VATT-MS).
-        if variant == "agnostic":
-            shared = _make_encoder(config, "encoder")
+        if agnostic:
+            shared = _make_encoder(config, "video", "encoder")
             self.encoders = {m: shared for m in MODALITIES}
         else:
-            self.encoders = {m: _make_encoder(config, f"{m}_encoder") for m in MODALITIES}
+            self.encoders = {
+                m: _make_encoder(config, m, f"{m}_encoder", use_bias=m != "text")
+                for m in MODALITIES
+            }
 
-        # 5. FAC head into the va (video-audio) and vt (video-text) spaces.
+        # 5. Post-projections of the pooled feature (VATT-MA only).
+        self.post_projections = {
+            m: Projection(config.post_projection_dim, name=f"{m}_post_projection")
+            for m in (MODALITIES if agnostic else ())
+        }
+        self.feature_dim = {
+            m: config.post_projection_dim if agnostic else width[m] for m in MODALITIES
+        }
+
+        # 6. FAC head into the va (video-audio) and vt (video-text) spaces.
         self.fac_head = FACHead(
             config.va_dim, config.vt_dim, config.bn_momentum, config.bn_epsilon, name="fac_head"
         )
@@ -99,7 +145,8 @@ class VATT(tf.keras.Model):
     def _encode_tokens(
         self, modality: str, tokens: tf.Tensor, attention_mask=None, training=None
     ) -> tf.Tensor:
-        """(B, N, D) positioned tokens -> (B, D) pooled feature (aggregation token's output)."""
+        """(B, N, D) positioned tokens -> (B, F) pooled feature: the aggregation token's output
+        [through the post-projection]."""
         aggregation = {
             "video": self.video_aggregation,
             "audio": self.audio_aggregation,
@@ -109,7 +156,10 @@ class VATT(tf.keras.Model):
         encoded = self.encoders[modality](
             tokens, attention_mask=attention_mask, training=training
         )  # (B, 1 + N, D)
-        return encoded[:, 0]  # (B, D)
+        pooled = encoded[:, 0]  # (B, D)
+        # VATT post-projects every token and pools token 0; only the pooled one is used here.
+        projection = self.post_projections.get(modality)
+        return pooled if projection is None else projection(pooled)  # (B, F)
 
     def _drop_tokens(self, tokens: tf.Tensor, training) -> tf.Tensor:
         if training and self.vatt_config.drop_token_rate > 0:
@@ -118,22 +168,24 @@ class VATT(tf.keras.Model):
 
     def video_tokens(self, video: tf.Tensor, training=None) -> tf.Tensor:
         """(B, T, H, W, 3) -> (B, N, D) positioned tokens, after DropToken when training."""
-        tokens = self.video_positions(self.video_tokenizer(video))  # (B, t, h, w, D)
+        tokens = self.video_positions(
+            self.video_tokenizer(video), training=training
+        )  # (B, t, h, w, D)
         t, h, w, d = tokens.shape[1:]
         tokens = tf.reshape(tokens, [-1, t * h * w, d])  # (B, t*h*w, D)
         return self._drop_tokens(tokens, training)
 
     def audio_tokens(self, audio: tf.Tensor, training=None) -> tf.Tensor:
         """(B, S) -> (B, N, D) positioned tokens, after DropToken when training."""
-        tokens = self.audio_positions(self.audio_tokenizer(audio))  # (B, S/p, D)
+        tokens = self.audio_positions(self.audio_tokenizer(audio), training=training)  # (B, n, D)
         return self._drop_tokens(tokens, training)
 
-    def text_tokens(self, text: tf.Tensor):
+    def text_tokens(self, text: tf.Tensor, training=None):
         """(N, L) ids -> ((N, L, D) positioned tokens, (N, 1 + L, 1 + L) attention mask).
 
         Pads (id 0) are never attended to; the aggregation token always is. No DropToken on text.
         """
-        tokens = self.text_positions(self.text_tokenizer(text))  # (N, L, D)
+        tokens = self.text_positions(self.text_tokenizer(text), training=training)  # (N, L, D)
         attended = tf.concat(
             [tf.ones_like(text[:, :1], tf.bool), tf.not_equal(text, 0)], axis=1
         )  # (N, 1 + L)
@@ -144,7 +196,7 @@ class VATT(tf.keras.Model):
         return tokens, attention_mask
 
     def encode_video(self, video: tf.Tensor, training=None) -> Dict[str, tf.Tensor]:
-        """(B, T, H, W, 3) -> {'features': (B, D), 'va': (B, va), 'vt': (B, vt)}."""
+        """(B, T, H, W, 3) -> {'features': (B, F), 'va': (B, va), 'vt': (B, vt)}."""
         features = self._encode_tokens(
             "video", self.video_tokens(video, training), training=training
         )
@@ -152,7 +204,7 @@ class VATT(tf.keras.Model):
         return {"features": features, "va": head["video_va"], "vt": head["video_vt"]}
 
     def encode_audio(self, audio: tf.Tensor, training=None) -> Dict[str, tf.Tensor]:
-        """(B, S) -> {'features': (B, D), 'va': (B, va)}."""
+        """(B, S) -> {'features': (B, F), 'va': (B, va)}."""
         features = self._encode_tokens(
             "audio", self.audio_tokens(audio, training), training=training
         )
@@ -160,8 +212,8 @@ class VATT(tf.keras.Model):
         return {"features": features, "va": head["audio_va"]}
 
     def encode_text(self, text: tf.Tensor, training=None) -> Dict[str, tf.Tensor]:
-        """(N, L) int ids -> {'features': (N, D), 'vt': (N, vt)}."""
-        tokens, attention_mask = self.text_tokens(text)
+        """(N, L) int ids -> {'features': (N, F), 'vt': (N, vt)}."""
+        tokens, attention_mask = self.text_tokens(text, training)
         features = self._encode_tokens("text", tokens, attention_mask, training=training)
         head = self.fac_head({"text": features}, training=training)
         return {"features": features, "vt": head["text_vt"]}
@@ -183,9 +235,7 @@ class VATT(tf.keras.Model):
             k, length = text.shape[1], text.shape[2]
             encoded = self.encode_text(tf.reshape(text, [-1, length]), training)  # (B*K, ...)
             outputs.update(
-                text_features=tf.reshape(
-                    encoded["features"], [-1, k, self.vatt_config.hidden_size]
-                ),
+                text_features=tf.reshape(encoded["features"], [-1, k, self.feature_dim["text"]]),
                 text_vt=tf.reshape(encoded["vt"], [-1, k, self.vatt_config.vt_dim]),
             )
         return outputs

@@ -1,0 +1,41 @@
+"""Per-group gradient terms of VATT's own layers: the factorised positional tables and the
+aggregation token. (The word embedding is a Keras Embedding: `keras_layers.embedding`.)"""
+
+import tensorflow as tf
+
+from vatt_gh.group_stats.terms import Full, Outer, as_groups, handles
+from vatt_gh.models.backbone import AggregationToken
+from vatt_gh.models.positional import FactorisedPositionalEmbedding, interpolate_table
+
+
+@handles(FactorisedPositionalEmbedding)
+def positions(call, d_va, d_vt, groups):
+    """tokens + sum_j broadcast(interp(table_j)): table_j's group gradient is M_j^T U_j with
+    U_j = d summed over the other grid axes (G, rows * length_j, D) and M_j (length_j, n_j) the
+    spline interpolation (linear in the table; the identity at the configured size): an Outer
+    term whose x_t = M_j[t] is shared by every group."""
+    layer, tokens = call.layer, call.args[0]
+    if len(call.args) != 1 or call.kwargs:
+        return None
+    rank = len(layer.grid_size)
+    terms = []
+    for j, table in enumerate(layer.tables):
+        n, length = table.shape[0], tokens.shape[1 + j]
+        other = [1 + a for a in range(rank) if a != j]
+        u = lambda d, other=other: as_groups(tf.reduce_sum(d, other), groups, d.shape[-1])
+        # The interpolation applied to the identity: column c is the response to table row c.
+        m = tf.eye(n) if n == length else interpolate_table(tf.eye(n), length)  # (l, n)
+        da, db = u(d_va[0]), u(d_vt[0])
+        rows = da.shape[1] // length  # rows (clips x narrations) per group
+        terms.append(Outer(table, tf.tile(m[None], [1, rows, 1]), da, db))
+    return terms
+
+
+@handles(AggregationToken)
+def aggregation_token(call, d_va, d_vt, groups):
+    """concat(token, tokens): the token's group gradient is d at position 0, summed."""
+    token = call.layer.token
+    g = lambda d: tf.reshape(
+        tf.reduce_sum(as_groups(d[:, 0], groups), 1), [groups] + token.shape.as_list()
+    )
+    return [Full(token, g(d_va[0]), g(d_vt[0]))]
