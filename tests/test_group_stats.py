@@ -298,7 +298,7 @@ def test_micro_vatt_update_equals_materialised_weighted_sum(micro, method):
 
 def test_word_embedding_update_stays_sparse():
     """A trainable word table: its update is an IndexedSlices (rows of the batch's tokens)."""
-    vatt = micro_vatt()
+    vatt = micro_vatt(trainable_word_vectors=True)
     batch = random_batch(B, seed=2)
     vatt(batch, training=False)
     table = vatt.text_tokenizer.word_embedding.embeddings

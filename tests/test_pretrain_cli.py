@@ -107,6 +107,8 @@ def test_method_config_end_to_end(tmp_path, config, gamma_start, gamma_end):
             [
                 "--gin_file=gin/curriculum.gin",
                 "--gin_param=howto100m/SourceConfig.file_pattern='/nonexistent/shard-*.tfrecord'",
+                "--gin_param=PretrainConfig.vocab_path='/nonexistent/vocab.txt'",
+                "--gin_param=build_vatt.word_vectors_path='/nonexistent/word_vectors.npy'",
             ],
             "/nonexistent/shard-*.tfrecord",
         ),

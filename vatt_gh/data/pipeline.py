@@ -114,6 +114,7 @@ class DataErrors:
         self.examples: List[Tuple[str, int, str]] = []  # (shard, record index, reason name)
         self.failure: Optional[str] = None
         self._empty_shards: Dict[str, int] = {}  # per source: shards in a row without a record
+        self._rejected: Dict[str, Tuple[int, int]] = {}  # per source: (last position, run)
 
     @property
     def total(self) -> int:
@@ -163,6 +164,15 @@ class DataErrors:
             logging.warning(
                 "shard %s: %d %s records skipped so far (latest: record %d)", shard, n, name, index
             )
+
+    def rejected_in_a_row(self, source: str, position: int) -> int:
+        """Records of `source` rejected in a row, this one (at stream `position`) included: a
+        valid record between two rejected ones breaks their positions' run."""
+        with self._lock:
+            last, run = self._rejected.get(source, (None, 0))
+            run = run + 1 if last is not None and position == last + 1 else 1
+            self._rejected[source] = (position, run)
+        return run
 
     def give_up(self, source: str, bad_in_a_row: int, shard: str, index: int, reason: int):
         """Raises NoValidRecordsError: `bad_in_a_row` records of `source` in a row were bad."""
@@ -709,7 +719,6 @@ def training_clips(
             num_parallel_calls=AUTOTUNE,
             deterministic=True,
         )
-        decoded = decoded.scan(tf.constant(0, tf.int64), _count_bad_in_a_row)
         checked = decoded.filter(check)
         if not fill:
             return checked
@@ -923,14 +932,14 @@ def _guarded(element_index, record, shard, record_index, spec: _ClipSpec, base_s
         .ignore_errors(log_warning=False)  # reported (and explained) by `_check`
     )
     bad = tf.data.Dataset.from_tensors(_empty_clip(spec, UNDECODABLE))
-    extra = {"shard": shard, "record_index": record_index, "seed": seed, "record": record}
+    extra = {
+        "shard": shard,
+        "record_index": record_index,
+        "seed": seed,
+        "record": record,
+        "position": element_index,  # in the source's stream: rejected records in a row are
+    }  # consecutive positions (DataErrors.rejected_in_a_row), across shuffle blocks too
     return good.concatenate(bad).take(1).map(lambda ex: {**ex, **extra})
-
-
-def _count_bad_in_a_row(bad_in_a_row, example):
-    """scan: the number of rejected records in a row up to this one (0 for a valid one)."""
-    bad_in_a_row = tf.where(example["reason"] == OK, tf.constant(0, tf.int64), bad_in_a_row + 1)
-    return bad_in_a_row, {**example, "bad_in_a_row": bad_in_a_row}
 
 
 def _fail_in_graph(message: tf.Tensor) -> tf.Tensor:
@@ -947,7 +956,7 @@ def _check(
 ) -> tf.Tensor:
     """Filter predicate: True for valid records; reports the others (may fail the pipeline)."""
 
-    def report(shard, index, reason, record, seed, bad_in_a_row):
+    def report(shard, index, reason, record, seed, position):
         shard, index, reason = shard.numpy().decode("utf-8"), int(index), int(reason)
         try:
             errors.report(
@@ -956,14 +965,15 @@ def _check(
                 reason,
                 lambda: _explain(record.numpy(), seed.numpy(), reason, spec),
             )
-            if int(bad_in_a_row) >= max_bad_in_a_row:
-                errors.give_up(source, int(bad_in_a_row), shard, index, reason)
+            bad_in_a_row = errors.rejected_in_a_row(source, int(position))
+            if bad_in_a_row >= max_bad_in_a_row:
+                errors.give_up(source, bad_in_a_row, shard, index, reason)
         except (BadRecordError, NoValidRecordsError) as e:
             return str(e)
         return ""
 
     def rejected():
-        args = ("shard", "record_index", "reason", "record", "seed", "bad_in_a_row")
+        args = ("shard", "record_index", "reason", "record", "seed", "position")
         message = tf.py_function(report, [example[k] for k in args], Tout=tf.string)
         with tf.control_dependencies([_fail_in_graph(message)]):
             return tf.constant(False)
@@ -1010,7 +1020,6 @@ def decoded_clips(
         num_parallel_calls=AUTOTUNE,
         deterministic=True,
     )
-    ds = ds.scan(tf.constant(0, tf.int64), _count_bad_in_a_row)
     return ds.filter(
         functools.partial(
             _check, errors=errors, spec=spec, source=source, max_bad_in_a_row=max_bad_in_a_row
