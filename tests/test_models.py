@@ -271,6 +271,23 @@ def test_drop_token_keeps_a_random_ordered_subset_per_example():
     assert text_tokens.shape[1] == config.text_grid  # no DropToken on text
 
 
+def test_fine_tuning_features_keep_every_token_and_leave_the_head_alone():
+    """video_features (fine-tuning): no DropToken when training (with dropout off, training and
+    inference give the same feature), the pooled feature of encode_video, no FAC head call."""
+    model = build_vatt("tiny", dropout_rate=0.0)
+    inputs = random_inputs(model.vatt_config, batch=4)
+    model(inputs, training=False)
+    head_stats = [v.numpy().copy() for v in model.fac_head.non_trainable_variables]
+    trained = model.video_features(inputs["video"], training=True).numpy()
+    inferred = model.video_features(inputs["video"], training=False).numpy()
+    np.testing.assert_allclose(trained, inferred, atol=1e-6)
+    np.testing.assert_allclose(
+        inferred, model.encode_video(inputs["video"], training=False)["features"], atol=1e-6
+    )
+    for before, v in zip(head_stats, model.fac_head.non_trainable_variables):
+        np.testing.assert_array_equal(before, v.numpy())
+
+
 def test_drop_token_stream_is_seeded_and_checkpointed(tmp_path):
     a, b = (
         build_vatt("micro", seed=3, dropout_rate=0.0),

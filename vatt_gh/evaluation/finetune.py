@@ -68,7 +68,7 @@ class VideoClassifier(tf.keras.Model):
 
     def call(self, video, training=False):
         """(B, T, H, W, 3) in [-1, 1] -> (B, num_classes) logits."""
-        pooled = self.vatt.encode_video(video, training=training)["features"]  # (B, D)
+        pooled = self.vatt.video_features(video, training=training)  # (B, F)
         return self.classifier(self.dropout(pooled, training=training))
 
     def is_head(self, variable) -> bool:

@@ -166,14 +166,22 @@ class VATT(tf.keras.Model):
             return drop_tokens(tokens, self.vatt_config.drop_token_rate, self.drop_token_generator)
         return tokens
 
-    def video_tokens(self, video: tf.Tensor, training=None) -> tf.Tensor:
-        """(B, T, H, W, 3) -> (B, N, D) positioned tokens, after DropToken when training."""
+    def video_tokens(self, video: tf.Tensor, training=None, drop_token=True) -> tf.Tensor:
+        """(B, T, H, W, 3) -> (B, N, D) positioned tokens, after DropToken when training (unless
+        `drop_token` is False: fine-tuning, as VATT, keeps every token)."""
         tokens = self.video_positions(
             self.video_tokenizer(video), training=training
         )  # (B, t, h, w, D)
         t, h, w, d = tokens.shape[1:]
         tokens = tf.reshape(tokens, [-1, t * h * w, d])  # (B, t*h*w, D)
-        return self._drop_tokens(tokens, training)
+        return self._drop_tokens(tokens, training) if drop_token else tokens
+
+    def video_features(self, video: tf.Tensor, training=None) -> tf.Tensor:
+        """(B, T, H, W, 3) -> (B, F) pooled video feature for fine-tuning: the backbone with its
+        dropout when training, no DropToken (a pre-training device) and no FAC head (whose
+        BatchNorm statistics stay those of pre-training)."""
+        tokens = self.video_tokens(video, training, drop_token=False)
+        return self._encode_tokens("video", tokens, training=training)
 
     def audio_tokens(self, audio: tf.Tensor, training=None) -> tf.Tensor:
         """(B, S) -> (B, N, D) positioned tokens, after DropToken when training."""
