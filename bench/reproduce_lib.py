@@ -321,9 +321,9 @@ def execute(spec: dict) -> dict:
     import tensorflow as tf
 
     import gin
-    from vatt_gh import launch, loop
+    from vatt_gh import configs, loop
 
-    launch.parse_gin(spec["gin_files"], spec["gin_params"])
+    configs.parse_gin(spec["gin_files"], spec["gin_params"])
     model = loop.pretrain(spec["model_dir"], tf.distribute.get_strategy())
     result = {"run": spec["run"]}
     result.update(training_record(spec["model_dir"]))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vatt_gh import loop as checkpoints  # moves to vatt_gh.checkpoints
+from vatt_gh import checkpoints
 
 
 def _checkpoint_with_iterator(prefix):

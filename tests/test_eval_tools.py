@@ -114,34 +114,32 @@ def test_finetune_beats_chance(tiny_run, tmp_path):
 
 
 MIRRORED_FINETUNE = """
-import json, sys
+import json, os, sys
 import numpy as np
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from vatt_gh.evaluation import finetune, run
+from vatt_gh import configs, finetuning
+from vatt_gh.evaluation import finetune
 model_dir, train, test, out = sys.argv[1:5]
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-
-def build():
-    with strategy.scope():
-        pretrained, _ = run.open_run(model_dir)
-        model = finetune.VideoClassifier(pretrained.vatt, 4)
-        model.classifier.build([None, pretrained.vatt.vatt_config.hidden_size])
-    return model
+configs.parse_run(model_dir)
 
 def config(steps):
     return finetune.FinetuneConfig(train_steps=steps, global_batch_size=8, warmup_steps=2,
                                    eval_windows=1, summary_every=2, checkpoint_every=100)
 
-model = build()
-before = {v.name: v.numpy().copy() for v in model.vatt.trainable_variables}
-first = finetune.finetune(model, train, test, out, strategy, config(4))
-changed = sorted(v.name for v in model.vatt.trainable_variables
-                 if not np.array_equal(before[v.name], v.numpy()))
-second = finetune.finetune(build(), train, test, out, strategy, config(6))
+first = finetuning.finetune(model_dir, out, train, test, 4, strategy, config=config(4))
+second = finetuning.finetune(model_dir, out, train, test, 4, strategy, config=config(6))
+pretrained = tf.train.load_checkpoint(tf.train.latest_checkpoint(model_dir + "/checkpoints"))
+tuned = tf.train.load_checkpoint(os.path.join(out, "checkpoints", "ckpt-4"))
+names = [n for n, dtype in pretrained.get_variable_to_dtype_map().items()
+         if n.startswith("model/vatt/") and n.endswith("/.ATTRIBUTES/VARIABLE_VALUE")
+         and "OPTIMIZER_SLOT" not in n and dtype.is_floating]
+changed = sorted(n for n in names
+                 if not np.array_equal(pretrained.get_tensor(n), tuned.get_tensor(n)))
 print("RESULT " + json.dumps(dict(replicas=strategy.num_replicas_in_sync, first=first,
-                                  second=second, changed=changed, total=len(before))))
+                                  second=second, changed=changed, total=len(names))))
 """
 
 

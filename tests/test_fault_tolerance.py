@@ -1,8 +1,9 @@
 """Exact resume after SIGKILL, SIGTERM preemption, unreadable checkpoints, non-finite steps.
 
-Every run is tools/pretrain.py in a subprocess on the tiny demo model (DropToken and dropout
-on, so the random generators matter) and synthetic TFRecords; the schedules are pinned so that
-runs of different lengths follow the same trajectory.
+Every run is tools/pretrain.py (or tools/finetune.py, which runs the same loop) in a subprocess
+on the tiny demo model (DropToken and dropout on, so the random generators matter) and
+synthetic TFRecords; the schedules are pinned so that runs of different lengths follow the same
+trajectory.
 
 An interrupted run must still be training when the signal lands: on a fast machine the tiny
 model's steps take ~60 ms, so STEPS leaves about a second of training after the first
@@ -103,8 +104,10 @@ def uninterrupted(tmp_path_factory):
     return final_state(model_dir)
 
 
-def interrupt(tmp_path, sig, extra=(), window=0.5, attempts=4):
+def interrupt(tmp_path, sig, extra=(), window=0.5, attempts=4, make_command=None):
     """Start a run and send `sig` at a random moment within `window` s of its first checkpoint.
+
+    `make_command(run_dir)` gives the command (default: the pre-training run with `extra`).
 
     A run that ended before the signal proves nothing: it is started again in a fresh
     directory with a quarter of the window (the last attempt signals at once). Returns the
@@ -114,7 +117,7 @@ def interrupt(tmp_path, sig, extra=(), window=0.5, attempts=4):
     for attempt in range(attempts):
         model_dir = str(tmp_path / f"attempt{attempt}")
         proc = subprocess.Popen(
-            command(model_dir, extra=extra),
+            make_command(model_dir) if make_command else command(model_dir, extra=extra),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -311,3 +314,55 @@ def test_skipped_records_are_totalled_in_the_log_and_tensorboard(tmp_path):
     assert counted and min(counted.values()) >= 1.0, counted  # totals since the start
     end = re.search(r"input: skipped (\d+) record\(s\): (\d+) x bad_audio_values", proc.stderr)
     assert end and end[1] == end[2] and int(end[1]) >= max(counted.values()), proc.stderr[-3000:]
+
+
+def finetune_command(tiny_run, output_dir):
+    """Fine-tuning the shared tiny pre-trained run (tests/eval_fixtures.py) for STEPS steps."""
+    return [
+        sys.executable,
+        os.path.join(REPO, "tools", "finetune.py"),
+        "--verbose",  # the log lines these tests read (resumed from, input position)
+        f"--model_dir={tiny_run['model_dir']}",
+        f"--output_dir={output_dir}",
+        f"--train_pattern={tiny_run['train_pattern']}",
+        f"--test_pattern={tiny_run['test_pattern']}",
+        f"--num_classes={tiny_run['num_classes']}",
+        f"--gin_param=FinetuneConfig.train_steps={STEPS}",
+        "--gin_param=FinetuneConfig.global_batch_size=8",
+        "--gin_param=FinetuneConfig.warmup_steps=2",
+        f"--gin_param=FinetuneConfig.checkpoint_every={EVERY}",
+        "--gin_param=FinetuneConfig.summary_every=4",
+        "--gin_param=FinetuneConfig.eval_windows=1",
+        "--gin_param=FinetuneConfig.head_dropout=0.1",  # the head's dropout stream too
+    ]
+
+
+def test_finetune_sigkill_at_a_random_moment_then_resume_is_exact(tmp_path, tiny_run):
+    """Fine-tuning runs the pre-training loop: the random generators are checkpointed and the
+    input position saved with each checkpoint, so a killed and resumed run ends where an
+    uninterrupted one does."""
+    uninterrupted = str(tmp_path / "uninterrupted")
+    proc = subprocess.run(
+        finetune_command(tiny_run, uninterrupted),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    output_dir, proc, stderr = interrupt(
+        tmp_path, signal.SIGKILL, make_command=lambda out: finetune_command(tiny_run, out)
+    )
+    assert proc.returncode == -signal.SIGKILL, stderr[-3000:]
+    assert not os.path.exists(os.path.join(output_dir, "checkpoints", f"ckpt-{STEPS}.index"))
+    resumed = subprocess.run(
+        finetune_command(tiny_run, output_dir),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stderr
+    assert "input position of step" in resumed.stderr  # rebuilt from it, nothing replayed
+    assert max_difference(final_state(output_dir), final_state(uninterrupted)) == 0.0

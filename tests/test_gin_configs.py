@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import gin
-from vatt_gh import launch, loop, trainer
+from vatt_gh import configs, loop, trainer
 from vatt_gh.data import pipeline, schema, synthetic
 from vatt_gh.data import text as text_lib
 from vatt_gh.models import presets
@@ -99,7 +99,7 @@ def test_every_gin_file_is_listed():
 @pytest.mark.parametrize("gin_file", GIN_FILES)
 def test_gin_file_parses_to_a_consistent_config(gin_file, clean_gin):
     """As shipped (no overrides): sources agree on one audio window, method and preset exist."""
-    launch.parse_gin(files_for(gin_file))
+    configs.parse_gin(files_for(gin_file))
     config = pipeline.PretrainConfig()
     specs = pipeline._source_specs(config)  # raises when the sources' windows differ
     assert {s.audio_samples for s in specs} == {153_600} or gin_file == "gin/demo.gin"
@@ -108,7 +108,7 @@ def test_gin_file_parses_to_a_consistent_config(gin_file, clean_gin):
 
 
 def test_mixture_configs_as_the_paper_says(clean_gin):
-    launch.parse_gin(["gin/both_setting3.gin"])
+    configs.parse_gin(["gin/both_setting3.gin"])
     config = pipeline.PretrainConfig()
     got = {s.name: (s.fps, s.stride, s.weight) for s in config.sources}
     assert got == {
@@ -119,7 +119,7 @@ def test_mixture_configs_as_the_paper_says(clean_gin):
     assert config.num_frames == 32 and config.audio_seconds == 3.2
     assert trainer.Harmonization().method == "both"
     gin.clear_config()
-    launch.parse_gin(
+    configs.parse_gin(
         ["gin/baseline.gin", "gin/data/howto100m_audioset.gin"],
         ["audioset/SourceConfig.weight = 3.0"],
     )
@@ -186,7 +186,7 @@ def test_a_longer_audio_window_is_centred_on_the_frames(tmp_path):
 
 
 def _one_step(gin_file, records, tmp_path):
-    launch.parse_gin(files_for(gin_file), tiny_bindings(records, tmp_path))
+    configs.parse_gin(files_for(gin_file), tiny_bindings(records, tmp_path))
     model_dir = str(tmp_path / "run")
     model = loop.pretrain(model_dir)
     assert int(model.optimizer.iterations.numpy()) == 1

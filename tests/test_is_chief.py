@@ -8,7 +8,7 @@ import types
 import pytest
 import tensorflow as tf
 
-from vatt_gh.loop import is_chief
+from vatt_gh.cluster import is_chief
 
 
 def test_one_process_strategies_write():

@@ -143,10 +143,10 @@ def test_workers_probing_one_model_dir_at_once_do_not_trip_each_other(tmp_path):
     """Every worker of a multi-worker run checks the shared --model_dir as it starts."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from vatt_gh import loop
+    from vatt_gh import provision
 
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda _: loop.check_writable(str(tmp_path)), range(400)))
+        list(pool.map(lambda _: provision.check_writable(str(tmp_path)), range(400)))
     assert os.listdir(tmp_path) == []  # every probe removed
 
 
@@ -177,3 +177,13 @@ def test_a_peer_failure_becomes_one_line_only_under_multi_worker():
         with pytest.raises(tf.errors.DeadlineExceededError):
             with strategy_flags.peer_failures_as(ValueError):
                 raise stalled
+
+
+def test_the_strategy_flag_lists_what_cluster_starts():
+    """strategy_flags keeps its own copy (no TensorFlow at a tool's import, so --help is fast)."""
+    from vatt_gh import cluster, strategy_flags
+    from vatt_gh.errors import LaunchError
+
+    assert strategy_flags.STRATEGIES == cluster.STRATEGIES
+    with pytest.raises(LaunchError, match="choose one of"):
+        cluster.make_strategy("gpu_cluster")

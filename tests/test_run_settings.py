@@ -6,7 +6,8 @@ import os
 import pytest
 
 import gin
-from vatt_gh import launch, loop
+from vatt_gh import configs, loop
+from vatt_gh.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)
@@ -38,9 +39,9 @@ def _clean_gin():
     ],
 )
 def test_numeric_settings_fail_before_training(tmp_path, binding, message):
-    launch.parse_gin(["gin/curriculum.gin", "gin/demo.gin"], [binding])
+    configs.parse_gin(["gin/curriculum.gin", "gin/demo.gin"], [binding])
     model_dir = str(tmp_path / "run")
-    with pytest.raises(loop.ConfigError) as raised:
+    with pytest.raises(ConfigError) as raised:
         loop.pretrain(model_dir)
     first = str(raised.value).splitlines()[0]
     assert first.startswith(message), first

@@ -54,6 +54,7 @@ def _extract(vatt, pattern, vocab, modalities):
 
 
 def evaluate():
+    from vatt_gh import configs
     from vatt_gh.evaluation import features, probe, retrieval, run, summaries
 
     if FLAGS.num_windows < 1:
@@ -71,7 +72,9 @@ def evaluate():
     for flag in ("retrieval_pattern", "probe_train_pattern", "probe_test_pattern"):
         if FLAGS[flag].value:
             run.check_pattern(flag, FLAGS[flag].value)
-    model, step = run.open_run(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.gin_file, FLAGS.gin_param)
+    model, step = configs.open_run(
+        FLAGS.model_dir, FLAGS.checkpoint, FLAGS.gin_file, FLAGS.gin_param
+    )
     try:
         vocab = features.resolve_vocab(FLAGS.model_dir, FLAGS.vocab_path)
     except ValueError as e:

@@ -7,12 +7,14 @@ r"""Fine-tune a pre-trained video backbone with a linear classifier (paper Table
 The recipe (SGD momentum 0.9, cosine schedule with warm-up, label smoothing 0.1, backbone
 gradients clipped by global norm, DropToken on) is `FinetuneConfig` in
 vatt_gh/evaluation/finetune.py; change it with --gin_param, e.g.
---gin_param=FinetuneConfig.train_steps=2000. Resumes from --output_dir/checkpoints. Reports top-1 /
-top-5 with FinetuneConfig.eval_windows windows per test clip averaged, in
---output_dir/metrics-<step>.json and TensorBoard (--output_dir/train, --output_dir/eval).
+--gin_param=FinetuneConfig.train_steps=2000. The run is pre-training's loop (vatt_gh/finetuning.py):
+it resumes exactly from --output_dir/checkpoints after a kill, and on SIGTERM saves at the next
+step then exits with code 42. Prints a progress line per summary; reports top-1 / top-5 with
+FinetuneConfig.eval_windows windows per test clip averaged, in --output_dir/metrics-<step>.json
+and TensorBoard (--output_dir/train, --output_dir/eval).
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from vatt_gh import console, strategy_flags
 from vatt_gh.evaluation import run_flags
@@ -36,8 +38,11 @@ FLAGS = flags.FLAGS
 
 
 def run_finetune():
-    from vatt_gh import launch
-    from vatt_gh.evaluation import finetune, run
+    import tensorflow as tf
+
+    from vatt_gh import configs, finetuning
+    from vatt_gh.errors import ConfigError, LaunchError, TrainingError
+    from vatt_gh.evaluation import run
 
     if FLAGS.num_classes < 2:
         raise run.EvalError(f"--num_classes={FLAGS.num_classes}: need at least 2")
@@ -45,33 +50,22 @@ def run_finetune():
     run.check_pattern("test_pattern", FLAGS.test_pattern)
     try:
         strategy = strategy_flags.make_strategy()
-    except launch.LaunchError as e:
+    except LaunchError as e:
         raise run.EvalError(str(e)) from None
-    with strategy.scope():
-        pretrained, step = run.open_run(
-            FLAGS.model_dir, FLAGS.checkpoint, FLAGS.gin_file, FLAGS.gin_param
-        )
-        config = finetune.FinetuneConfig()
-        if config.global_batch_size % strategy.num_replicas_in_sync:
-            raise run.EvalError(
-                f"FinetuneConfig.global_batch_size={config.global_batch_size} "
-                f"does not split over {strategy.num_replicas_in_sync} replicas"
-            )
-        model = finetune.VideoClassifier(pretrained.vatt, FLAGS.num_classes, config.head_dropout)
-        model.classifier.build([None, pretrained.vatt.vatt_config.hidden_size])
-    logging.info(
-        "fine-tuning from %s (pre-training step %d) on %d replica(s)",
-        FLAGS.model_dir,
-        step,
-        strategy.num_replicas_in_sync,
-    )
-    import tensorflow as tf
-
+    configs.parse_run(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.gin_file, FLAGS.gin_param)
     try:
         with strategy_flags.peer_failures_as(run.EvalError):
-            return finetune.finetune(
-                model, FLAGS.train_pattern, FLAGS.test_pattern, FLAGS.output_dir, strategy, config
+            return finetuning.finetune(
+                FLAGS.model_dir,
+                FLAGS.output_dir,
+                FLAGS.train_pattern,
+                FLAGS.test_pattern,
+                FLAGS.num_classes,
+                strategy,
+                checkpoint=FLAGS.checkpoint,
             )
+    except (ConfigError, TrainingError) as e:
+        raise run.EvalError(str(e)) from None
     except tf.errors.InvalidArgumentError as e:
         raise run.EvalError(e.message.splitlines()[0]) from None
 

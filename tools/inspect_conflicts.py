@@ -49,6 +49,7 @@ FLAGS = flags.FLAGS
 def inspect():
     import numpy as np
 
+    from vatt_gh import configs
     from vatt_gh.data import pipeline
     from vatt_gh.evaluation import conflicts, features, figures, run, summaries
 
@@ -57,7 +58,9 @@ def inspect():
     if FLAGS.batch_size < 2:
         raise run.EvalError(f"--batch_size={FLAGS.batch_size}: contrastive losses need >= 2")
     run.check_pattern("pattern", FLAGS.pattern)
-    model, step = run.open_run(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.gin_file, FLAGS.gin_param)
+    model, step = configs.open_run(
+        FLAGS.model_dir, FLAGS.checkpoint, FLAGS.gin_file, FLAGS.gin_param
+    )
     try:
         vocab = features.resolve_vocab(FLAGS.model_dir, FLAGS.vocab_path)
         num_captions = pipeline.PretrainConfig().num_captions

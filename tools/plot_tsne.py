@@ -49,11 +49,14 @@ def tsne_points(video, text, perplexity, seed):
 def run_tsne():
     import numpy as np
 
+    from vatt_gh import configs
     from vatt_gh.data import pipeline
     from vatt_gh.evaluation import features, figures, run
 
     run.check_pattern("pattern", FLAGS.pattern)
-    model, step = run.open_run(FLAGS.model_dir, FLAGS.checkpoint, FLAGS.gin_file, FLAGS.gin_param)
+    model, step = configs.open_run(
+        FLAGS.model_dir, FLAGS.checkpoint, FLAGS.gin_file, FLAGS.gin_param
+    )
     try:
         vocab = features.resolve_vocab(FLAGS.model_dir, FLAGS.vocab_path)
     except ValueError as e:

@@ -31,7 +31,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     console.quiet(FLAGS.verbose)
-    from vatt_gh import launch, loop  # TensorFlow: after console.quiet
+    from vatt_gh import configs, loop  # TensorFlow: after console.quiet
+    from vatt_gh.errors import ConfigError, LaunchError, TrainingError
 
     console.say(
         f"vatt-gh pre-training: {' + '.join(FLAGS.gin_file) or 'no --gin_file'}"
@@ -39,13 +40,13 @@ def main(argv):
         + f" -> {FLAGS.model_dir}"
     )
     try:
-        with strategy_flags.peer_failures_as(loop.TrainingError):
-            launch.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
+        with strategy_flags.peer_failures_as(TrainingError):
+            configs.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
             strategy = strategy_flags.make_strategy()
             if strategy.num_replicas_in_sync > 1:
                 console.say(f"strategy {FLAGS.strategy}: {strategy.num_replicas_in_sync} replicas")
             loop.pretrain(FLAGS.model_dir, strategy)
-    except (launch.LaunchError, loop.ConfigError, loop.TrainingError) as e:
+    except (LaunchError, ConfigError, TrainingError) as e:
         raise SystemExit(f"error: {console.one_line(e)}") from None
     console.say(
         f"TensorBoard logs: {os.path.join(FLAGS.model_dir, 'train')}  "

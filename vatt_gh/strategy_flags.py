@@ -13,6 +13,7 @@ import contextlib
 
 from absl import flags
 
+# cluster.STRATEGIES, which starts each (not imported here: TensorFlow; a test compares them)
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 FLAGS = flags.FLAGS
 
@@ -37,10 +38,11 @@ def define_strategy_flags():
 
 
 def make_strategy():
-    """`launch.make_strategy` with the flags' values (raises `launch.LaunchError`)."""
-    from vatt_gh import launch
+    """`cluster.make_strategy` with the flags' values (raises `errors.LaunchError`)."""
+    # Imported here: `cluster` imports TensorFlow (seconds), which --help must not wait for.
+    from vatt_gh import cluster
 
-    return launch.make_strategy(
+    return cluster.make_strategy(
         FLAGS.strategy,
         FLAGS.tpu,
         timeout_seconds=FLAGS.collective_timeout or None,
@@ -53,7 +55,7 @@ def peer_failures_as(error_type):
     """Under --strategy=multi_worker, re-raise a collective that failed because another worker
     stalled or died (DeadlineExceededError, UnavailableError) as `error_type(one-line message)`
     saying how to resume. Other strategies re-raise it unchanged."""
-    import tensorflow as tf
+    import tensorflow as tf  # here, as in make_strategy: not at the tool's import
 
     try:
         yield

@@ -25,7 +25,7 @@ import shlex
 from typing import Callable, Dict, Optional, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PREEMPTED_EXIT_CODE = 42  # vatt_gh.loop.PREEMPTED_EXIT_CODE (not imported: no TF needed here)
+PREEMPTED_EXIT_CODE = 42  # checkpoints.PREEMPTED_EXIT_CODE (not imported: no TF needed here)
 REMOTE_DIR = "~/vatt-gh"
 ARCHIVE = "/tmp/vatt-gh.tar.gz"
 LOST = ("PREEMPTED", "TERMINATED", "MISSING")  # VM states after which it must be recreated

@@ -79,9 +79,9 @@ def check_kinds(kinds) -> tuple:
     return kinds
 
 
-# The demo set: what `make demo` pre-trains on (gin/demo.gin takes loop.SyntheticData's defaults,
-# which are these) and `tools/make_synthetic.py --preset=demo` writes. The demo crops 8 x 32 x 32
-# of its 16 frames of 40 x 40 and reads 0.8 s of audio. Sizes are written here only.
+# The demo set: what `make demo` pre-trains on (gin/demo.gin takes provision.SyntheticData's
+# defaults, which are these) and `tools/make_synthetic.py --preset=demo` writes. The demo crops
+# 8 x 32 x 32 of its 16 frames of 40 x 40 and reads 0.8 s of audio. Sizes are written here only.
 DEMO = dict(
     num_clips=512,
     num_classes=8,

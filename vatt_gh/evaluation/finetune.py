@@ -8,24 +8,21 @@ runs in training mode, so DropToken stays on. Training clips use the pre-trainin
 evenly spaced windows (central crop), their softmax probabilities averaged.
 
     classifier = VideoClassifier(model.vatt, num_classes)
-    finetune(classifier, train_pattern, test_pattern, output_dir, strategy)   # recipe from gin
+    train_fn = make_train_step(classifier, make_optimizer(config), config, strategy)
+    metrics = evaluate_classifier(classifier, test_dataset)
+
+The run (checkpoints, resume, pre-emption) is the training loop's: vatt_gh/finetuning.py.
 """
 
 import dataclasses
-import os
-import time
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 import tensorflow as tf
-from absl import logging
 from official.modeling import optimization
 
 import gin
-from vatt_gh import loop
-from vatt_gh.data import pipeline
-from vatt_gh.data import text as text_lib
-from vatt_gh.evaluation import accuracy, features, summaries
+from vatt_gh.evaluation import accuracy
 
 SUM = tf.distribute.ReduceOp.SUM
 
@@ -116,7 +113,8 @@ def clip_by_global_norm(grads, clip_norm: float):
 
 
 def make_train_step(model: VideoClassifier, optimizer, config: FinetuneConfig, strategy):
-    """tf.function(iterator) -> loss: one distributed step (all-reduce, clip, apply)."""
+    """tf.function(iterator) -> {loss, learning_rate}: one distributed step (all-reduce, clip,
+    apply); the learning rate is the one of the next step."""
     num_classes = model.num_classes
 
     def replica_step(batch):
@@ -161,7 +159,8 @@ def make_train_step(model: VideoClassifier, optimizer, config: FinetuneConfig, s
     @tf.function
     def step(iterator):
         losses = strategy.run(replica_step, args=(next(iterator),))
-        return strategy.experimental_local_results(losses)[0]
+        loss = strategy.experimental_local_results(losses)[0]
+        return {"loss": loss, "learning_rate": optimizer.learning_rate}
 
     return step
 
@@ -183,111 +182,3 @@ def evaluate_classifier(model: VideoClassifier, dataset: tf.data.Dataset) -> Dic
     out = accuracy.topk_accuracy(scores, labels)
     out.update(chance=100.0 / model.num_classes, num_test_clips=int(len(labels)))
     return out
-
-
-def _train_config(train_pattern: str, vocab_path: str, seed: int) -> pipeline.PretrainConfig:
-    """The run's pre-training input (sizes, augmentation) over the labelled training records."""
-    base = pipeline.PretrainConfig()
-    source = (
-        dataclasses.replace(
-            base.sources[0], file_pattern=train_pattern, weight=1.0, name="finetune"
-        )
-        if base.sources
-        else pipeline.SourceConfig(file_pattern=train_pattern, name="finetune")
-    )
-    # Records with their own frame rate: bind EvalConfig.fps / EvalConfig.stride for both.
-    eval_base = pipeline.EvalConfig()
-    source = dataclasses.replace(source, fps=eval_base.fps, stride=eval_base.stride)
-    return dataclasses.replace(
-        base,
-        sources=(source,),
-        vocab_path=vocab_path,
-        num_captions=1,
-        seed=seed,
-        repeat=True,
-        audio_seconds=None,
-    )
-
-
-def finetune(
-    model: VideoClassifier,
-    train_pattern: str,
-    test_pattern: str,
-    output_dir: str,
-    strategy: tf.distribute.Strategy,
-    config: Optional[FinetuneConfig] = None,
-    optimizer=None,
-) -> Dict[str, float]:
-    """Trains `model` (built under `strategy.scope()`) and returns the test metrics.
-
-    Resumes from the newest checkpoint in <output_dir>/checkpoints (model and optimizer; the data
-    restarts with a seed derived from the restored step). Writes train/ scalars, eval/ scalars
-    and <output_dir>/metrics-<step>.json.
-    """
-    config = config or FinetuneConfig()
-    tf.io.gfile.makedirs(output_dir)
-    vocab = os.path.join(output_dir, "vocab.txt")  # text is unused; the pipeline needs a vocab
-    if not tf.io.gfile.exists(vocab):
-        text_lib.write_word_vocab(vocab, [])
-    with strategy.scope():
-        optimizer = optimizer or make_optimizer(config)
-    # Multi-worker: every worker saves (collectives), only the chief into output_dir.
-    chief = loop.is_chief(strategy)  # the pre-training loop's rule
-    ckpt_dir = (
-        os.path.join(output_dir, "checkpoints")
-        if chief
-        else os.path.join(
-            output_dir,
-            "workers",
-            f"{strategy.cluster_resolver.task_type}_{strategy.cluster_resolver.task_id}",
-        )
-    )
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=config.keep_checkpoints)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        logging.info("resumed fine-tuning from %s", manager.latest_checkpoint)
-    step = int(optimizer.iterations.numpy())
-
-    train_config = _train_config(train_pattern, vocab, config.seed * 1_000_003 + step)
-    dataset = strategy.distribute_datasets_from_function(
-        pipeline.make_pretrain_input_fn(train_config, config.global_batch_size)
-    )
-    train_step = make_train_step(model, optimizer, config, strategy)
-    writer = (
-        tf.summary.create_file_writer(os.path.join(output_dir, "train"))
-        if chief
-        else tf.summary.create_noop_writer()
-    )
-    iterator, t0, start = iter(dataset), time.time(), step
-    while step < config.train_steps:
-        loss = float(train_step(iterator))
-        step += 1
-        if step % config.summary_every == 0 or step == config.train_steps:
-            with writer.as_default(step=step):
-                tf.summary.scalar("train/loss", loss)
-                tf.summary.scalar("train/learning_rate", optimizer.learning_rate)
-            logging.info(
-                "fine-tune step %d/%d  loss %.4f  (%.1f steps/s)",
-                step,
-                config.train_steps,
-                loss,
-                (step - start) / max(time.time() - t0, 1e-9),
-            )
-        if step % config.checkpoint_every == 0 and step < config.train_steps:
-            manager.save(checkpoint_number=step)
-    manager.save(checkpoint_number=step)
-    writer.close()
-
-    eval_config = features.eval_config_for_run(test_pattern, vocab, num_windows=config.eval_windows)
-    metrics = evaluate_classifier(model, pipeline.eval_dataset(eval_config, config.eval_batch_size))
-    metrics.update(step=step, start_step=start)
-    if chief:
-        summaries.write_json(os.path.join(output_dir, f"metrics-{step}.json"), metrics)
-        summaries.write_scalars(
-            os.path.join(output_dir, "eval"),
-            step,
-            {k: v for k, v in metrics.items() if k not in ("step", "start_step")},
-            prefix="eval/finetune",
-        )
-    return metrics

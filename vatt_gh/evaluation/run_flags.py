@@ -1,4 +1,4 @@
-"""The flags every evaluation tool uses to open a pre-training run (see `run.open_run`).
+"""The flags every evaluation tool uses to open a pre-training run (see `configs.open_run`).
 
 absl only, no TensorFlow, so a tool's flag errors and --help stay fast.
 """

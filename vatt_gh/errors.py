@@ -1,0 +1,16 @@
+"""The errors a run raises with ONE line that names the flag, file or setting at fault.
+
+TensorFlow-free, so a tool can name them before it imports the heavy modules.
+"""
+
+
+class LaunchError(ValueError):
+    """A bad flag or configuration, found before any work starts."""
+
+
+class ConfigError(ValueError):
+    """A setting that makes the run impossible, found before training starts."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. too many non-finite steps in a row)."""

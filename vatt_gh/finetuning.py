@@ -1,0 +1,149 @@
+"""Fine-tuning a pre-trained video backbone on the pre-training loop (paper Table 1).
+
+    configs.parse_run(model_dir)   # gin: the pre-training run's, then the user's
+    metrics = finetune(model_dir, output_dir, train_pattern, test_pattern, num_classes, strategy)
+
+The recipe, the classifier and its train step are vatt_gh/evaluation/finetune.py; the run is
+`loop.train`, the loop of pre-training: exact resume after a kill (checkpoint, random generators
+and the input position), SIGTERM pre-emption (exit code 42), the unreadable-checkpoint fallback,
+host-side summaries, rejected-record totals, progress lines. After training the test clips are
+scored (top-1 / top-5, `eval_windows` windows per clip averaged) into
+<output_dir>/metrics-<step>.json and TensorBoard scalars under <output_dir>/eval.
+"""
+
+import dataclasses
+import os
+from typing import Dict, Optional
+
+import tensorflow as tf
+from absl import logging
+
+from vatt_gh import checkpoints, cluster, loop, provision
+from vatt_gh.data import pipeline
+from vatt_gh.data import text as text_lib
+from vatt_gh.errors import ConfigError
+from vatt_gh.evaluation import features, summaries
+from vatt_gh.evaluation.finetune import (
+    FinetuneConfig,
+    VideoClassifier,
+    evaluate_classifier,
+    make_optimizer,
+    make_train_step,
+)
+from vatt_gh.models import dummy_inputs
+
+
+def train_data(train_pattern: str, vocab_path: str, seed: int) -> pipeline.PretrainConfig:
+    """The run's pre-training input (sizes, augmentation) over the labelled training records."""
+    base = pipeline.PretrainConfig()
+    source = (
+        dataclasses.replace(
+            base.sources[0], file_pattern=train_pattern, weight=1.0, name="finetune"
+        )
+        if base.sources
+        else pipeline.SourceConfig(file_pattern=train_pattern, name="finetune")
+    )
+    # Records with their own frame rate: bind EvalConfig.fps / EvalConfig.stride for both.
+    eval_base = pipeline.EvalConfig()
+    source = dataclasses.replace(source, fps=eval_base.fps, stride=eval_base.stride)
+    return dataclasses.replace(
+        base,
+        sources=(source,),
+        vocab_path=vocab_path,
+        num_captions=1,
+        seed=seed,
+        repeat=True,
+        audio_seconds=None,
+    )
+
+
+def progress_line(step: int, train_steps: int, values: dict) -> str:
+    """Fine-tuning's line per summary: the step, the loss, the learning rate and the rate over
+    the last window."""
+    width = len(str(train_steps))
+    return (
+        f"fine-tune step {step:>{width}}/{train_steps}  loss {values['loss']:.4f}  "
+        f"lr {values['learning_rate']:.1e}  "
+        f"{1.0 / max(values['seconds_per_step'], 1e-9):.1f} steps/s"
+    )
+
+
+def finetune(
+    model_dir: str,
+    output_dir: str,
+    train_pattern: str,
+    test_pattern: str,
+    num_classes: int,
+    strategy: tf.distribute.Strategy,
+    checkpoint: Optional[str] = None,
+    config: Optional[FinetuneConfig] = None,
+) -> Dict[str, float]:
+    """Fine-tunes the backbone of pre-training run `model_dir` (its `checkpoint`, default the
+    newest) with a linear classifier; returns the test metrics (with `step` and `start_step`).
+    Gin must hold the run's config (configs.parse_run). Resumes from <output_dir>/checkpoints;
+    a run already at FinetuneConfig.train_steps is only scored."""
+    config = config or FinetuneConfig()
+    if config.global_batch_size % strategy.num_replicas_in_sync:
+        raise ConfigError(
+            f"FinetuneConfig.global_batch_size={config.global_batch_size} "
+            f"does not split over {strategy.num_replicas_in_sync} replicas"
+        )
+    provision.check_writable(output_dir)
+    chief = cluster.is_chief(strategy)
+    vocab = os.path.join(output_dir, "vocab.txt")  # text is unused; the pipeline needs a vocab
+    if chief and not tf.io.gfile.exists(vocab):
+        text_lib.write_word_vocab(vocab, [])
+    if cluster.num_workers(strategy) > 1:
+        cluster.chief_barrier("vatt_gh/finetune_vocab", chief)
+
+    loop.seed_everything(config.seed)  # before the model: its dropout generators are checkpointed
+    with strategy.scope():
+        try:
+            pretrained, pretrained_step = checkpoints.load_pretrained(
+                model_dir, checkpoint, parse_config=False
+            )
+        except ConfigError:
+            raise
+        except (ValueError, tf.errors.OpError) as e:
+            raise ConfigError(f"cannot restore {model_dir!r}: {e}") from None
+        model = VideoClassifier(pretrained.vatt, num_classes, config.head_dropout)
+        video = dummy_inputs(pretrained.vatt.vatt_config)["video"]
+        strategy.run(lambda: model(video, training=False))  # builds the head and its dropout
+        optimizer = make_optimizer(config)
+    logging.info(
+        "fine-tuning from %s (pre-training step %d) on %d replica(s)",
+        model_dir,
+        pretrained_step,
+        strategy.num_replicas_in_sync,
+    )
+
+    loop_config = loop.LoopConfig(
+        train_steps=config.train_steps,
+        checkpoint_every=config.checkpoint_every,
+        summary_every=config.summary_every,
+        keep_checkpoints=config.keep_checkpoints,
+        line=progress_line,
+    )
+    trained = loop.train(
+        output_dir,
+        strategy,
+        model,
+        optimizer,
+        make_train_step(model, optimizer, config, strategy),
+        train_data(train_pattern, vocab, config.seed),
+        config.global_batch_size,
+        loop_config,
+    )
+
+    eval_config = features.eval_config_for_run(test_pattern, vocab, num_windows=config.eval_windows)
+    metrics = evaluate_classifier(model, pipeline.eval_dataset(eval_config, config.eval_batch_size))
+    metrics.update(step=trained.step, start_step=trained.start)
+    if chief:
+        summaries.write_json(os.path.join(output_dir, f"metrics-{trained.step}.json"), metrics)
+        summaries.write_scalars(
+            os.path.join(output_dir, "eval"),
+            trained.step,
+            {k: v for k, v in metrics.items() if k not in ("step", "start_step")},
+            prefix="eval/finetune",
+        )
+    return metrics
