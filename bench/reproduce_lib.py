@@ -395,15 +395,15 @@ def make_part_stats(model):
     (g_va . g_vt, |g_va|^2, |g_vt|^2) summed over each PART's variables; nothing applied.
 
     own_path: each clip's contribution through its own forward path (what group:1 harmonizes),
-    per variable from `vatt_gh.per_example`'s per-layer statistics (no per-example gradient
-    formed). own_loss: each clip's own loss terms through every path, materialised, one
+    per variable from `vatt_gh.group_stats`' per-layer statistics at group size 1 (no
+    per-example gradient formed). own_loss: each clip's own loss terms through every path, materialised, one
     backward pass per clip and loss (the independent, simple reference; B x parameters: the
     tiny model only). Both in training mode (DropToken on, BatchNorm batch statistics), one
     forward each, as in `PretrainModel.gradient_stats`. Eager on purpose: tracing these graphs
     costs minutes on a busy 2-core machine, running them eagerly a few seconds a batch."""
     import tensorflow as tf
 
-    from vatt_gh import per_example
+    from vatt_gh import group_stats
 
     variables = list(model.trainable_variables)
     parts = [PARTS.index(part_of(v.name)) for v in variables]
@@ -417,14 +417,11 @@ def make_part_stats(model):
         return tf.stack([tf.reduce_sum(a * b), tf.reduce_sum(a * a), tf.reduce_sum(b * b)])
 
     def stats(data):
-        fwd = per_example._forward(model._loss_fn(data), variables, model.vatt)  # noqa: SLF001
+        fwd = group_stats.forward(model._loss_fn(data), variables, model.vatt)  # noqa: SLF001
         batch = fwd.batch
-        by_var = per_example.collect_terms(fwd.calls, fwd.d_va, fwd.d_vt, fwd.owners, batch)
+        pairs = group_stats.group_pairs(fwd, variables, 1).pairs  # per variable, groups of 1
         own_path = [
-            tf.stack(per_example._variable_stats(by_var[v.ref()], batch, "auto"), 1)  # noqa: SLF001
-            if v.ref() in by_var
-            else tf.zeros([batch, 3])
-            for v in variables
+            tf.zeros([batch, 3]) if p is None else tf.stack([p.dot, p.nva, p.nvt], 1) for p in pairs
         ]
         with tf.GradientTape(persistent=True) as tape:
             loss_va, loss_vt, _ = model._loss_fn(data)()  # noqa: SLF001

