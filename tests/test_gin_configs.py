@@ -69,12 +69,14 @@ def tiny_bindings(records, tmp_path):
         "build_vatt.audio_patch_size = 4800",  # 153,600 samples -> 32 audio tokens
         "pretrain.train_steps = 1",
         "pretrain.global_batch_size = 2",
+        "Harmonization.granularity = 'group:1'",  # the configs' group:8 needs 8 clips a device
         "pretrain.progress = False",
         "PretrainConfig.crop_size = 16",
         "PretrainConfig.min_resize = 20",
         "PretrainConfig.shuffle_buffer = 2",
         "PretrainConfig.cycle_length = 2",
         f"PretrainConfig.vocab_path = '{records['vocab']}'",
+        "build_vatt.word_vectors_path = None",  # a random frozen table (tests only)
         "SyntheticData.num_clips = 8",
         "SyntheticData.num_shards = 2",
     ]

@@ -113,6 +113,22 @@ def test_method_config_end_to_end(tmp_path, config, gamma_start, gamma_end):
             "/nonexistent/shard-*.tfrecord",
         ),
         (
+            [
+                "--gin_file=gin/curriculum.gin",
+                "--gin_param=howto100m/SourceConfig.file_pattern='/nonexistent/shard-*.tfrecord'",
+                "--gin_param=PretrainConfig.vocab_path='/nonexistent/vocab.txt'",
+            ],
+            "'gs://YOUR_BUCKET/howto100m/word_vectors.npy' is a placeholder",
+        ),
+        (
+            [
+                "--gin_file=gin/curriculum.gin",
+                "--gin_file=gin/demo.gin",
+                "--gin_param=Harmonization.granularity='group:3'",
+            ],
+            "does not split into groups of 3",
+        ),
+        (
             ["--gin_file=gin/curriculum.gin", "--gin_file=gin/demo.gin", "--strategy=multi_worker"],
             "--strategy=multi_worker cannot start: TF_CONFIG is not set",
         ),

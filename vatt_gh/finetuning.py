@@ -106,7 +106,9 @@ def finetune(
             raise
         except (ValueError, tf.errors.OpError) as e:
             raise ConfigError(f"cannot restore {model_dir!r}: {e}") from None
-        model = VideoClassifier(pretrained.vatt, num_classes, config.head_dropout)
+        model = VideoClassifier(
+            pretrained.vatt, num_classes, config.head_dropout, config.drop_token
+        )
         video = dummy_inputs(pretrained.vatt.vatt_config)["video"]
         strategy.run(lambda: model(video, training=False))  # builds the head and its dropout
         optimizer = make_optimizer(config)

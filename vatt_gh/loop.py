@@ -24,7 +24,16 @@ import tensorflow as tf
 from absl import logging
 
 import gin
-from vatt_gh import checkpoints, cluster, console, input_state, provision, summaries, trainer
+from vatt_gh import (
+    checkpoints,
+    cluster,
+    console,
+    harmonize,
+    input_state,
+    provision,
+    summaries,
+    trainer,
+)
 from vatt_gh.data import pipeline, word_vectors
 from vatt_gh.errors import ConfigError, TrainingError
 from vatt_gh.models import build_vatt
@@ -248,6 +257,12 @@ def pretrain(
             f"global_batch_size {global_batch_size} does not split over "
             f"{strategy.num_replicas_in_sync} replicas"
         )
+    try:  # groups of N clips must tile each replica's batch
+        harmonize.parse_granularity(
+            harmonization.granularity, global_batch_size // strategy.num_replicas_in_sync
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if synthetic_data is None:
         provision.check_no_placeholders(pipeline.PretrainConfig())
     created = not tf.io.gfile.exists(model_dir)

@@ -117,12 +117,18 @@ def check_no_placeholders(config: pipeline.PretrainConfig):
                 raise ConfigError(_placeholder_message(pattern))
     if PLACEHOLDER in (config.vocab_path or ""):
         raise ConfigError(_placeholder_message(config.vocab_path))
+    try:  # the word table of gin/data/*.gin (built by tools/build_word_vectors.py)
+        vectors = gin.query_parameter("build_vatt.word_vectors_path")
+    except ValueError:  # not bound
+        vectors = None
+    if isinstance(vectors, str) and PLACEHOLDER in vectors:
+        raise ConfigError(_placeholder_message(vectors))
 
 
 def _placeholder_message(path):
     return (
-        f"no data: {path!r} is a placeholder. Build the data with tools/build_dataset.py and "
-        "tools/build_vocab.py and put their paths in gin/data/howto100m.gin (README.md, "
+        f"no data: {path!r} is a placeholder. Build the data with tools/build_dataset.py, "
+        "tools/build_vocab.py and tools/build_word_vectors.py and put their paths in gin/data/howto100m.gin (README.md, "
         "Pre-training), or run the embedded demo with --gin_file=gin/demo.gin"
     )
 

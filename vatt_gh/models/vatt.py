@@ -176,11 +176,11 @@ class VATT(tf.keras.Model):
         tokens = tf.reshape(tokens, [-1, t * h * w, d])  # (B, t*h*w, D)
         return self._drop_tokens(tokens, training) if drop_token else tokens
 
-    def video_features(self, video: tf.Tensor, training=None) -> tf.Tensor:
+    def video_features(self, video: tf.Tensor, training=None, drop_token=False) -> tf.Tensor:
         """(B, T, H, W, 3) -> (B, F) pooled video feature for fine-tuning: the backbone with its
-        dropout when training, no DropToken (a pre-training device) and no FAC head (whose
-        BatchNorm statistics stay those of pre-training)."""
-        tokens = self.video_tokens(video, training, drop_token=False)
+        dropout when training, DropToken only if asked, and no FAC head (whose BatchNorm
+        statistics stay those of pre-training)."""
+        tokens = self.video_tokens(video, training, drop_token=drop_token)
         return self._encode_tokens("video", tokens, training=training)
 
     def audio_tokens(self, audio: tf.Tensor, training=None) -> tf.Tensor:
