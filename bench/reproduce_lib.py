@@ -288,8 +288,6 @@ def run_spec(run: Run, setting: Setting, results_dir: str) -> dict:
         f"pretrain.keep_checkpoints={checkpoints + 1}",
         f"pretrain.summary_every={max(1, min(25, steps // 4))}",
         "pretrain.progress=False",
-        # Checkpoints without the input iterator's buffers: runs are never resumed mid-way.
-        "pretrain.checkpoint_iterator=False",
     ]
     params += word_table_bindings(run.word_table, paths["word_vectors"])
     if run.gamma_start is not None:

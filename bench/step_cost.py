@@ -9,13 +9,15 @@ tf.function, no vatt_gh step). Every other row is `PretrainModel.train_step`:
   bookkeeping (all-reduce, finiteness check, conditional apply, metrics);
 - `both@group:8` / `both@group:1`: forward, one backward pass per loss to every layer's output,
   the per-group statistics and the update formed once from them (vatt_gh.group_stats);
-- `both@group:8+dense` (not in the default set): the same with the word table's update made dense (what the step did
-  before the update stayed an IndexedSlices), to show what keeping it sparse saves.
+- `both@group:8+dense` (not in the default set): the same with the word table's update made
+  dense (what the step did before the update stayed an IndexedSlices), to show what keeping
+  it sparse saves.
 Inputs: the paper's token proportions after DropToken (video : audio : text about 53 : 41 : 5):
 32 x 112 x 112 video (392 tokens, 196 kept), 38,400 audio samples (300, 150 kept), K = 2
-narrations of 10 tokens; local batch 8; the `small` preset (its trainable word table unless
---frozen_words). All configurations are built and traced first; then `--rounds` rounds each run
-every configuration for `--steps` steps in rotated order; the table gives medians over rounds.
+narrations of 10 tokens; local batch 8; the `small` preset with its frozen word table (VATT's;
+--trainable_words for a trainable one, where `+dense` matters). All configurations are built
+and traced first; then `--rounds` rounds each run every configuration for `--steps` steps in
+rotated order; the table gives medians over rounds.
 Memory (one short subprocess per configuration, --memory): the peak RSS during the steps above
 the RSS once the step is traced (the step's own tensors: what device memory would hold).
 --breakdown: where the group step's time goes (tf.functions, no optimizer).
@@ -48,7 +50,9 @@ flags.DEFINE_list(
 flags.DEFINE_integer("batch", 8, "Local batch (clips).")
 flags.DEFINE_integer("steps", 3, "Timed steps per configuration and round.")
 flags.DEFINE_integer("rounds", 4, "Interleaved rounds over all configurations (rotated order).")
-flags.DEFINE_bool("frozen_words", False, "Freeze the word table (VATT's pretrained word2vec).")
+flags.DEFINE_bool(
+    "trainable_words", False, "A trainable word table (default: frozen, as VATT's word2vec)."
+)
 flags.DEFINE_bool("memory", True, "Measure each configuration's step memory (subprocesses).")
 flags.DEFINE_bool("breakdown", True, "Time the parts of the group step.")
 flags.DEFINE_string("worker", None, "Internal: measure the memory of one configuration.")
@@ -109,10 +113,8 @@ def build(spec, batch, vatt=None):
 
 
 def shared_vatt(batch):
-    vatt = build_vatt(FLAGS.preset)
+    vatt = build_vatt(FLAGS.preset, trainable_word_vectors=FLAGS.trainable_words)
     vatt(batch, training=False)
-    if FLAGS.frozen_words:
-        vatt.text_tokenizer.word_embedding.trainable = False
     return vatt
 
 
@@ -160,10 +162,10 @@ def _median_ms(fn, steps):
 
 def breakdown(batch):
     """Where the group step's time goes (tf.functions, no optimizer): ms per part."""
-    model = trainer.PretrainModel(build_vatt(FLAGS.preset))
+    model = trainer.PretrainModel(
+        build_vatt(FLAGS.preset, trainable_word_vectors=FLAGS.trainable_words)
+    )
     model(batch, training=False)
-    if FLAGS.frozen_words:
-        model.vatt.text_tokenizer.word_embedding.trainable = False
     loss_fn = model._loss_fn(batch)
     variables = model.trainable_variables
     done = lambda xs: tf.add_n(
@@ -330,7 +332,7 @@ def main(argv):
     if FLAGS.memory:
         for spec in specs:
             cmd = [sys.executable, __file__, f"--worker={spec}", f"--batch={FLAGS.batch}"]
-            cmd += [f"--preset={FLAGS.preset}"] + (["--frozen_words"] if FLAGS.frozen_words else [])
+            cmd += [f"--preset={FLAGS.preset}", f"--trainable_words={FLAGS.trainable_words}"]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
             memory[spec] = json.loads(line[-1][7:])["step_mb"] if line else float("nan")
@@ -340,7 +342,7 @@ def main(argv):
     ref = med.get("vatt")
     print(
         f"\n{FLAGS.preset}, local batch {FLAGS.batch}, inputs (frames, side, audio samples, "
-        f"K, L) {INPUTS}, word table {'frozen' if FLAGS.frozen_words else 'trainable'}; "
+        f"K, L) {INPUTS}, word table {'trainable' if FLAGS.trainable_words else 'frozen'}; "
         f"{FLAGS.rounds} interleaved rounds of {FLAGS.steps} steps, medians"
     )
     print("\n| step | ms / step | x VATT's step | step memory MB | x VATT's step |")

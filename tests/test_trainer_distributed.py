@@ -13,6 +13,10 @@ pytestmark = pytest.mark.slow  # in `make test-slow` (CI runs both)
 
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mirrored_trainer_helper.py")
 METHODS = ["sum", "reweight", "realign", "curriculum", "both", "gradvac"]
+# Relative tolerance of an update against another path's: VATT's normalisations (LayerNorm
+# over the positional tables, BatchNorm over a few clips, temperature 0.07) amplify float32
+# rounding to 5e-5..1.2e-4 here; a wrong weight or group moves an update by more than 1e-1.
+TOL = 2e-3
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +39,9 @@ def test_same_groups_same_update_on_one_device_and_two(report, method):
     """Batch 8 on one device vs 4 + 4 on two replicas, granularity group:2: same update."""
     r = report[method]
     assert r["update_norm"] > 0
-    assert r["rel_two_vs_one"] < 1e-5, r
+    assert r["rel_two_vs_one"] < TOL, r
     assert len(r["cosines_two"]) == 4  # every group of every replica reaches the host
-    np.testing.assert_allclose(r["cosines_two"], r["cosines_one"], atol=1e-5)
+    np.testing.assert_allclose(r["cosines_two"], r["cosines_one"], atol=2e-4)
     assert r["applied"] == [1.0, 1.0]
 
 
@@ -45,14 +49,17 @@ def test_same_groups_same_update_on_one_device_and_two(report, method):
 def test_group_update_is_the_definition(report, method):
     """The update equals the groups' pairs from per-replica tapes (4 replicas of 2 clips)."""
     r = report[method]
-    assert r["rel_one_vs_spec"] < 1e-5, r
-    np.testing.assert_allclose(r["cosines_one"], report["cosines_4_replicas"], atol=1e-5)
+    assert r["rel_one_vs_spec"] < TOL, r
+    np.testing.assert_allclose(r["cosines_one"], report["cosines_4_replicas"], atol=2e-4)
 
 
 def test_curriculum_drops_the_conflicting_groups_only(report):
     cos = np.array(report["cosines_4_replicas"])
-    assert 0 < np.sum(cos <= 0) < 4  # gamma = 0 drops some groups, not all
-    np.testing.assert_allclose(report["curriculum"]["dropped"], [np.mean(cos <= 0)] * 2, atol=1e-6)
+    gamma = 0.3  # the helper's curriculum gamma
+    assert 0 < np.sum(cos <= gamma) < 4  # drops some groups, not all
+    np.testing.assert_allclose(
+        report["curriculum"]["dropped"], [np.mean(cos <= gamma)] * 2, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("case", ["nan_clip", "all_dropped"])
