@@ -62,6 +62,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import reproduce_lib as lib  # this script's folder is on the path
 from absl import app, flags
 
@@ -76,7 +77,7 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_bool("signal", True, "Run the 'where is the signal' study.")
 flags.DEFINE_bool("effect", True, "Run the training-effect study (and Table 2).")
-flags.DEFINE_integer("steps", 100, "Pre-training steps per effect run.")
+flags.DEFINE_integer("steps", 200, "Pre-training steps per effect run.")
 flags.DEFINE_integer("batch", 16, "Global batch size.")
 flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds of the effect study.")
 flags.DEFINE_list("levels", ["0.0", "0.4"], "Misaligned fractions of the training sets.")
@@ -91,6 +92,13 @@ flags.DEFINE_enum("word_table", "frozen", lib.WORD_TABLES, "Word table of the ef
 flags.DEFINE_enum("variant", "agnostic", lib.VARIANTS, "VATT variant of the effect study.")
 flags.DEFINE_integer("num_classes", 16, "Latent classes of the synthetic sets.")
 flags.DEFINE_list("kinds", [], "Misalignment kinds of the training sets (default: every kind).")
+flags.DEFINE_integer(
+    "words_per_caption", 2, "Words per synthetic narration (one names the class, the rest filler)."
+)
+flags.DEFINE_float("word_norm", 25.0, "Norm of every vector of the fixed random word table.")
+flags.DEFINE_float(
+    "learning_rate", 5e-3, "Peak learning rate of every run (50 warm-up steps, decay to 1/10)."
+)
 flags.DEFINE_integer("train_clips", 512, "Clips per training set.")
 flags.DEFINE_integer("test_clips", 128, "Clean held-out clips (retrieval, probe test).")
 flags.DEFINE_integer("probe_train_clips", 256, "Clean clips to fit the linear probes on.")
@@ -98,7 +106,7 @@ flags.DEFINE_integer("num_windows", 1, "Evaluation windows per held-out clip.")
 flags.DEFINE_list("signal_seeds", ["0", "1", "2"], "Seeds of the signal study.")
 flags.DEFINE_integer("signal_steps", 200, "Pre-training steps per signal run.")
 flags.DEFINE_integer("signal_checkpoints", 3, "Evenly spaced checkpoints measured per run.")
-flags.DEFINE_integer("signal_clips", 96, "Training clips whose gradients are measured.")
+flags.DEFINE_integer("signal_clips", 64, "Training clips whose gradients are measured.")
 flags.DEFINE_string(
     "signal_granularity", "group:1", "Granularity `sum` monitors in the signal runs."
 )
@@ -160,9 +168,12 @@ def _ints(name, values):
 
 
 def setting_from_flags() -> lib.Setting:
-    for name in ("steps", "batch", "train_clips", "test_clips", "probe_train_clips"):
+    for name in ("steps", "batch", "train_clips", "test_clips", "probe_train_clips", "words_per_caption"):
         if getattr(FLAGS, name) < 1:
             raise app.UsageError(f"--{name} must be positive, got {getattr(FLAGS, name)}")
+    for name in ("word_norm", "learning_rate"):
+        if not (np.isfinite(getattr(FLAGS, name)) and getattr(FLAGS, name) > 0):
+            raise app.UsageError(f"--{name} must be a positive number, got {getattr(FLAGS, name)}")
     if FLAGS.signal_checkpoints < 1 or FLAGS.signal_clips < FLAGS.batch:
         raise app.UsageError("--signal_checkpoints >= 1 and --signal_clips >= --batch needed")
     for name, known in (
@@ -189,6 +200,9 @@ def setting_from_flags() -> lib.Setting:
         probe_train_clips=FLAGS.probe_train_clips,
         num_windows=FLAGS.num_windows,
         kinds=tuple(FLAGS.kinds),
+        words_per_caption=FLAGS.words_per_caption,
+        word_norm=FLAGS.word_norm,
+        learning_rate=FLAGS.learning_rate,
         signal=FLAGS.signal,
         signal_seeds=_ints("signal_seeds", FLAGS.signal_seeds),
         signal_steps=FLAGS.signal_steps,
@@ -216,13 +230,20 @@ def make_data(results_dir: str, setting: lib.Setting):
             continue
         with open(meta_path) as f:
             meta = json.load(f)
-        for key in ("num_clips", "num_classes", "misaligned_fraction", "misalign_kinds"):
+        keys = ("num_clips", "num_classes", "misaligned_fraction", "misalign_kinds")
+        for key in keys + ("words_per_caption",):
             if meta.get(key) != (list(job[key]) if key == "misalign_kinds" else job[key]):
                 raise SystemExit(
                     f"{meta_path}: {key}={meta.get(key)!r} but this benchmark asks for "
                     f"{job[key]!r}; use another --results_dir"
                 )
-    lib.write_word_vectors(results_dir, setting)
+    path = lib.write_word_vectors(results_dir, setting)
+    norm = float(np.linalg.norm(np.load(path)[0]))
+    if abs(norm - setting.word_norm) > 1e-3 * setting.word_norm:
+        raise SystemExit(
+            f"{path}: word vectors of norm {norm:.3g} but --word_norm={setting.word_norm}; "
+            "use another --results_dir"
+        )
 
 
 def child_env() -> dict:

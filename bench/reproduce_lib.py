@@ -61,7 +61,7 @@ class Setting:
     """The sizes of one benchmark (flags of bench/reproduce.py)."""
 
     # the training-effect study
-    steps: int = 100
+    steps: int = 200
     batch: int = 16
     seeds: Sequence[int] = (0, 1, 2, 3, 4)
     levels: Sequence[float] = (0.0, 0.4)
@@ -77,12 +77,16 @@ class Setting:
     probe_train_clips: int = 256
     num_windows: int = 1
     kinds: Sequence[str] = ()  # misalignment kinds of the training sets; () = every kind
+    words_per_caption: int = 2  # one class word + fillers (see the module docstring)
+    word_norm: float = 25.0  # norm of every vector of the fixed random word table
+    # the optimiser (gin/demo.gin's schedule: 50 warm-up steps, linear decay to lr / 10)
+    learning_rate: float = 5e-3
     # the signal study
     signal: bool = True
     signal_seeds: Sequence[int] = (0, 1, 2)
     signal_steps: int = 200
     signal_checkpoints: int = 3
-    signal_clips: int = 96
+    signal_clips: int = 64
     signal_granularity: str = "group:1"  # what `sum` monitors (its training is the same)
     signal_word_tables: Sequence[str] = WORD_TABLES
     signal_variants: Sequence[str] = VARIANTS
@@ -204,6 +208,7 @@ def data_jobs(results_dir: str, setting: Setting) -> List[dict]:
         num_frames=16,
         frame_size=40,
         num_shards=4,
+        words_per_caption=setting.words_per_caption,
         misalign_kinds=kinds,
     )
     levels = set(setting.levels) | ({max(setting.levels)} if setting.signal else set())
@@ -236,27 +241,34 @@ def data_jobs(results_dir: str, setting: Setting) -> List[dict]:
 
 
 def write_word_vectors(results_dir: str, setting: Setting) -> str:
-    """A fixed random word table (Keras' 'uniform' initializer range, seed 0) for the frozen
-    runs: frozen through `build_vatt.word_vectors_path`, the same table for every frozen run."""
+    """The fixed random word table of every run (seed 0): standard-normal directions scaled to
+    norm `setting.word_norm`, loaded through `build_vatt.word_vectors_path` (frozen, or as the
+    starting value of a trainable table).
+
+    Why the norm: VATT adds a LayerNorm'd positional table (about unit scale per channel) to the
+    projected word vectors; with word2vec-sized vectors (norm ~2.5) the words are a few percent
+    of each text token, which VATT's 500k steps overcome but a few hundred do not (loss_vt stays
+    at its chance level). Larger vectors make the narration visible from the first steps."""
     from vatt_gh.models import presets
 
     path = data_paths(results_dir)["word_vectors"]
     if not os.path.exists(path):
         config = presets.get_config(setting.preset)
-        table = np.random.default_rng(0).uniform(-0.05, 0.05, (config.vocab_size, config.word_dim))
+        table = np.random.default_rng(0).standard_normal((config.vocab_size, config.word_dim))
+        table *= setting.word_norm / np.linalg.norm(table, axis=1, keepdims=True)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         np.save(path, table.astype(np.float32))
     return path
 
 
 def word_table_bindings(word_table: str, vectors_path: str) -> List[str]:
-    """Gin bindings for a frozen or a trainable word table (the one place to change when the
-    model gets its own switch)."""
+    """Gin bindings for a frozen or a trainable word table; both start from `vectors_path`."""
     if word_table not in WORD_TABLES:
         raise ValueError(f"word table {word_table!r}: choose one of {WORD_TABLES}")
-    if word_table == "frozen":
-        return [f"build_vatt.word_vectors_path='{vectors_path}'"]
-    return ["build_vatt.word_vectors_path=None"]
+    return [
+        f"build_vatt.word_vectors_path='{vectors_path}'",
+        f"build_vatt.trainable_word_vectors={word_table == 'trainable'}",
+    ]
 
 
 def pattern(out_dir: str) -> str:
@@ -288,6 +300,8 @@ def run_spec(run: Run, setting: Setting, results_dir: str) -> dict:
         f"pretrain.keep_checkpoints={checkpoints + 1}",
         f"pretrain.summary_every={max(1, min(25, steps // 4))}",
         "pretrain.progress=False",
+        f"make_optimizer.learning_rate={setting.learning_rate}",
+        f"make_optimizer.end_learning_rate={setting.learning_rate / 10}",
     ]
     params += word_table_bindings(run.word_table, paths["word_vectors"])
     if run.gamma_start is not None:

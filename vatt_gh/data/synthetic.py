@@ -340,6 +340,8 @@ def write_synthetic(
                 fps=fps,
                 num_frames=num_frames,
                 frame_size=frame_size,
+                num_captions=num_captions,
+                words_per_caption=words_per_caption,
                 misaligned_fraction=misaligned_fraction,
                 misalign_kinds=list(misalign_kinds),
                 clips=clips,
