@@ -188,7 +188,6 @@ def data_paths(results_dir: str) -> Dict[str, str]:
         "root": data,
         "test": os.path.join(data, "test_clean"),
         "probe_train": os.path.join(data, "probe_train_clean"),
-        "word_vectors": os.path.join(data, "word_vectors.npy"),
     }
 
 
@@ -241,24 +240,16 @@ def data_jobs(results_dir: str, setting: Setting) -> List[dict]:
 
 
 def write_word_vectors(results_dir: str, setting: Setting) -> str:
-    """The fixed random word table of every run (seed 0): standard-normal directions scaled to
-    norm `setting.word_norm`, loaded through `build_vatt.word_vectors_path` (frozen, or as the
-    starting value of a trainable table).
-
-    Why the norm: VATT adds a LayerNorm'd positional table (about unit scale per channel) to the
-    projected word vectors; with word2vec-sized vectors (norm ~2.5) the words are a few percent
-    of each text token, which VATT's 500k steps overcome but a few hundred do not (loss_vt stays
-    at its chance level). Larger vectors make the narration visible from the first steps."""
+    """The word table of every run: `word_vectors.random_table` (seed 0, every vector of norm
+    `setting.word_norm`; its docstring says why random and why that norm), loaded through
+    `build_vatt.word_vectors_path`, frozen or as the starting value of a trainable table."""
+    from vatt_gh.data import word_vectors
     from vatt_gh.models import presets
 
-    path = data_paths(results_dir)["word_vectors"]
-    if not os.path.exists(path):
-        config = presets.get_config(setting.preset)
-        table = np.random.default_rng(0).standard_normal((config.vocab_size, config.word_dim))
-        table *= setting.word_norm / np.linalg.norm(table, axis=1, keepdims=True)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        np.save(path, table.astype(np.float32))
-    return path
+    config = presets.get_config(setting.preset)
+    return word_vectors.random_table(
+        data_paths(results_dir)["root"], config.vocab_size, config.word_dim, setting.word_norm
+    )
 
 
 def word_table_bindings(word_table: str, vectors_path: str) -> List[str]:
@@ -303,7 +294,7 @@ def run_spec(run: Run, setting: Setting, results_dir: str) -> dict:
         f"make_optimizer.learning_rate={setting.learning_rate}",
         f"make_optimizer.end_learning_rate={setting.learning_rate / 10}",
     ]
-    params += word_table_bindings(run.word_table, paths["word_vectors"])
+    params += word_table_bindings(run.word_table, write_word_vectors(results_dir, setting))
     if run.gamma_start is not None:
         params += [f"Harmonization.gamma_start={run.gamma_start}", "Harmonization.gamma_end=0.0"]
     params += list(setting.extra_gin)
@@ -425,7 +416,8 @@ def make_part_stats(model):
         per_var = tf.convert_to_tensor(per_var)
         return tf.transpose(tf.math.unsorted_segment_sum(per_var, parts, len(PARTS)), [1, 0, 2])
 
-    def triple(a, b):
+    def triple(a, b):  # a trainable word table's gradients are IndexedSlices
+        a, b = tf.convert_to_tensor(a), tf.convert_to_tensor(b)
         return tf.stack([tf.reduce_sum(a * b), tf.reduce_sum(a * a), tf.reduce_sum(b * b)])
 
     def stats(data):

@@ -89,18 +89,31 @@ def test_word2vec_on_the_narrations_places_class_words_together(tmp_path):
     np.testing.assert_array_equal(np.load(again), table)
 
 
-def test_narration_table_of_a_data_dir_is_built_once(tmp_path):
-    """What the demo uses: the synthetic data's own narrations, at the model's table size."""
+def test_random_table_of_a_data_dir_is_built_once(tmp_path):
+    """What synthetic data uses (the demo, bench/reproduce.py): every row of the asked norm,
+    the same table from the same seed, another from another seed, written once, no temp left."""
     data_dir = str(tmp_path / "data")
-    synthetic.write_synthetic(data_dir, num_clips=16, num_classes=2, num_shards=1)
-    path = word_vectors.narration_table(data_dir, rows=50, dim=8)
-    assert path == os.path.join(data_dir, "word_vectors_50x8.npy")
+    path = word_vectors.random_table(data_dir, rows=50, dim=8, norm=25.0, seed=3)
+    assert path == os.path.join(data_dir, "word_vectors_50x8_norm25_seed3.npy")
     table = np.load(path)
-    assert table.shape == (50, 8) and np.all(np.isfinite(table))
+    assert table.shape == (50, 8) and table.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(table.astype(np.float64), axis=1), 25.0, rtol=1e-6)
+    # Distinct words get distinct directions (what word2vec of the synthetic narrations lacks).
+    unit = table / np.linalg.norm(table, axis=1, keepdims=True)
+    assert np.abs(unit @ unit.T - np.eye(50)).max() < 0.99
     stamp = os.path.getmtime(path)
-    assert word_vectors.narration_table(data_dir, rows=50, dim=8) == path
+    assert word_vectors.random_table(data_dir, rows=50, dim=8, norm=25.0, seed=3) == path
     assert os.path.getmtime(path) == stamp
+    other = str(tmp_path / "other")
+    np.testing.assert_array_equal(
+        np.load(word_vectors.random_table(other, rows=50, dim=8, norm=25.0, seed=3)), table
+    )
+    assert not np.allclose(
+        np.load(word_vectors.random_table(other, rows=50, dim=8, norm=25.0, seed=4)), table
+    )
     assert [f for f in os.listdir(data_dir) if ".tmp" in f] == []
+    with pytest.raises(ValueError, match="norm must be a positive number"):
+        word_vectors.random_table(data_dir, rows=50, dim=8, norm=float("nan"))
 
 
 def test_bad_input_is_named(tmp_path, vocab):

@@ -285,10 +285,14 @@ def pretrain(
     say("building the model and the input pipeline ...")
 
     overrides = {}
-    if synthetic_data is not None:  # the demo's frozen word table: word2vec on its narrations
+    if synthetic_data is not None:  # the demo's frozen word table: seeded random vectors
         sizes = build_vatt().vatt_config  # an unbuilt model: the gin-configured sizes
-        overrides["word_vectors_path"] = word_vectors.narration_table(
-            os.path.join(model_dir, "data"), sizes.vocab_size, sizes.word_dim, seed
+        overrides["word_vectors_path"] = word_vectors.random_table(
+            os.path.join(model_dir, "data"),
+            sizes.vocab_size,
+            sizes.word_dim,
+            synthetic_data.word_norm,
+            seed,
         )
     seed_everything(seed)
     with strategy.scope():

@@ -39,6 +39,7 @@ class SyntheticData:
     num_captions: int = synthetic.DEMO["num_captions"]
     words_per_caption: int = synthetic.DEMO["words_per_caption"]
     num_shards: int = synthetic.DEMO["num_shards"]
+    word_norm: float = 25.0  # its frozen word table: random vectors of this norm
     seed: int = 0
 
     def __post_init__(self):
@@ -52,6 +53,7 @@ class SyntheticData:
                     ("num_frames", INT, 1, None, False),
                     ("frame_size", INT, 8, None, False),
                     ("num_shards", INT, 1, self.num_clips, False),
+                    ("word_norm", REAL, 0, None, True),
                     ("seed", INT, 0, None, False),
                 ),
             )
@@ -167,7 +169,9 @@ def data_config(
             )
             tmp_dir = f"{out_dir}.tmp-{os.getpid()}"
             try:
-                synthetic.write_synthetic(tmp_dir, **dataclasses.asdict(synthetic_data))
+                records = dataclasses.asdict(synthetic_data)
+                del records["word_norm"]  # the word table's, not the records'
+                synthetic.write_synthetic(tmp_dir, **records)
             except ValueError as e:
                 raise ConfigError(f"SyntheticData: {e}") from None
             if tf.io.gfile.exists(out_dir):  # a partial folder from an interrupted run

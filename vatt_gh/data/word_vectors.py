@@ -8,6 +8,9 @@ either
 - no file: word2vec (gensim, skip-gram) trained on the dataset's own narrations, split into
   words exactly as the tokenizer splits them (case-folded, punctuation apart).
 
+Synthetic data (the demo, bench/reproduce.py) uses `random_table` instead: seeded random vectors
+of one norm (its docstring says why not word2vec of the synthetic narrations).
+
 Rows without a vector (the initialisation, reported with a count):
 - row 0 (`<pad>`) is zeros; padded positions are never attended to;
 - a vocabulary word the vectors do not have (looked up as written, then Capitalised and
@@ -190,26 +193,35 @@ def build_table(
         vectors = train_word2vec(narration_words(narrations), dim, seed=seed, epochs=epochs)
         source = f"word2vec trained on {narrations}"
     table, report = align(vocab, vectors, rows, dim, seed=seed, source=source)
+    _write_atomically(output, table)
+    return report
+
+
+def _write_atomically(output: str, table: np.ndarray) -> None:
     tmp = f"{output}.tmp-{os.getpid()}-{uuid.uuid4().hex}"  # concurrent writers: own temp
     with tf.io.gfile.GFile(tmp, "wb") as f:
         np.save(f, table)
     tf.io.gfile.rename(tmp, output, overwrite=True)
-    return report
 
 
-def narration_table(data_dir: str, rows: int, dim: int, seed: int = 0) -> str:
-    """The table of a record set that has its vocabulary next to it (the demo's synthetic data:
-    `vocab.txt` and `*.tfrecord` in `data_dir`), word2vec-trained on its narrations; built once
-    as `data_dir/word_vectors_<rows>x<dim>.npy` and reused. Deterministic from the seed, so
-    workers building it at once write the same file. Returns its path."""
-    output = os.path.join(data_dir, f"word_vectors_{rows}x{dim}.npy")
+def random_table(data_dir: str, rows: int, dim: int, norm: float, seed: int = 0) -> str:
+    """A seeded random (rows, dim) table, every row of norm `norm`, for synthetic data: built
+    once as `data_dir/word_vectors_<rows>x<dim>_norm<norm>_seed<seed>.npy` and reused (workers
+    building it at once write the same file). Returns its path.
+
+    Why not word2vec of the synthetic narrations: they are filler words around one class word,
+    so every class word has the same contexts and word2vec gives them nearly the same vector
+    (pairwise cosine ~0.8 measured on the demo set): the narrations would tell the model nothing.
+    Why the norm: VATT adds a LayerNorm'd positional table (unit scale per channel) to the
+    projected word vectors; at word2vec's norms (~2.5) the words are a few percent of each text
+    token, which 500k steps overcome and a demo's few hundred do not (loss_vt stays at chance).
+    """
+    if not (np.isfinite(norm) and norm > 0):
+        raise ValueError(f"word vector norm must be a positive number, got {norm!r}")
+    output = os.path.join(data_dir, f"word_vectors_{rows}x{dim}_norm{norm:g}_seed{seed}.npy")
     if not tf.io.gfile.exists(output):
-        build_table(
-            os.path.join(data_dir, "vocab.txt"),
-            output,
-            rows,
-            dim,
-            narrations=os.path.join(data_dir, "*.tfrecord"),
-            seed=seed,
-        )
+        table = np.random.default_rng(seed).standard_normal((rows, dim))
+        table *= norm / np.linalg.norm(table, axis=1, keepdims=True)
+        tf.io.gfile.makedirs(data_dir)
+        _write_atomically(output, table.astype(np.float32))
     return output
