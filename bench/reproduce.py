@@ -10,16 +10,13 @@ with every kind cycled (class swaps of audio / text / both, the neighbouring cli
 narration about nothing visible, silent audio, unrelated audio, shifted narration + unrelated
 audio); the kind is in every record (`synthetic/misalign_kind`) and read back from there.
 
-Sizes that let the text tower learn in a few hundred steps (measured, tiny VATT, batch 16, sum):
-VATT adds a LayerNorm'd positional table (unit scale per channel) to the projected word vectors.
-With word2vec-sized vectors (norm ~2.5) and six-word narrations, loss_vt stayed at its chance
-level log(32) for 300 steps at lr 1e-3 and at 5e-3, and held-out retrieval sat exactly at chance
-(every narration embedded alike); the demo's word2vec table of the synthetic narrations is worse
-(its class words have pairwise cosine ~0.8: they share every context). So the study's word table
-is random with vectors of norm 25 (`--word_norm`), narrations have two words, one naming the
-class (`--words_per_caption`), and the peak learning rate is 5e-3 (`--learning_rate`): after 200
-steps `sum` reaches t2v R@5 ~20% (chance 3.9%, class-oracle ceiling 62.5%). The trainable-table
-runs start from the same vectors.
+Sizes that let the text tower learn in 200 steps: random word vectors of norm 25
+(`--word_norm`; `vatt_gh.data.word_vectors.random_table` says why random and why that norm),
+two-word narrations, one naming the class (`--words_per_caption`), peak learning rate 5e-3
+(`--learning_rate`). With six-word narrations and word2vec-sized vectors, loss_vt stayed at its
+chance level and held-out retrieval at exactly chance (README, "Claims on controlled data").
+With these, `sum` reaches t2v R@5 27% at 40% misaligned and 41% at 0% (chance 3.9%, class-oracle
+ceiling 59%). The trainable-table runs start from the same vectors.
 
 1. Where the signal is (`--signal`): `sum` pre-trained on the 40% set for each VATT variant (MA,
    MS) x word table (frozen: the fixed random table through `build_vatt.word_vectors_path`;
@@ -49,19 +46,19 @@ x 2 word tables x 3 seeds (12) + effect (1 sum + 3 methods x 2 granularities) x 
 seeds (70) + Table 2's 3 more gamma starts x 5 seeds (15). A run is ~35 s of start-up, tracing,
 checkpointing and evaluation plus its steps (200 x ~65 ms for sum, ~125 ms for `both` at
 group:1; measured per row in results.md); a signal run adds 3 checkpoints x 4 batches of
-per-triplet gradients. Measured wall time of the full benchmark: see README.md ("Claims on
+per-triplet gradients. Measured: ~54 min for the full benchmark (README.md, "Claims on
 controlled data"). Step costs here are wall times of one-thread runs side by side; for cost
 ratios use bench/step_cost.py.
 """
 
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
 import time
 
-import numpy as np
 import reproduce_lib as lib  # this script's folder is on the path
 from absl import app, flags
 
@@ -178,7 +175,7 @@ def setting_from_flags() -> lib.Setting:
         if getattr(FLAGS, name) < 1:
             raise app.UsageError(f"--{name} must be positive, got {getattr(FLAGS, name)}")
     for name in ("word_norm", "learning_rate"):
-        if not (np.isfinite(getattr(FLAGS, name)) and getattr(FLAGS, name) > 0):
+        if not (math.isfinite(getattr(FLAGS, name)) and getattr(FLAGS, name) > 0):
             raise app.UsageError(f"--{name} must be a positive number, got {getattr(FLAGS, name)}")
     if FLAGS.signal_checkpoints < 1 or FLAGS.signal_clips < FLAGS.batch:
         raise app.UsageError("--signal_checkpoints >= 1 and --signal_clips >= --batch needed")
@@ -236,8 +233,13 @@ def make_data(results_dir: str, setting: lib.Setting):
             continue
         with open(meta_path) as f:
             meta = json.load(f)
-        keys = ("num_clips", "num_classes", "misaligned_fraction", "misalign_kinds")
-        for key in keys + ("words_per_caption",):
+        for key in (
+            "num_clips",
+            "num_classes",
+            "misaligned_fraction",
+            "misalign_kinds",
+            "words_per_caption",
+        ):
             if meta.get(key) != (list(job[key]) if key == "misalign_kinds" else job[key]):
                 raise SystemExit(
                     f"{meta_path}: {key}={meta.get(key)!r} but this benchmark asks for "
