@@ -34,6 +34,8 @@ def _clean_gin():
         ("pretrain.max_nonfinite_in_a_row = 0", "pretrain.max_nonfinite_in_a_row = 0: must"),
         ("SyntheticData.num_shards = 0", "SyntheticData.num_shards = 0: must be"),
         ("SyntheticData.misaligned_fraction = 1.5", "SyntheticData.misaligned_fraction = 1.5"),
+        ("SyntheticData.word_norm = 0.0", "SyntheticData.word_norm = 0.0: must be a number > 0"),
+        ("SyntheticData.word_norm = -25.0", "SyntheticData.word_norm = -25.0: must be a number"),
         ("PretrainConfig.num_frames = 0", "PretrainConfig.num_frames = 0: must be"),
         ("PretrainConfig.max_frame_pixels = -1", "PretrainConfig.max_frame_pixels = -1: must"),
     ],
