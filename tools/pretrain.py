@@ -3,8 +3,9 @@ r"""Pre-train VATT with cross-modality gradient harmonization.
     python tools/pretrain.py --gin_file=gin/curriculum.gin --model_dir=/tmp/vatt_curriculum
     python tools/pretrain.py --gin_file=gin/curriculum.gin --gin_file=gin/demo.gin \
         --model_dir=/tmp/vatt_demo                       # the embedded demo (synthetic data)
+    NEXT_PLUGGABLE_DEVICE_USE_C_API=true TF_PLUGGABLE_DEVICE_LIBRARY_PATH=/lib/libtpu.so \
     python tools/pretrain.py --gin_file=gin/both.gin --strategy=tpu --tpu=local \
-        --model_dir=gs://bucket/runs/both                # Cloud TPU VM
+        --model_dir=gs://bucket/runs/both                # one Cloud TPU VM host (PJRT)
 
 Resumes from the newest checkpoint in --model_dir. TensorBoard: tensorboard --logdir=MODEL_DIR.
 Prints a header, what it is doing, a progress line per summary and a footer; --verbose adds
