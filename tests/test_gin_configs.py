@@ -68,6 +68,7 @@ def tiny_bindings(records, tmp_path):
         "build_vatt.num_layers = 1",
         "build_vatt.audio_patch_size = 4800",  # 153,600 samples -> 32 audio tokens
         "pretrain.train_steps = 1",
+        "pretrain.allow_low_learning_rate = True",  # one step: lr 0 (warm-up's first step)
         "pretrain.global_batch_size = 2",
         "Harmonization.granularity = 'group:1'",  # the configs' group:8 needs 8 clips a device
         "pretrain.progress = False",

@@ -21,6 +21,18 @@ from vatt_gh import console, strategy_flags
 flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. Harmonization.method='both'.")
 flags.DEFINE_string("model_dir", None, "Checkpoints, summaries and the operative config.")
+flags.DEFINE_bool(
+    "allow_low_learning_rate",
+    False,
+    "Train even when the schedule keeps the learning rate under 1% of the schedule's peak for the whole "
+    "run (e.g. make_optimizer.warmup_steps longer than pretrain.train_steps).",
+)
+flags.DEFINE_bool(
+    "allow_config_change",
+    False,
+    "Resume with another method, model, granularity or data than the run's last start (each "
+    "start's operative config is kept).",
+)
 strategy_flags.define_strategy_flags()
 flags.adopt_module_key_flags(strategy_flags)  # listed by --help
 console.define_verbose_flag()
@@ -46,7 +58,12 @@ def main(argv):
             strategy = strategy_flags.make_strategy()
             if strategy.num_replicas_in_sync > 1:
                 console.say(f"strategy {FLAGS.strategy}: {strategy.num_replicas_in_sync} replicas")
-            loop.pretrain(FLAGS.model_dir, strategy)
+            loop.pretrain(
+                FLAGS.model_dir,
+                strategy,
+                allow_low_learning_rate=FLAGS.allow_low_learning_rate,
+                allow_config_change=FLAGS.allow_config_change,
+            )
     except (LaunchError, ConfigError, TrainingError) as e:
         raise SystemExit(f"error: {console.one_line(e)}") from None
     console.say(

@@ -77,12 +77,23 @@ def finetune(
     strategy: tf.distribute.Strategy,
     checkpoint: Optional[str] = None,
     config: Optional[FinetuneConfig] = None,
+    allow_low_learning_rate: bool = False,
 ) -> Dict[str, float]:
     """Fine-tunes the backbone of pre-training run `model_dir` (its `checkpoint`, default the
     newest) with a linear classifier; returns the test metrics (with `step` and `start_step`).
     Gin must hold the run's config (configs.parse_run). Resumes from <output_dir>/checkpoints;
-    a run already at FinetuneConfig.train_steps is only scored."""
+    a run already at FinetuneConfig.train_steps is only scored. A schedule that keeps the
+    learning rate near zero for the whole run (warm-up longer than train_steps) is a
+    ConfigError unless `allow_low_learning_rate`."""
     config = config or FinetuneConfig()
+    provision.check_learning_rate(
+        make_optimizer(config),  # a throwaway: only its schedule is read
+        config.train_steps,
+        "FinetuneConfig.train_steps",
+        "FinetuneConfig.warmup_steps",
+        config.warmup_steps,
+        allow_low_learning_rate,
+    )
     if config.global_batch_size % strategy.num_replicas_in_sync:
         raise ConfigError(
             f"FinetuneConfig.global_batch_size={config.global_batch_size} "

@@ -222,6 +222,8 @@ def pretrain(
     progress: Optional[bool] = None,
     seed: int = 0,
     max_nonfinite_in_a_row: int = 10,
+    allow_low_learning_rate: bool = False,
+    allow_config_change: bool = False,
 ):
     """Pre-train VATT with the gin-configured harmonization; resumes from model_dir.
 
@@ -232,6 +234,9 @@ def pretrain(
     uninterrupted run, on one worker or several, and a restart costs the same at any step.
     SIGTERM: a checkpoint at the next step boundary, then exit code 42 (see `train`).
     Returns the model, or None when the run in model_dir is already complete.
+    allow_low_learning_rate / allow_config_change: the tools' flags that let a run whose
+    schedule stays near zero (provision.check_learning_rate), or a resume with another method,
+    model, granularity or data (vatt_gh/run_config.py), go on.
     """
     provision.check_settings(
         dict(
@@ -244,6 +249,7 @@ def pretrain(
             seed=seed,
         )
     )
+    provision.check_pretrain_learning_rate(train_steps, allow_low_learning_rate)
     strategy = strategy or tf.distribute.get_strategy()
     chief = cluster.is_chief(strategy)
     multi_worker = cluster.num_workers(strategy) > 1

@@ -1,6 +1,7 @@
 """What a run needs before its first step: settings in range, a run directory, its data.
 
     check_settings(dict(train_steps=..., ...))        # pretrain's numbers and the optimizer's
+    check_learning_rate(optimizer, train_steps, ...)  # warm-up longer than the run
     check_no_placeholders(pipeline.PretrainConfig())  # gin/data/*.gin's gs://YOUR_BUCKET paths
     check_writable(model_dir)
     config = data_config(model_dir, SyntheticData())  # the demo: records made on first use
@@ -81,17 +82,23 @@ _OPTIMIZER_RULES = (
 )
 
 
+def optimizer_settings() -> Dict[str, object]:
+    """make_optimizer's arguments as gin will call it: its defaults, then the bindings."""
+    settings = {
+        name: p.default
+        for name, p in inspect.signature(trainer.make_optimizer).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    settings.update(gin.get_bindings(trainer.make_optimizer))
+    return settings
+
+
 def check_settings(run: Dict[str, object]) -> None:
     """Raises ConfigError naming the first numeric setting of the run out of its range.
 
     `run`: pretrain's arguments; the optimizer's come from gin (or make_optimizer's defaults).
     """
-    optimizer = {
-        name: p.default
-        for name, p in inspect.signature(trainer.make_optimizer).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
-    optimizer.update(gin.get_bindings(trainer.make_optimizer))
+    optimizer = optimizer_settings()
     try:
         check_fields(run, [r for r in _RUN_RULES if r[0] in run], "pretrain")
         check_fields(
@@ -104,6 +111,64 @@ def check_settings(run: Dict[str, object]) -> None:
             f"make_optimizer.end_learning_rate = {optimizer['end_learning_rate']!r} is above "
             f"make_optimizer.learning_rate = {optimizer['learning_rate']!r}"
         )
+
+
+# Of the schedule's peak: a run that never gets above it learns next to nothing. (4 steps of the
+# demo's 50-step warm-up reach 6%; 20 steps of gin/base.gin's 10k-step warm-up reach 0.2%.)
+LOW_LEARNING_RATE = 0.01
+
+
+def check_learning_rate(
+    optimizer,
+    train_steps: int,
+    steps_binding: str,
+    warmup_binding: str,
+    warmup_steps: int,
+    allow: bool = False,
+):
+    """ConfigError, before training, when the optimizer's schedule stays at 0, or below
+    LOW_LEARNING_RATE of its own peak, at every one of the run's `train_steps` steps (a warm-up
+    longer than the run: 20 steps of gin/base.gin reach 1e-7), unless `allow` (the tools'
+    --allow_low_learning_rate). The message names the bindings to change."""
+    schedule = (
+        optimizer._learning_rate
+    )  # Keras keeps the schedule here (`learning_rate` is a value)
+    if allow or not callable(schedule):
+        return
+
+    def highest(end):  # the schedule's highest value over steps [0, end), sampled
+        steps = {0, end - 1, min(warmup_steps, end - 1)} | set(range(0, end, max(1, end // 64)))
+        return max(float(schedule(step)) for step in steps)
+
+    top = highest(train_steps)
+    peak = max(top, highest(max(train_steps, warmup_steps + 1)))
+    if top > 0 and top >= LOW_LEARNING_RATE * peak:
+        return
+    cause = (
+        f"{warmup_binding} = {warmup_steps} warms up over more steps than the run has"
+        if warmup_steps >= train_steps
+        else "the schedule keeps it there"
+    )
+    raise ConfigError(
+        f"the learning rate never exceeds {top:.1e} in the run's {train_steps} steps "
+        f"({steps_binding}), under {LOW_LEARNING_RATE:.0%} of the schedule's peak {peak:.1e}: "
+        f"{cause}. Lower {warmup_binding} or raise {steps_binding}, or pass "
+        "--allow_low_learning_rate to train anyway"
+    )
+
+
+def check_pretrain_learning_rate(train_steps: int, allow: bool = False):
+    """check_learning_rate for pre-training: make_optimizer's schedule over pretrain.train_steps
+    (a throwaway optimizer, before anything is built)."""
+    settings = optimizer_settings()
+    check_learning_rate(
+        trainer.make_optimizer(),
+        train_steps,
+        "pretrain.train_steps",
+        "make_optimizer.warmup_steps",
+        settings["warmup_steps"],
+        allow,
+    )
 
 
 PLACEHOLDER = "YOUR_BUCKET"  # gin/data/*.gin ship with gs://YOUR_BUCKET/... paths
