@@ -23,7 +23,7 @@ import tensorflow as tf
 from absl import logging
 
 import gin
-from vatt_gh import cluster, trainer
+from vatt_gh import cluster, run_config, trainer
 from vatt_gh.errors import ConfigError
 from vatt_gh.models import build_vatt, dummy_inputs
 
@@ -198,12 +198,13 @@ def restore_or_start(
 def load_pretrained(model_dir: str, checkpoint: Optional[str] = None, parse_config=True):
     """(PretrainModel, step) restored from a pre-training run, for evaluation tools.
 
-    Rebuilds the model from `model_dir/operative_config.gin` (unless parse_config is False and
-    gin is already configured) and restores `checkpoint` (default: the newest one) without the
+    Rebuilds the model from the operative config that trained the checkpoint
+    (run_config.config_path; unless parse_config is False and gin is already configured) and
+    restores `checkpoint` (default: the newest one) without the
     optimizer. Raises ConfigError naming what is missing.
     """
     if parse_config:
-        config_path = os.path.join(model_dir, "operative_config.gin")
+        config_path = run_config.config_path(model_dir, checkpoint_step(checkpoint) or None)
         if not tf.io.gfile.exists(config_path):
             raise ConfigError(f"{config_path} not found: is {model_dir!r} a pre-training run?")
         with gin.unlock_config():

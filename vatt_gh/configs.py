@@ -16,7 +16,7 @@ from typing import Optional, Sequence, Tuple
 import tensorflow as tf
 
 import gin
-from vatt_gh import checkpoints, loop, trainer  # noqa: F401  (loop, trainer: gin registration)
+from vatt_gh import checkpoints, loop, run_config, trainer  # noqa: F401  (loop, trainer: gin)
 from vatt_gh.errors import ConfigError, LaunchError
 from vatt_gh.evaluation import finetune  # noqa: F401  (gin registration)
 from vatt_gh.evaluation.run import EvalError
@@ -50,7 +50,9 @@ def parse_run(
     """Gin of the pre-training run `model_dir`, then the user's files and bindings on top (a
     `--gin_param=EvalConfig.num_windows=2` or a model override applies to the run's config).
     Checks that `checkpoint` (a prefix), if given, exists."""
-    config_path = os.path.join(model_dir or "", "operative_config.gin")
+    # the config that trained the checkpoint (a resume may have recorded another)
+    step = checkpoints.checkpoint_step(checkpoint) if checkpoint else None
+    config_path = run_config.config_path(model_dir, step) if model_dir else ""
     if not model_dir or not tf.io.gfile.exists(config_path):
         raise EvalError(
             f"--model_dir {model_dir!r}: no operative_config.gin (is it a pre-training run?)"

@@ -31,6 +31,7 @@ from vatt_gh import (
     harmonize,
     input_state,
     provision,
+    run_config,
     summaries,
     trainer,
 )
@@ -311,8 +312,9 @@ def pretrain(
         strategy.run(lambda: model(_dummy_batch(local), training=False))
         optimizer = trainer.make_optimizer()
         model.compile(optimizer=optimizer)
-    if chief:
-        summaries.write_operative_config(model_dir)
+    # This start's operative config kept (numbered on a resume that changes it); a resume that
+    # changes the method, model, granularity or data stops here unless allowed.
+    run_config.record(model_dir, done, allow_config_change, write=chief)
 
     config = LoopConfig(
         train_steps=train_steps,
