@@ -272,6 +272,7 @@ def pretrain(
         raise ConfigError(str(e)) from None
     if synthetic_data is None:
         provision.check_no_placeholders(pipeline.PretrainConfig())
+    provision.check_word_table()
     created = not tf.io.gfile.exists(model_dir)
     provision.check_writable(model_dir)
     done = checkpoints.newest_step(os.path.join(model_dir, "checkpoints"), chief)

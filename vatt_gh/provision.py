@@ -3,6 +3,7 @@
     check_settings(dict(train_steps=..., ...))        # pretrain's numbers and the optimizer's
     check_learning_rate(optimizer, train_steps, ...)  # warm-up longer than the run
     check_no_placeholders(pipeline.PretrainConfig())  # gin/data/*.gin's gs://YOUR_BUCKET paths
+    check_word_table()                                # the .npy table fits the model's sizes
     check_writable(model_dir)
     config = data_config(model_dir, SyntheticData())  # the demo: records made on first use
 
@@ -16,6 +17,7 @@ import os
 import uuid
 from typing import Dict, Optional
 
+import numpy as np
 import tensorflow as tf
 
 import gin
@@ -23,6 +25,7 @@ from vatt_gh import cluster, console, trainer
 from vatt_gh.data import pipeline, synthetic
 from vatt_gh.data.pipeline import INT, REAL, check_fields
 from vatt_gh.errors import ConfigError
+from vatt_gh.models import build_vatt, get_config
 
 
 @gin.configurable
@@ -198,6 +201,42 @@ def _placeholder_message(path):
         "tools/build_vocab.py and tools/build_word_vectors.py and put their paths in gin/data/howto100m.gin (README.md, "
         "Pre-training), or run the embedded demo with --gin_file=gin/demo.gin"
     )
+
+
+def check_word_table():
+    """ConfigError, before the model is built, when build_vatt.word_vectors_path's .npy table
+    (only its header is read) is not (vocab_size, word_dim) of the gin-configured model: e.g.
+    the tools' default 65,536 x 300 table with build_vatt.preset = 'tiny' (1,000 x 32). The
+    message names the bindings to change."""
+    bound = dict(gin.get_bindings(build_vatt))
+    preset = bound.pop("preset", inspect.signature(build_vatt).parameters["preset"].default)
+    bound.pop("variant", None)
+    try:
+        config = get_config(preset, **bound)
+    except ValueError as e:
+        raise ConfigError(f"build_vatt: {e}") from None
+    path = config.word_vectors_path
+    if not path or PLACEHOLDER in path:
+        return
+    binding = f"build_vatt.word_vectors_path {path!r}"
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = {(1, 0): np.lib.format.read_array_header_1_0}.get(
+                version, np.lib.format.read_array_header_2_0
+            )
+            shape = read(f)[0]
+    except (OSError, ValueError, tf.errors.OpError) as e:
+        raise ConfigError(f"{binding} cannot be read as a .npy array: {e}") from None
+    want = (config.vocab_size, config.word_dim)
+    if tuple(shape) != want:
+        raise ConfigError(
+            f"{binding} holds a {tuple(shape)} table but the model (build_vatt.preset = "
+            f"{preset!r}) has (vocab_size, word_dim) = {want}: bind build_vatt.vocab_size = "
+            f"{shape[0]} and build_vatt.word_dim = {shape[-1]} (gin/model/tiny.gin does for the "
+            "tools' default table), or rebuild the table with tools/build_word_vectors.py "
+            f"--vocab_size={want[0]} --dim={want[1]}"
+        )
 
 
 def check_writable(model_dir: str):
