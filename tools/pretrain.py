@@ -7,7 +7,7 @@ r"""Pre-train VATT with cross-modality gradient harmonization.
     python tools/pretrain.py --gin_file=gin/both.gin --strategy=tpu --tpu=local \
         --model_dir=gs://bucket/runs/both                # one Cloud TPU VM host (PJRT)
 
-Resumes from the newest checkpoint in --model_dir. TensorBoard: tensorboard --logdir=MODEL_DIR.
+Resumes from the newest checkpoint in --model_dir. TensorBoard: .venv/bin/tensorboard --logdir=MODEL_DIR.
 Prints a header, what it is doing, a progress line per summary and a footer; --verbose adds
 TensorFlow's own log.
 """
@@ -68,7 +68,7 @@ def main(argv):
         raise SystemExit(f"error: {console.one_line(e)}") from None
     console.say(
         f"TensorBoard logs: {os.path.join(FLAGS.model_dir, 'train')}  "
-        f"(tensorboard --logdir={FLAGS.model_dir})"
+        f"({console.tensorboard_command(FLAGS.model_dir)})"
     )
 
 

@@ -212,7 +212,12 @@ def load_pretrained(model_dir: str, checkpoint: Optional[str] = None, parse_conf
     path = checkpoint or tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
     if not path:
         raise ConfigError(f"no checkpoint in {os.path.join(model_dir, 'checkpoints')!r}")
-    model = trainer.PretrainModel(build_vatt())
+    # The frozen word table is in the checkpoint: not read from word_vectors_path (which may be
+    # on another machine), and not "random" (no warning: it is restored below).
+    model = trainer.PretrainModel(build_vatt(word_vectors_path=None))
+    for layer in model.vatt.submodules:
+        if getattr(layer, "random_frozen_table", False):
+            layer.random_frozen_table = False
     model(dummy_inputs(model.vatt.vatt_config), training=False)  # build, then restore in place
     tf.train.Checkpoint(model=model).restore(
         path
