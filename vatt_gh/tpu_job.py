@@ -34,8 +34,9 @@ import shlex
 import subprocess
 from typing import Callable, Dict, List, Optional, Sequence
 
+from vatt_gh.errors import PREEMPTED_EXIT_CODE
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PREEMPTED_EXIT_CODE = 42  # checkpoints.PREEMPTED_EXIT_CODE (not imported: no TF needed here)
 REMOTE_DIR = "~/vatt-gh"
 ARCHIVE = "/tmp/vatt-gh.tar.gz"
 LOST = ("PREEMPTED", "TERMINATED", "MISSING")  # VM states after which it must be recreated
