@@ -63,7 +63,7 @@ def built(tmp_path_factory):
     )
     out = str(root / "out")
     videos = builder.find_videos([str(video_dir)])
-    summary = builder.build_dataset(videos, captions, out, config, progress=False)
+    summary = builder.build_dataset(videos, captions, out, config, ["--direct_num_workers=1"])
     return dict(out=out, videos=videos, captions=captions, config=config, summary=summary)
 
 
@@ -77,11 +77,15 @@ def test_summary_names_the_broken_file_and_counts_clips(built):
 
 def test_rerun_skips_finished_shards(built):
     again = builder.build_dataset(
-        built["videos"], built["captions"], built["out"], built["config"], progress=False
+        built["videos"],
+        built["captions"],
+        built["out"],
+        built["config"],
+        ["--direct_num_workers=1"],
     )
     assert again["written"] == 0 and again["skipped"] == 2
     assert again["failed"] == built["summary"]["failed"] and again["num_clips"] == 4
-    assert not tf.io.gfile.glob(os.path.join(built["out"], "*.tmp"))
+    assert not tf.io.gfile.glob(os.path.join(built["out"], "*.tmp*"))
 
 
 def test_clips_carry_colour_pitch_and_captions(built, tmp_path):
@@ -197,7 +201,7 @@ def yt8m(tmp_path_factory):
         "--short_side=32",
         "--neighbours=1",
         "--prefix=yt8m",
-        "--num_workers=1",
+        "--direct_num_workers=1",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -267,6 +271,6 @@ def test_missing_table_or_label_file_is_named(tmp_path):
         (dict(captions_path=None, labels_path=str(tmp_path / "no.json")), "--labels"),
     ):
         with pytest.raises(ValueError, match=f"{flag} file .*no.* does not exist"):
-            builder.build_dataset([video], out_dir=str(tmp_path / "out"), progress=False, **kwargs)
+            builder.build_dataset([video], out_dir=str(tmp_path / "out"), **kwargs)
     with pytest.raises(ValueError, match="BuildConfig.clip_seconds must be a positive number"):
         builder.BuildConfig(clip_seconds=0.0)
