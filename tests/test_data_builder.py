@@ -7,12 +7,11 @@ import os
 import subprocess
 import sys
 
-import av
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from vatt_gh.data import builder, schema
+from vatt_gh.data import builder, schema, video_io
 from vatt_gh.data import pipeline as P
 from vatt_gh.data import text as text_lib
 
@@ -20,27 +19,10 @@ VIDEOS = {"red": ((220, 30, 30), 440.0), "blue": ((30, 30, 220), 1000.0)}
 
 
 def _make_mp4(path, rgb, tone_hz, seconds=2.0, fps=25, rate=44100):
-    with av.open(path, "w") as c:
-        v = c.add_stream("mpeg4", rate=fps)
-        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
-        a = c.add_stream("aac", rate=rate)
-        image = np.zeros((48, 64, 3), np.uint8) + np.array(rgb, np.uint8)
-        for _ in range(int(seconds * fps)):
-            for packet in v.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                c.mux(packet)
-        for packet in v.encode():
-            c.mux(packet)
-        wave = 0.5 * np.sin(2 * np.pi * tone_hz * np.arange(int(seconds * rate)) / rate)
-        wave = wave.astype(np.float32)
-        for start in range(0, len(wave), 1024):
-            frame = av.AudioFrame.from_ndarray(
-                wave[None, start : start + 1024], format="flt", layout="mono"
-            )
-            frame.sample_rate, frame.pts = rate, start
-            for packet in a.encode(frame):
-                c.mux(packet)
-        for packet in a.encode():
-            c.mux(packet)
+    """A 64 x 48 video of one colour with a pure tone."""
+    image = np.zeros((48, 64, 3), np.uint8) + np.array(rgb, np.uint8)
+    wave = 0.5 * np.sin(2 * np.pi * tone_hz * np.arange(int(seconds * rate)) / rate)
+    video_io.write_mp4(path, [image] * int(seconds * fps), fps, wave.astype(np.float32), rate)
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,18 @@ The pipeline is generic over *tasks*: picklable objects with a `name` (a file pa
 reported under it), and one function `make_records(task) -> TaskRecords` that turns a task into
 its serialized records plus integer statistics. The video builder (`builder.video_records`) is
 one such function; a benchmark converter is another ("tasks -> decode + encode one task ->
-shards"). `run(tasks, make_records, out_dir, prefix, tasks_per_shard, pipeline_args)` runs
+shards"). `run(tasks, make_records, out_dir, prefix, tasks_per_shard, pipeline_args)` writes the
+task list to `<out_dir>/<prefix>-tasks.txt` (one pickled `(index, task)` per line, so the job's
+graph stays small for a million videos) and runs
 
-    Create(shard jobs) -> Reshuffle -> WriteShard -> failures -> ToList -> failures file
+    ReadFromText(task list) -> (shard, task) -> GroupByKey -> WriteShard -> failures
+        -> ToList -> failures file
 
 - Shards: the tasks, in the order given, go round-robin to `ceil(n / tasks_per_shard)` shards
   (task i to shard i % num_shards). A shard holds its tasks' records in task order, each task's
   records in the order `make_records` returned them, so a shard's name and bytes depend only on
-  the inputs and options: not on the runner, the worker count or the bundle layout. The records
-  of a shard never pass through a shuffle: the worker that makes them writes them.
+  the inputs and options: not on the runner, the worker count or the bundle layout. Only the
+  small tasks are shuffled; the worker that makes a shard's records writes them.
 - Nothing lost, nothing twice: a shard is written to `<shard>.tmp-<random>` and renamed to
   `<prefix>-<i>-of-<n>.tfrecord` when complete; then a `<shard>.json` sidecar (clip and video
   counts, failures, statistics) is published the same way and marks the shard finished. A run
@@ -37,9 +40,11 @@ than one worker, `--direct_running_mode=multi_processing` is the default here (o
 worker: decoding and JPEG encoding hold the GIL in places).
 """
 
+import base64
 import dataclasses
 import json
 import os
+import pickle
 import threading
 import time
 import uuid
@@ -71,10 +76,28 @@ def failures_path(out_dir: str, prefix: str) -> str:
     return os.path.join(out_dir, f"{prefix}-failures.jsonl")
 
 
-def shard_jobs(tasks: Sequence, tasks_per_shard: int) -> List[Tuple[int, int, list]]:
-    """[(index, num_shards, tasks of the shard)]: task i goes to shard i % num_shards."""
-    num_shards = max(1, -(-len(tasks) // tasks_per_shard))
-    return [(i, num_shards, list(tasks[i::num_shards])) for i in range(num_shards)]
+def tasks_path(out_dir: str, prefix: str) -> str:
+    return os.path.join(out_dir, f"{prefix}-tasks.txt")
+
+
+def num_shards_for(num_tasks: int, tasks_per_shard: int) -> int:
+    return max(1, -(-num_tasks // tasks_per_shard))
+
+
+def _encode_task(index: int, task) -> str:
+    return base64.b64encode(pickle.dumps((index, task))).decode("ascii")
+
+
+def _to_shard(line: str, num_shards: int):
+    """A task-list line -> (shard, (index, task)): task i goes to shard i % num_shards."""
+    index, task = pickle.loads(base64.b64decode(line))
+    return index % num_shards, (index, task)
+
+
+def _shard_job(group, num_shards: int):
+    """(shard, [(index, task)]) -> (shard, num_shards, the shard's tasks in task-list order)."""
+    shard, indexed_tasks = group
+    return shard, num_shards, [task for _, task in sorted(indexed_tasks, key=lambda t: t[0])]
 
 
 def _publish(path: str, write: Callable) -> None:
@@ -82,14 +105,6 @@ def _publish(path: str, write: Callable) -> None:
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     write(tmp)
     tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
-def _write_json(obj) -> Callable:
-    def write(path):
-        with tf.io.gfile.GFile(path, "w") as f:
-            json.dump(obj, f)
-
-    return write
 
 
 def remove_temp_files(out_dir: str, prefix: str) -> int:
@@ -152,15 +167,20 @@ class WriteShard(beam.DoFn):
 
         _publish(final, write)
         info = dict(stats, shard=final, num_clips=num_clips, videos=len(tasks), failed=failed)
-        _publish(sidecar, _write_json(info))
+        _publish(sidecar, lambda tmp: _write_text(tmp, json.dumps(info)))
         return info
+
+
+def _write_text(path: str, text: str) -> None:
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(text)
 
 
 def _write_failures(failures: list, path: str) -> None:
     lines = "".join(
         json.dumps({"file": file, "reason": reason}) + "\n" for file, reason in sorted(failures)
     )
-    _publish(path, lambda tmp: tf.io.gfile.GFile(tmp, "w").write(lines))
+    _publish(path, lambda tmp: _write_text(tmp, lines))
 
 
 def pipeline_options(args: Sequence[str]) -> beam_options.PipelineOptions:
@@ -269,20 +289,25 @@ def run(
     """
     if not tasks:
         raise ValueError("no tasks given")
+    options = pipeline_options(pipeline_args)
     tf.io.gfile.makedirs(out_dir)
     remove_temp_files(out_dir, prefix)
-    jobs = shard_jobs(tasks, tasks_per_shard)
-    options = pipeline_options(pipeline_args)
+    num_shards = num_shards_for(len(tasks), tasks_per_shard)
+    task_list = tasks_path(out_dir, prefix)
+    lines = "".join(_encode_task(i, task) + "\n" for i, task in enumerate(tasks))
+    _publish(task_list, lambda tmp: _write_text(tmp, lines))
     pipeline = beam.Pipeline(options=options)
     _ = (
         pipeline
-        | "ShardJobs" >> beam.Create(jobs)
-        | "Distribute" >> beam.Reshuffle()  # on Dataflow: no fusion of all shards into one worker
+        | "ReadTasks" >> beam.io.ReadFromText(task_list)
+        | "ToShard" >> beam.Map(_to_shard, num_shards)
+        | "GroupByShard" >> beam.GroupByKey()
+        | "ShardJob" >> beam.Map(_shard_job, num_shards)
         | "WriteShards" >> beam.ParDo(WriteShard(make_records, out_dir, prefix))
         | "AllFailures" >> beam.combiners.ToList()
         | "WriteFailures" >> beam.Map(_write_failures, failures_path(out_dir, prefix))
     )
-    watch = Progress(out_dir, prefix, len(jobs), say, progress_interval) if say else None
+    watch = Progress(out_dir, prefix, num_shards, say, progress_interval) if say else None
     if watch:
         watch.__enter__()
     try:
@@ -292,13 +317,13 @@ def run(
         if watch:
             watch.__exit__()
     remove_temp_files(out_dir, prefix)
-    return summarize(out_dir, prefix, jobs, _counters(result))
+    return summarize(out_dir, prefix, num_shards, _counters(result))
 
 
-def summarize(out_dir: str, prefix: str, jobs: list, metrics: Dict[str, int]) -> dict:
-    """The summary from the sidecars of the shards of `jobs` (every one must be finished)."""
+def summarize(out_dir: str, prefix: str, num_shards: int, metrics: Dict[str, int]) -> dict:
+    """The summary from the sidecars of the `num_shards` shards (every one must be finished)."""
     infos = read_sidecars(out_dir, prefix)
-    sidecars = [shard_paths(out_dir, prefix, index, n)[1] for index, n, _ in jobs]
+    sidecars = [shard_paths(out_dir, prefix, i, num_shards)[1] for i in range(num_shards)]
     missing = [path for path in sidecars if path not in infos]
     if missing:
         raise RuntimeError(f"the pipeline ended without finishing {missing[0]} ({len(missing)})")
