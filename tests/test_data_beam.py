@@ -201,3 +201,11 @@ def test_killed_run_started_again_has_every_clip_once(media, tmp_path):
 def test_unknown_pipeline_option_is_one_line(media, tmp_path):
     with pytest.raises(ValueError, match="unknown pipeline option.*--direct_num_worker=2"):
         build(media, tmp_path, ["--direct_num_worker=2"])
+
+
+def test_other_inputs_into_a_finished_directory_are_refused(media, two_workers):
+    other = builder.BuildConfig(**{**CONFIG.__dict__, "clip_seconds": 0.5})
+    before = sorted(os.listdir(two_workers["out"]))
+    with pytest.raises(ValueError, match="holds shards t-\\* of other inputs or options"):
+        builder.build_dataset(media["videos"], media["captions"], str(two_workers["out"]), other)
+    assert sorted(os.listdir(two_workers["out"])) == before

@@ -23,9 +23,11 @@ to the videos):
   e.g. YouTube-8M vocabulary indices; stored in every clip as clip/label/index.
 Re-running the same command skips finished shards (each has a .json sidecar); files that cannot
 be decoded, or whose captions cannot be parsed, are listed in the summary at the end and in
-<out_dir>/<prefix>-failures.jsonl.
+<out_dir>/<prefix>-failures.jsonl. On this machine (DirectRunner, local --out_dir) the worker
+processes' log goes to <out_dir>/<prefix>-workers.log unless --verbose.
 """
 
+import contextlib
 import logging
 import os
 import sys
@@ -100,6 +102,27 @@ def quiet_beam() -> list:
     return ["--default_sdk_harness_log_level=ERROR"]
 
 
+@contextlib.contextmanager
+def worker_log(path):
+    """The process's stderr (file descriptor 2, which the DirectRunner's worker processes
+    inherit: their TensorFlow and Beam start-up notes) appended to `path` meanwhile."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as log:
+        os.dup2(log.fileno(), 2)
+    try:
+        yield
+    except BaseException:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        print(f"(the workers' log: {path})", file=sys.stderr)
+        raise
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv):
     console.quiet(FLAGS.verbose)
     beam_args = ([] if FLAGS.verbose else quiet_beam()) + argv[1:]
@@ -124,17 +147,23 @@ def main(argv):
         f"--direct_num_workers={FLAGS.direct_num_workers}",
         *beam_args,
     ]
+    local = FLAGS.runner == "DirectRunner" and "://" not in FLAGS.out_dir
+    log = contextlib.nullcontext()
+    if local and not FLAGS.verbose:
+        os.makedirs(FLAGS.out_dir, exist_ok=True)
+        log = worker_log(os.path.join(FLAGS.out_dir, f"{FLAGS.prefix}-workers.log"))
     try:
-        summary = builder.build_dataset(
-            videos,
-            FLAGS.captions,
-            FLAGS.out_dir,
-            config,
-            pipeline_args=pipeline_args,
-            labels_path=FLAGS.labels,
-            say=console.say if FLAGS.progress_seconds else None,
-            progress_interval=FLAGS.progress_seconds,
-        )
+        with log:
+            summary = builder.build_dataset(
+                videos,
+                FLAGS.captions,
+                FLAGS.out_dir,
+                config,
+                pipeline_args=pipeline_args,
+                labels_path=FLAGS.labels,
+                say=console.say if FLAGS.progress_seconds else None,
+                progress_interval=FLAGS.progress_seconds,
+            )
     except ValueError as e:  # a bad table, label file or pipeline option: one line naming it
         raise SystemExit(f"error: {e}") from None
     print(builder.format_summary(summary))

@@ -22,7 +22,9 @@ graph stays small for a million videos) and runs
   started again skips every shard whose sidecar exists and rewrites any other from the start;
   a retried or duplicated bundle writes the same bytes under its own temp name. A killed run
   leaves only `.tmp-*` files, which the next run removes before it starts (and every run after it
-  finishes).
+  finishes). A run into a directory that holds finished shards of the same prefix made from
+  other tasks (the task list differs: other videos, tables or options) stops with a ValueError
+  before it writes anything: their shards would mix.
 - Failures: a task whose `make_records` raises (undecodable video, unparsable captions) is
   skipped with its reason; the job carries on. Failures are listed in the shard's sidecar and in
   `<prefix>-failures.jsonl` (one `{"file", "reason"}` per line, sorted; written by the pipeline,
@@ -171,6 +173,13 @@ class WriteShard(beam.DoFn):
         return info
 
 
+def _read_text(path: str) -> Optional[str]:
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return f.read()
+
+
 def _write_text(path: str, text: str) -> None:
     with tf.io.gfile.GFile(path, "w") as f:
         f.write(text)
@@ -295,6 +304,11 @@ def run(
     num_shards = num_shards_for(len(tasks), tasks_per_shard)
     task_list = tasks_path(out_dir, prefix)
     lines = "".join(_encode_task(i, task) + "\n" for i, task in enumerate(tasks))
+    if read_sidecars(out_dir, prefix) and _read_text(task_list) != lines:
+        raise ValueError(
+            f"{out_dir} holds shards {prefix}-* of other inputs or options ({task_list} differs); "
+            "use a new --out_dir or --prefix"
+        )
     _publish(task_list, lambda tmp: _write_text(tmp, lines))
     pipeline = beam.Pipeline(options=options)
     _ = (
