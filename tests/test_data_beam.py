@@ -183,11 +183,29 @@ def test_killed_run_started_again_has_every_clip_once(media, tmp_path):
     # what a kill mid-write leaves: a partial temp file (removed), a shard without sidecar
     (out / "t-00005-of-00006.tfrecord.tmp-0123").write_bytes(b"partial")
 
-    config = builder.BuildConfig(**{**CONFIG.__dict__, "videos_per_shard": 1})
-    summary = builder.build_dataset(
-        media["videos"], media["captions"], str(out), config, ONE_WORKER, media["labels"]
+    # started again as a user would: the same command, with progress lines, 2 workers (threads:
+    # a Beam option passed through; the processes' start-up is the 2-worker fixture's), in an
+    # environment without the test suite's TF_CPP_MIN_LOG_LEVEL
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    again = subprocess.run(
+        cmd[:-2]
+        + [
+            "--direct_num_workers=2",
+            "--direct_running_mode=multi_threading",
+            "--progress_seconds=1",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    assert summary["skipped"] == len(done) and summary["written"] == 6 - len(done)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"7 clips in 6 shard(s) ({6 - len(done)} written, {len(done)} already finished)" in (
+        again.stdout
+    )
+    assert "6/6 shards, this run:" in again.stdout and "2 file(s) failed" in again.stdout
+    assert again.stderr == ""  # Beam's start-up notes: in t-workers.log
     records = [r for shard in shard_records(out).values() for r in shard]
     want = [r for path in media["videos"] for r in media["reference"].get(path, [])]
     assert sorted(records) == sorted(want) and len(set(records)) == len(records) == 7
@@ -204,7 +222,7 @@ def test_unknown_pipeline_option_is_one_line(media, tmp_path):
 
 
 def test_other_inputs_into_a_finished_directory_are_refused(media, two_workers):
-    other = builder.BuildConfig(**{**CONFIG.__dict__, "clip_seconds": 0.5})
+    other = builder.BuildConfig(**{**CONFIG.__dict__, "jpeg_quality": 80})
     before = sorted(os.listdir(two_workers["out"]))
     with pytest.raises(ValueError, match="holds shards t-\\* of other inputs or options"):
         builder.build_dataset(media["videos"], media["captions"], str(two_workers["out"]), other)

@@ -198,7 +198,8 @@ def format_summary(summary: dict) -> str:
         f"{summary['num_clips']} clips in {len(summary['shards'])} shard(s) "
         f"({summary['written']} written, {summary['skipped']} already finished)",
         f"{summary.get('with_text', 0)} of {summary['videos']} video(s) had narrations, "
-        f"{summary.get('video_ms', 0) / 3600e3:.2f} h of video",
+        f"{summary.get('video_ms', 0) / 1e3:.0f} s ({summary.get('video_ms', 0) / 3600e3:.1f} h) "
+        "of video decoded",
     ]
     if summary["failed"]:
         lines.append(
