@@ -64,7 +64,9 @@ flags.DEFINE_string(
 flags.DEFINE_integer(
     "direct_num_workers", 2, "DirectRunner: worker processes (shards are built in parallel)."
 )
-flags.DEFINE_float("progress_seconds", 10.0, "Seconds between progress lines (0: none).")
+flags.DEFINE_float(
+    "progress_seconds", 10.0, "DirectRunner: seconds between progress lines (0: none)."
+)
 flags.mark_flags_as_required(["videos", "out_dir"])
 for _name, _ok, _what in (
     ("fps", lambda v: 0 < v < float("inf"), "a positive number"),
@@ -150,9 +152,9 @@ def main(argv):
         f"--direct_num_workers={FLAGS.direct_num_workers}",
         *beam_args,
     ]
-    local = FLAGS.runner == "DirectRunner" and "://" not in FLAGS.out_dir
+    direct = FLAGS.runner == "DirectRunner"
     log = contextlib.nullcontext()
-    if local and not FLAGS.verbose:
+    if direct and "://" not in FLAGS.out_dir and not FLAGS.verbose:
         os.makedirs(FLAGS.out_dir, exist_ok=True)
         log = worker_log(os.path.join(FLAGS.out_dir, f"{FLAGS.prefix}-workers.log"))
     try:
@@ -164,7 +166,7 @@ def main(argv):
                 config,
                 pipeline_args=pipeline_args,
                 labels_path=FLAGS.labels,
-                say=console.say if FLAGS.progress_seconds else None,
+                say=console.say if direct and FLAGS.progress_seconds else None,
                 progress_interval=FLAGS.progress_seconds,
             )
     except ValueError as e:  # a bad table, label file or pipeline option: one line naming it

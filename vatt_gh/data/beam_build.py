@@ -29,12 +29,11 @@ graph stays small for a million videos) and runs
   skipped with its reason; the job carries on. Failures are listed in the shard's sidecar and in
   `<prefix>-failures.jsonl` (one `{"file", "reason"}` per line, sorted; written by the pipeline,
   skipped shards' failures included).
-- Beam metrics (namespace `vatt_gh.build`): counters `videos`, `clips`, `failures`,
-  `shards_written`, `shards_skipped` and each statistic (`video_ms`, `with_text` for videos),
-  over the shards this run wrote.
-- Progress (`progress=True`): a thread reads the sidecars as shards finish and prints shards,
-  videos and clips done, clips/s and failures so far (works for any runner whose workers write
-  where the driver can read).
+- Beam metrics (namespace `vatt_gh.build`): counters `videos` (tasks made), `clips`
+  (records), `failures`, `shards_written`, `shards_skipped` and each statistic (`video_ms`,
+  `with_text` for videos), over the shards this run wrote.
+- Progress (`say` given; for a local run): a thread reads each sidecar once as its shard
+  finishes and prints shards, videos and clips done, clips/s and failures so far.
 
 Runner options are Beam's own (`--runner`, `--direct_num_workers`, `--project`, `--region`,
 `--temp_location`, `--setup_file`, Flink / Spark options...). For the DirectRunner with more
@@ -215,10 +214,14 @@ def pipeline_options(args: Sequence[str]) -> beam_options.PipelineOptions:
     return beam_options.PipelineOptions(args)
 
 
-def read_sidecars(out_dir: str, prefix: str) -> Dict[str, dict]:
-    """Sidecar path -> contents, for the finished shards of `prefix` in `out_dir`."""
+def read_sidecars(out_dir: str, prefix: str, known: Optional[dict] = None) -> Dict[str, dict]:
+    """Sidecar path -> contents, for the finished shards of `prefix` in `out_dir` (the ones in
+    `known` not read again)."""
     infos = {}
     for path in tf.io.gfile.glob(os.path.join(out_dir, f"{prefix}-*-of-*.tfrecord.json")):
+        if known and path in known:
+            infos[path] = known[path]
+            continue
         with tf.io.gfile.GFile(path) as f:
             infos[path] = json.load(f)
     return infos
@@ -234,14 +237,15 @@ class Progress:
         self._num_shards = num_shards
         self._say = say
         self._interval = interval
-        self._before = set(read_sidecars(out_dir, prefix))
+        self._infos = read_sidecars(out_dir, prefix)
+        self._before = set(self._infos)
         self._start = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def line(self) -> Tuple[int, str]:
         """(shards finished, the progress line)."""
-        infos = read_sidecars(*self._args)
+        infos = self._infos = read_sidecars(*self._args, known=self._infos)
         new = [info for path, info in infos.items() if path not in self._before]
         clips = sum(info["num_clips"] for info in new)
         seconds = time.monotonic() - self._start
