@@ -227,3 +227,25 @@ def test_other_inputs_into_a_finished_directory_are_refused(media, two_workers):
     with pytest.raises(ValueError, match="holds shards t-\\* of other inputs or options"):
         builder.build_dataset(media["videos"], media["captions"], str(two_workers["out"]), other)
     assert sorted(os.listdir(two_workers["out"])) == before
+
+
+def test_the_command_names_an_unknown_beam_option_in_one_line(media, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(REPO, "tools", "build_dataset.py"),
+            f"--videos={media['videos'][0]}",
+            f"--out_dir={tmp_path / 'out'}",
+            "--direct_num_worker=2",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        "error: unknown pipeline option(s) --direct_num_worker=2 (Beam's options only)"
+    ]

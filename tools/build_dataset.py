@@ -114,6 +114,8 @@ def worker_log(path):
         os.dup2(log.fileno(), 2)
     try:
         yield
+    except ValueError:  # bad input, named in one line: nothing in the log about it
+        raise
     except BaseException:
         sys.stderr.flush()
         os.dup2(saved, 2)

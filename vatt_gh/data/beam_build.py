@@ -304,7 +304,6 @@ def run(
         raise ValueError("no tasks given")
     options = pipeline_options(pipeline_args)
     tf.io.gfile.makedirs(out_dir)
-    remove_temp_files(out_dir, prefix)
     num_shards = num_shards_for(len(tasks), tasks_per_shard)
     task_list = tasks_path(out_dir, prefix)
     lines = "".join(_encode_task(i, task) + "\n" for i, task in enumerate(tasks))
@@ -313,6 +312,7 @@ def run(
             f"{out_dir} holds shards {prefix}-* of other inputs or options ({task_list} differs); "
             "use a new --out_dir or --prefix"
         )
+    remove_temp_files(out_dir, prefix)
     _publish(task_list, lambda tmp: _write_text(tmp, lines))
     pipeline = beam.Pipeline(options=options)
     _ = (
