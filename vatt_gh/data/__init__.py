@@ -5,5 +5,7 @@ text       tensorflow-text tokenizer (word vocabulary with pad 0 / WordPiece opt
 augment    clip windows, crops, flips, colour jitter, audio windows (stateless random ops)
 pipeline   `pretrain_dataset`, `make_pretrain_input_fn`, `eval_dataset`, configs, `DataErrors`
 synthetic  `write_synthetic`: class-driven triplets with known misalignment
-video_io   PyAV decoding for tools/build_dataset.py
+video_io   PyAV decoding (whole videos, segments, audio files) for the builders
+benchmarks the six Table 1 benchmarks' published layouts -> tasks and official splits / folds
+benchmark_build  tasks -> records once per file, shards, index.json (tools/build_benchmark.py)
 """
