@@ -212,3 +212,84 @@ def test_tool_prints_counts_resumes_and_kinetics_shards_per_split(tmp_path):
         assert json.load(f)["classes"] == ["abseiling", "air drumming"]
     bad = run_tool(args[:2] + [f"--root={tmp_path / 'nowhere'}", f"--out_dir={out}"], check=False)
     assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].startswith("error: --root")
+
+
+# --------------------------------------------------------------------------------------------
+# audio-only records through the evaluation input; pre-training rejects them
+# --------------------------------------------------------------------------------------------
+def _vocab(tmp_path):
+    from vatt_gh.data import text as text_lib
+
+    path = str(tmp_path / "vocab.txt")
+    text_lib.write_word_vocab(path, ["w"])
+    return path
+
+
+def _audio_only_shard(path, seconds=(1.0, 0.5)):
+    """Records a0, a1: audio only, a ramp (value = time in s) so windows are recognisable."""
+    records = [
+        schema.make_sequence_example(
+            f"a{i}",
+            [],
+            np.arange(int(s * 48000), dtype=np.float32) / 48000,
+            labels=[i],
+            audio_only=True,
+        )
+        for i, s in enumerate(seconds)
+    ]
+    schema.write_records(str(path), records)
+    return str(path)
+
+
+def test_eval_audio_only_windows_over_the_waveform(tmp_path):
+    from vatt_gh.data import pipeline as P
+
+    shard = _audio_only_shard(tmp_path / "esc.tfrecord")
+    config = P.EvalConfig(
+        file_pattern=shard,
+        fps=10.0,
+        num_frames=4,
+        num_windows=3,
+        crop_size=8,
+        min_resize=8,
+        audio_only=True,
+        vocab_path=_vocab(tmp_path),
+    )
+    batch = next(iter(P.eval_dataset(config, batch_size=2)))
+    assert batch["video"].shape == (2, 3, 0, 8, 8, 3)
+    assert batch["audio"].shape == (2, 3, 19200)  # 4 frames / 10 fps = 0.4 s at 48 kHz
+    assert batch["label"].numpy().tolist() == [0, 1]
+    assert batch["audio_mask"].numpy().tolist() == [1.0, 1.0]
+    # windows evenly spaced over 1.0 s (10 "frames"): starts 0, 0.3, 0.6 s (reference: the
+    # window offsets of a 10-frame clip, span 4); the 0.5 s clip: 0, 0.05 -> 0.0/0.1, 0.1 s
+    first = batch["audio"].numpy()[0, :, 0]
+    np.testing.assert_allclose(first, [0.0, 0.3, 0.6], atol=1e-4)
+    assert batch["audio"].numpy()[1, -1, 0] == pytest.approx(0.1, abs=1e-4)
+    assert batch["audio"].numpy()[1, 0, -1] == pytest.approx(19199 / 48000, abs=1e-4)
+
+
+def test_audio_only_rejected_by_video_input_and_silent_record_by_audio_input(tmp_path):
+    from vatt_gh.data import pipeline as P
+
+    shard = _audio_only_shard(tmp_path / "esc.tfrecord", seconds=(1.0,))
+    vocab = _vocab(tmp_path)
+    config = P.EvalConfig(
+        file_pattern=shard, num_frames=4, crop_size=8, min_resize=8, vocab_path=vocab
+    )
+    with pytest.raises((P.BadRecordError, tf.errors.InvalidArgumentError), match="no video frames"):
+        list(P.eval_dataset(config, batch_size=1))
+    video_only = tmp_path / "video.tfrecord"
+    jpeg = tf.io.encode_jpeg(np.zeros((8, 8, 3), np.uint8)).numpy()
+    schema.write_records(str(video_only), [schema.make_sequence_example("v", [jpeg] * 4)])
+    config = P.EvalConfig(
+        file_pattern=str(video_only),
+        num_frames=4,
+        crop_size=8,
+        min_resize=8,
+        audio_only=True,
+        vocab_path=vocab,
+    )
+    with pytest.raises(
+        (P.BadRecordError, tf.errors.InvalidArgumentError), match="record 0: no audio"
+    ):
+        list(P.eval_dataset(config, batch_size=1))
