@@ -135,7 +135,8 @@ def evaluate_benchmarks(
         if kind == "finetune":
             result = finetune_result(finetune_dir)
             if result is None:
-                say(f"{name}: no tools/finetune.py result in {finetune_dir!r}: left out")
+                where = f"in {finetune_dir}" if finetune_dir else "(no --finetune_dir)"
+                say(f"{name}: no tools/finetune.py metrics-*.json {where}: left out")
             else:
                 results[name] = result
             continue
