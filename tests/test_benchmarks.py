@@ -143,6 +143,17 @@ def test_ucf101_avi_records_once_per_video_and_broken_file_listed(tmp_path):
         assert abs(len(record["audio"]) - layouts.SECONDS * schema.SAMPLE_RATE) < 2400
     assert [os.path.basename(f[0]) for f in index["failed"]] == ["v_YoYo_g01_c01.avi"]
     assert benchmark_build.read_index(str(tmp_path / "out"))["splits"] == listing.splits
+    again = _build(listing, tmp_path / "out")  # the shard with the failed file is retried
+    assert again["skipped"] == 2 and again["written"] == 1 and again["num_clips"] == 5
+    # the file replaced by a good one since: its shard is rebuilt, the others are kept
+    layouts.write_ucf101(str(tmp_path / "ucf2"))
+    os.replace(
+        tmp_path / "ucf2/UCF-101/YoYo/v_YoYo_g01_c01.avi",
+        tmp_path / "ucf/UCF-101/YoYo/v_YoYo_g01_c01.avi",
+    )
+    index = _build(benchmarks.list_ucf101(str(tmp_path / "ucf")), tmp_path / "out")
+    assert index["written"] == 1 and index["skipped"] == 2 and not index["failed"]
+    assert sorted(_records(tmp_path / "out")) == sorted(want["labels"])
 
 
 def test_youcook2_segment_records_cut_at_the_annotations(tmp_path):
@@ -293,3 +304,22 @@ def test_audio_only_rejected_by_video_input_and_silent_record_by_audio_input(tmp
         (P.BadRecordError, tf.errors.InvalidArgumentError), match="record 0: no audio"
     ):
         list(P.eval_dataset(config, batch_size=1))
+
+
+def test_rerun_after_a_missing_file_arrives_rebuilds_with_it(tmp_path):
+    layouts.write_msrvtt(str(tmp_path / "msr"), num_videos=3, missing=("video7012",))
+    first = _build(benchmarks.list_msrvtt(str(tmp_path / "msr")), tmp_path / "out")
+    assert first["num_clips"] == 2 and len(first["missing"]) == 1
+    layouts._video(str(tmp_path / "msr" / "videos" / "all" / "video7012.mp4"))
+    foreign = tmp_path / "out" / "other-00000-of-00001.tfrecord"  # not this builder's
+    foreign.write_bytes(b"")
+    second = _build(benchmarks.list_msrvtt(str(tmp_path / "msr")), tmp_path / "out")
+    assert second["num_clips"] == 3 and not second["missing"] and second["skipped"] == 0
+    assert foreign.exists()
+    foreign.unlink()
+    assert len(glob.glob(str(tmp_path / "out" / "*.tfrecord*"))) == 4  # old shard removed
+    assert sorted(_records(tmp_path / "out")) == [
+        "video7010",
+        "video7011",
+        "video7012",
+    ]

@@ -9,7 +9,8 @@ the tasks, a Map of `encode_task`, a sink of shards):
            audio-only record: audio and label, no frames)
   write    tasks are grouped into shards of `videos_per_shard` files (per `Task.group`); each
            shard is written to `<name>.tmp`, renamed when complete, then its `<name>.json`
-           sidecar (clips, failed files) marks it done: a re-run skips finished shards
+           sidecar (its files, clips, failed files) marks it done: a re-run skips a finished
+           shard unless its file list changed (a file downloaded since) or a file failed
 
 Records are written once per file; which split or fold a clip belongs to is kept apart, in
 `<out_dir>/index.json` (benchmark, kind, classes, splits of clip ids, missing and failed files),
@@ -21,6 +22,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import re
 import time
 from typing import Callable, List, Optional, Sequence
 
@@ -90,9 +92,12 @@ def build_shard(job) -> dict:
     """Writes one shard (temp name, then rename) unless its sidecar exists; returns the sidecar."""
     tasks, path, config = job
     sidecar = path + ".json"
+    paths = [task.path for task in tasks]
     if tf.io.gfile.exists(sidecar):
         with tf.io.gfile.GFile(sidecar) as f:
-            return dict(json.load(f), skipped=True)
+            done = json.load(f)
+        if done.get("paths") == paths and not done.get("failed"):
+            return dict(done, skipped=True)  # else: files changed or one failed, rebuild
     failed, clips = [], []
     with tf.io.TFRecordWriter(path + ".tmp") as writer:
         for task in tasks:
@@ -105,7 +110,9 @@ def build_shard(job) -> dict:
                 writer.write(record.SerializeToString())
             clips.extend(c.clip_id for c in task.clips)
     tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
-    info = dict(shard=os.path.basename(path), files=len(tasks), clips=clips, failed=failed)
+    info = dict(
+        shard=os.path.basename(path), files=len(tasks), paths=paths, clips=clips, failed=failed
+    )
     with tf.io.gfile.GFile(sidecar + ".tmp", "w") as f:
         json.dump(info, f)
     tf.io.gfile.rename(sidecar + ".tmp", sidecar, overwrite=True)
@@ -126,6 +133,33 @@ def shard_jobs(tasks: Sequence[benchmarks.Task], out_dir: str, config: EncodeCon
                 (members[i * per : (i + 1) * per], shard_name(out_dir, group, i, count), config)
             )
     return jobs
+
+
+_SHARD = re.compile(r"^[\w.]+-\d{5}-of-\d{5}\.tfrecord$")
+
+
+def _ours(shard: str) -> bool:
+    """Whether this builder wrote `shard` (its sidecar lists the files: build_dataset's do not)."""
+    try:
+        with tf.io.gfile.GFile(shard + ".json") as f:
+            return "paths" in json.load(f)
+    except (tf.errors.OpError, ValueError):
+        return False
+
+
+def _remove_stale_shards(out_dir: str, current) -> List[str]:
+    """Removes this builder's shards (and sidecars) in out_dir that the current build did not
+    produce (a changed file list renumbers the shards); other files are left alone."""
+    stale = sorted(
+        name
+        for name in tf.io.gfile.listdir(out_dir)
+        if _SHARD.match(name) and name not in current and _ours(os.path.join(out_dir, name))
+    )
+    for name in stale:
+        for suffix in ("", ".json"):
+            if tf.io.gfile.exists(os.path.join(out_dir, name + suffix)):
+                tf.io.gfile.remove(os.path.join(out_dir, name + suffix))
+    return stale
 
 
 def build_benchmark(
@@ -167,6 +201,9 @@ def build_benchmark(
             pool.close()
             pool.join()
     results.sort(key=lambda r: r["shard"])
+    stale = _remove_stale_shards(out_dir, {r["shard"] for r in results})
+    if stale and say is not None:
+        say(f"  removed {len(stale)} shard(s) of an earlier, different file list: {stale[:3]}")
     failed = [tuple(f) for r in results for f in r["failed"]]
     index = dict(
         benchmark=listing.benchmark,
