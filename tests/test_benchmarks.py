@@ -111,6 +111,19 @@ def test_msrvtt_1ka_and_kinetics_file_names(tmp_path):
     [
         ("ucf101", layouts.write_ucf101, "ucfTrainTestlist/classInd.txt", "classInd.txt:1"),
         ("esc50", layouts.write_esc50, "meta/esc50.csv", "esc50.csv"),
+        (
+            "hmdb51",
+            layouts.write_hmdb51,
+            "testTrainMulti_7030_splits/cartwheel_test_split2.txt",
+            "cartwheel_test_split2.txt:1",
+        ),
+        (
+            "youcook2",
+            layouts.write_youcook2,
+            "youcookii_annotations_trainval.json",
+            "youcookii_annotations_trainval.json: not the YouCook2",
+        ),
+        ("msrvtt", layouts.write_msrvtt, "MSRVTT_JSFUSION_test.csv", "MSRVTT_JSFUSION_test.csv"),
     ],
 )
 def test_malformed_list_is_one_line_naming_the_file(tmp_path, name, write, breaker, needle):
@@ -323,3 +336,16 @@ def test_rerun_after_a_missing_file_arrives_rebuilds_with_it(tmp_path):
         "video7011",
         "video7012",
     ]
+
+
+def test_segment_past_the_video_end_fails_alone(tmp_path):
+    want = layouts.write_youcook2(str(tmp_path / "yc"))
+    path = tmp_path / "yc" / "youcookii_annotations_trainval.json"
+    data = json.loads(path.read_text())
+    data["database"]["vidA"]["annotations"].append(
+        {"segment": [5.0, 6.0], "id": 2, "sentence": "after the end"}
+    )
+    path.write_text(json.dumps(data))
+    index = _build(benchmarks.list_youcook2(str(tmp_path / "yc")), tmp_path / "out")
+    assert [f[0].rsplit(os.sep, 1)[-1] for f in index["failed"]] == ["vidA.mp4 [vidA_2]"]
+    assert sorted(_records(tmp_path / "out")) == sorted(want["segments"])

@@ -101,14 +101,16 @@ def build_shard(job) -> dict:
     failed, clips = [], []
     with tf.io.TFRecordWriter(path + ".tmp") as writer:
         for task in tasks:
-            try:
-                records = encode_task(task, config)
-            except Exception as e:  # any decoder failure: listed, the rest carry on
-                failed.append([task.path, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"])
-                continue
-            for record in records:
-                writer.write(record.SerializeToString())
-            clips.extend(c.clip_id for c in task.clips)
+            for clip in task.clips:  # a segment past a video's end fails alone
+                try:
+                    records = encode_task(dataclasses.replace(task, clips=(clip,)), config)
+                except Exception as e:  # any decoder failure: listed, the rest carry on
+                    where = task.path if len(task.clips) == 1 else f"{task.path} [{clip.clip_id}]"
+                    failed.append([where, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"])
+                    continue
+                for record in records:
+                    writer.write(record.SerializeToString())
+                clips.append(clip.clip_id)
     tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
     info = dict(
         shard=os.path.basename(path), files=len(tasks), paths=paths, clips=clips, failed=failed
