@@ -124,10 +124,13 @@ def test_retrieval_name_equal_to_probe_name(tiny_run, tmp_path):
             "--probe_features=video",
             "--num_windows=1",
             "--max_clips=16",
+            "--probe_classifier=vatt",
+            "--probe_epochs=3",
             "--output_json=" + str(output),
         ]
     )
     metrics = json.loads(output.read_text())["same"]
     assert metrics["num_clips"] == 16 and "t2v/median_rank" in metrics  # retrieval kept
     assert metrics["video"]["num_test_clips"] == 16  # probe beside it
+    assert metrics["video"]["classifier"] == "vatt"
     assert "text -> video" in result.stdout and "linear probe" in result.stdout

@@ -48,6 +48,14 @@ flags.DEFINE_string("probe_name", "probe", "Name of the probe data set in the ou
 flags.DEFINE_list("probe_features", ["video", "audio"], "Pooled features to probe.")
 flags.DEFINE_integer("num_classes", 0, "Probe classes; 0 = 1 + the largest label seen.")
 flags.DEFINE_float("probe_c", 1.0, "Inverse L2 strength of the probe (LogisticRegression C).")
+flags.DEFINE_enum(
+    "probe_classifier",
+    "logistic",
+    ["logistic", "vatt"],
+    "Linear probe: logistic regression, or VATT's head (Dense 128, dropout 0.9, Adam).",
+)
+flags.DEFINE_integer("probe_epochs", 1000, "Epochs of --probe_classifier=vatt (VATT: 1000).")
+flags.register_validator("probe_epochs", lambda v: v >= 1, message="--probe_epochs must be >= 1")
 flags.DEFINE_integer("num_windows", 4, "Temporal windows per clip (averaged).")
 flags.DEFINE_integer("batch_size", 8, "Clips per forward pass.")
 flags.DEFINE_integer("max_clips", 0, "Use at most this many clips per record set (0 = all).")
@@ -69,6 +77,14 @@ def _extract(vatt, pattern, vocab, modalities):
     return features.extract(vatt, dataset, modalities, FLAGS.max_clips or None)
 
 
+def _probe_kwargs():
+    return dict(
+        regularization=FLAGS.probe_c,
+        classifier_kind=FLAGS.probe_classifier,
+        epochs=FLAGS.probe_epochs,
+    )
+
+
 def _table1(vatt, vocab, step):
     from vatt_gh.evaluation import benchmark_eval, run, summaries, table1
 
@@ -82,7 +98,7 @@ def _table1(vatt, vocab, step):
             finetune_dir=FLAGS.finetune_dir,
             max_clips=FLAGS.max_clips or None,
             say=console.say,
-            regularization=FLAGS.probe_c,
+            **_probe_kwargs(),
         )
     except ValueError as e:
         raise run.EvalError(str(e)) from None
@@ -155,7 +171,7 @@ def evaluate():
                 test[key],
                 test["label"],
                 FLAGS.num_classes or None,
-                regularization=FLAGS.probe_c,
+                **_probe_kwargs(),
             )
         # --probe_name may equal --retrieval_name: both results share the entry
         metrics[FLAGS.probe_name] = {**metrics.get(FLAGS.probe_name, {}), **result}
