@@ -13,7 +13,8 @@ features are then looked up by clip id for every split or fold:
   retrieval (YouCook2, MSR-VTT)           zero-shot text-to-video (vt space): R@1/5/10, median
                                           rank (also video-to-text)
   finetune (Kinetics-400)                 the newest metrics-*.json of tools/finetune.py in
-                                          `finetune_dir` (top-1 / top-5), when it exists
+                                          `finetune_dir` (top-1 / top-5), when it exists (also
+                                          without a converted kinetics400 directory)
 
 Clips a split lists but the build could not provide (missing or undecodable files) are left out
 and counted (`num_listed` vs `num_test_clips`).
@@ -159,4 +160,6 @@ def evaluate_benchmarks(
         else:
             modality = KIND_MODALITIES[kind][0]
             results[name] = classification(arrays, index, modality, **probe_kwargs)
+    if "kinetics400" not in results and finetune_result(finetune_dir):
+        results["kinetics400"] = finetune_result(finetune_dir)  # records built elsewhere
     return results
