@@ -18,6 +18,8 @@ from absl import app, flags
 
 from vatt_gh import console, strategy_flags
 
+console.exit_on_sigterm()  # from the first moment: exit 42 until training's handler takes over
+
 flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. Harmonization.method='both'.")
 flags.DEFINE_string("model_dir", None, "Checkpoints, summaries and the operative config.")
@@ -44,7 +46,6 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     console.quiet(FLAGS.verbose)
-    console.exit_on_sigterm()  # exit 42 until training's pre-emption handler takes over
     from vatt_gh import configs, loop  # TensorFlow: after console.quiet
     from vatt_gh.errors import ConfigError, LaunchError, TrainingError
 

@@ -52,7 +52,8 @@ ON_ERROR = ("raise", "skip")
     BAD_AUDIO,
     BAD_FLAG,
     NOT_JPEG,
-) = range(10)
+    NO_AUDIO,
+) = range(11)
 # code -> short name: the key of `DataErrors.counts` and of the `data/skipped/<name>` summaries.
 REASON_NAMES = {
     UNDECODABLE: "undecodable",
@@ -64,6 +65,7 @@ REASON_NAMES = {
     BAD_AUDIO: "bad_audio_values",
     BAD_FLAG: "bad_flag",
     NOT_JPEG: "not_jpeg",
+    NO_AUDIO: "no_audio",
 }
 REASONS = {
     UNDECODABLE: "undecodable record (proto parse, wrong feature type or JPEG decode error)",
@@ -77,6 +79,7 @@ REASONS = {
         f"{schema.ALIGNED_VA!r} / {schema.ALIGNED_VT!r} not 0 or 1, or a negative {schema.LABEL!r}"
     ),
     NOT_JPEG: f"a frame in {schema.IMAGE!r} is not a JPEG (does not start with FF D8 FF)",
+    NO_AUDIO: f"no audio (missing {schema.WAVEFORM!r}) in an audio-only evaluation",
 }
 # Per (shard, reason), the occurrences that get a log line; the others are only counted.
 _LOGGED_OCCURRENCES = frozenset([1] + [10**k for k in range(1, 13)])
@@ -349,7 +352,12 @@ class PretrainConfig:
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation input: central crops, `num_windows` evenly spaced windows, no shuffling."""
+    """Evaluation input: central crops, `num_windows` evenly spaced windows, no shuffling.
+
+    audio_only: read the audio alone (ESC50's records have no frames): the windows are spaced
+    over the waveform's length, 'video' is an empty placeholder (B, NW, 0, H, W, 3), and a record
+    without audio is rejected (no_audio). Pre-training always needs frames.
+    """
 
     file_pattern: Patterns = ""
     fps: float = 10.0
@@ -369,6 +377,7 @@ class EvalConfig:
     max_frame_pixels: int = MAX_FRAME_PIXELS
     max_audio_amplitude: float = MAX_AUDIO_AMPLITUDE
     max_bad_in_a_row: int = MAX_BAD_IN_A_ROW
+    audio_only: bool = False
 
     def __post_init__(self):
         if isinstance(self.file_pattern, list):
@@ -402,6 +411,7 @@ class _ClipSpec:
     training: bool
     max_frame_pixels: int = MAX_FRAME_PIXELS
     max_audio_amplitude: float = MAX_AUDIO_AMPLITUDE
+    audio_only: bool = False  # evaluation only: the time line is the waveform's
 
 
 def audio_samples_for(num_frames: int, stride: int, fps: float, sample_rate: int) -> int:
@@ -808,13 +818,15 @@ def _decode(serialized: tf.Tensor, seed: tf.Tensor, spec: _ClipSpec) -> dict:
     num_stored = tf.size(parsed["frames"])
     audio = parsed["audio"]
     audio_len = tf.size(audio)
+    per_frame = spec.sample_rate / spec.fps
+    if spec.audio_only:  # the frames the waveform's duration would hold at `fps`
+        num_stored = tf.cast(tf.math.ceil(tf.cast(audio_len, tf.float32) / per_frame), tf.int32)
     window_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     span = spec.num_frames * spec.stride
     offsets = augment.window_offsets(
         num_stored, span, spec.num_windows, window_seed if spec.training else None
     )  # (W,)
     # Audio window: the frames' time span, or `audio_samples` centred on it.
-    per_frame = spec.sample_rate / spec.fps
     frames_samples = int(round(span * per_frame))
     shift = (frames_samples - spec.audio_samples) // 2
     starts = tf.cast(tf.round(tf.cast(offsets, tf.float32) * per_frame), tf.int32) + shift
@@ -844,9 +856,12 @@ def _decode(serialized: tf.Tensor, seed: tf.Tensor, spec: _ClipSpec) -> dict:
     reason = tf.where(bad_flag, BAD_FLAG, reason)
     reason = tf.where(too_large, FRAME_TOO_LARGE, reason)
     reason = tf.where(not_jpeg, NOT_JPEG, reason)
-    reason = tf.where(num_stored == 0, NO_VIDEO, reason)
+    reason = tf.where(num_stored == 0, NO_AUDIO if spec.audio_only else NO_VIDEO, reason)
 
     def decode_branch():
+        if spec.audio_only:
+            frames = tf.zeros([spec.num_windows, spec.num_frames, 0, 0, 3], tf.uint8)
+            return frames, cut_audio()
         box = augment.crop_box(
             tf.image.extract_jpeg_shape(parsed["frames"][0]),
             spec.crop_size,
@@ -857,11 +872,13 @@ def _decode(serialized: tf.Tensor, seed: tf.Tensor, spec: _ClipSpec) -> dict:
         idx = augment.frame_indices(offsets, spec.num_frames, spec.stride, num_stored)  # (W, T)
         frames = augment.decode_crop_frames(tf.gather(parsed["frames"], tf.reshape(idx, [-1])), box)
         frames = tf.reshape(frames, [spec.num_windows, spec.num_frames, box[2], box[3], 3])
+        return frames, cut_audio()
+
+    def cut_audio():
         padded = tf.pad(audio, [[0, spec.audio_samples]])
         starts_in = tf.minimum(starts, audio_len)
         cut = tf.gather(padded, starts_in[:, None] + tf.range(spec.audio_samples)[None, :])
-        cut = tf.where(has_audio, cut, tf.zeros_like(cut))
-        return frames, cut
+        return tf.where(has_audio, cut, tf.zeros_like(cut))
 
     def skip_branch():
         return (
@@ -1060,7 +1077,10 @@ def _finish(
 ) -> dict:
     """augment: frames -> [-1, 1] clip(s), narrations -> token ids + mask; drops bookkeeping."""
     aug_seed, caption_seed = tf.unstack(tf.random.experimental.stateless_split(example["seed"], 2))
-    video = augment.resize_frames(example["frames"], spec.crop_size)  # (W, T, H, W, 3)
+    if spec.audio_only:  # an empty placeholder: no frames
+        video = tf.zeros([spec.num_windows, 0, spec.crop_size, spec.crop_size, 3], tf.float32)
+    else:
+        video = augment.resize_frames(example["frames"], spec.crop_size)  # (W, T, H, W, 3)
     if spec.training:
         video = video[0]  # (T, H, W, 3)
         if color is not None:
@@ -1069,7 +1089,7 @@ def _finish(
     else:
         audio = example["audio"]  # (W, S)
     video = augment.to_symmetric(video)
-    size = [spec.num_frames, spec.crop_size, spec.crop_size, 3]
+    size = [0 if spec.audio_only else spec.num_frames, spec.crop_size, spec.crop_size, 3]
     video = tf.ensure_shape(video, size if spec.training else [spec.num_windows] + size)
     captions, text_mask = select_captions(
         example["captions"], num_captions, caption_seed if spec.training else None
@@ -1318,6 +1338,7 @@ def eval_dataset(
         training=False,
         max_frame_pixels=config.max_frame_pixels,
         max_audio_amplitude=config.max_audio_amplitude,
+        audio_only=config.audio_only,
     )
     tokenizer = text_lib.Tokenizer(config.vocab_path, config.tokenizer, config.max_tokens)
     files = list_files(config.file_pattern)
