@@ -450,7 +450,9 @@ def signal_along_training(model, spec: dict) -> dict:
     clip's ground truth read from the records."""
     import tensorflow as tf
 
-    from vatt_gh.data import pipeline, synthetic
+    from vatt_gh.data import synthetic
+    from vatt_gh.data.configs import PretrainConfig
+    from vatt_gh.data.eval_input import eval_dataset
     from vatt_gh.evaluation import features
 
     truth = synthetic.read_truth(spec["train_pattern"])
@@ -458,11 +460,11 @@ def signal_along_training(model, spec: dict) -> dict:
         spec["train_pattern"],
         spec["vocab"],
         num_windows=1,
-        num_captions=pipeline.PretrainConfig().num_captions,
+        num_captions=PretrainConfig().num_captions,
     )
     batches = [
         b
-        for b in pipeline.eval_dataset(config, spec["batch"]).take(
+        for b in eval_dataset(config, spec["batch"]).take(
             max(1, spec["signal_clips"] // spec["batch"])
         )
         if int(b["video"].shape[0]) == spec["batch"]
@@ -550,16 +552,14 @@ def retrieval_ceiling(labels: np.ndarray, recall_at=(1, 5, 10)) -> dict:
 def held_out_metrics(model, spec: dict) -> dict:
     """Zero-shot text-to-video retrieval (and its class-oracle ceiling) and linear probes
     (video, audio) on clean clips, with the final weights."""
-    from vatt_gh.data import pipeline
+    from vatt_gh.data.eval_input import eval_dataset
     from vatt_gh.evaluation import features, probe, retrieval
 
     def extract(file_pattern, modalities):
         config = features.eval_config_for_run(
             file_pattern, spec["vocab"], num_windows=spec["num_windows"]
         )
-        return features.extract(
-            model.vatt, pipeline.eval_dataset(config, spec["batch"]), modalities
-        )
+        return features.extract(model.vatt, eval_dataset(config, spec["batch"]), modalities)
 
     test = extract(spec["test_pattern"], ("video", "audio", "text"))
     train = extract(spec["probe_train_pattern"], ("video", "audio"))

@@ -45,11 +45,11 @@ FLAGS = flags.FLAGS
 
 
 def _extract(vatt, pattern, vocab, modalities):
-    from vatt_gh.data import pipeline
+    from vatt_gh.data.eval_input import eval_dataset
     from vatt_gh.evaluation import features
 
     config = features.eval_config_for_run(pattern, vocab, num_windows=FLAGS.num_windows)
-    dataset = pipeline.eval_dataset(config, FLAGS.batch_size)
+    dataset = eval_dataset(config, FLAGS.batch_size)
     return features.extract(vatt, dataset, modalities, FLAGS.max_clips or None)
 
 
@@ -129,12 +129,12 @@ def evaluate():
 def main(argv):
     del argv
     console.quiet(FLAGS.verbose)
-    from vatt_gh.data import pipeline
+    from vatt_gh.data.rejects import BadRecordError
     from vatt_gh.evaluation import run
 
     try:
         metrics, output = evaluate()
-    except (run.EvalError, pipeline.BadRecordError) as e:
+    except (run.EvalError, BadRecordError) as e:
         raise SystemExit(f"error: {e}") from None
     from vatt_gh.evaluation import summaries
 

@@ -73,12 +73,12 @@ def run_finetune():
 def main(argv):
     del argv
     console.quiet(FLAGS.verbose)
-    from vatt_gh.data import pipeline
+    from vatt_gh.data.rejects import BadRecordError
     from vatt_gh.evaluation import run
 
     try:
         metrics = run_finetune()
-    except (run.EvalError, pipeline.BadRecordError) as e:
+    except (run.EvalError, BadRecordError) as e:
         raise SystemExit(f"error: {e}") from None
     print(
         f"\nfine-tuned to step {metrics['step']}: top-1 {metrics['top1']:.2f}%  "

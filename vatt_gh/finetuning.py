@@ -19,8 +19,9 @@ import tensorflow as tf
 from absl import logging
 
 from vatt_gh import checkpoints, cluster, loop, provision
-from vatt_gh.data import pipeline
 from vatt_gh.data import text as text_lib
+from vatt_gh.data.configs import EvalConfig, PretrainConfig, SourceConfig
+from vatt_gh.data.eval_input import eval_dataset
 from vatt_gh.errors import ConfigError
 from vatt_gh.evaluation import features, summaries
 from vatt_gh.evaluation.finetune import (
@@ -33,18 +34,18 @@ from vatt_gh.evaluation.finetune import (
 from vatt_gh.models import dummy_inputs
 
 
-def train_data(train_pattern: str, vocab_path: str, seed: int) -> pipeline.PretrainConfig:
+def train_data(train_pattern: str, vocab_path: str, seed: int) -> PretrainConfig:
     """The run's pre-training input (sizes, augmentation) over the labelled training records."""
-    base = pipeline.PretrainConfig()
+    base = PretrainConfig()
     source = (
         dataclasses.replace(
             base.sources[0], file_pattern=train_pattern, weight=1.0, name="finetune"
         )
         if base.sources
-        else pipeline.SourceConfig(file_pattern=train_pattern, name="finetune")
+        else SourceConfig(file_pattern=train_pattern, name="finetune")
     )
     # Records with their own frame rate: bind EvalConfig.fps / EvalConfig.stride for both.
-    eval_base = pipeline.EvalConfig()
+    eval_base = EvalConfig()
     source = dataclasses.replace(source, fps=eval_base.fps, stride=eval_base.stride)
     return dataclasses.replace(
         base,
@@ -138,7 +139,7 @@ def finetune(
     )
 
     eval_config = features.eval_config_for_run(test_pattern, vocab, num_windows=config.eval_windows)
-    metrics = evaluate_classifier(model, pipeline.eval_dataset(eval_config, config.eval_batch_size))
+    metrics = evaluate_classifier(model, eval_dataset(eval_config, config.eval_batch_size))
     metrics.update(step=trained.step, start_step=trained.start)
     if chief:
         summaries.write_json(os.path.join(output_dir, f"metrics-{trained.step}.json"), metrics)

@@ -34,7 +34,10 @@ from vatt_gh import (
     summaries,
     trainer,
 )
-from vatt_gh.data import pipeline, word_vectors
+from vatt_gh.data import word_vectors
+from vatt_gh.data.configs import PretrainConfig
+from vatt_gh.data.pretrain_input import make_pretrain_input_fn, pretrain_dataset
+from vatt_gh.data.rejects import DataErrors
 from vatt_gh.errors import ConfigError, TrainingError
 from vatt_gh.models import build_vatt
 
@@ -83,7 +86,7 @@ def train(
     model: tf.keras.Model,
     optimizer,
     train_fn: Callable[[object], Dict[str, tf.Tensor]],
-    data: pipeline.PretrainConfig,
+    data: PretrainConfig,
     global_batch_size: int,
     config: LoopConfig,
     verified: bool = False,
@@ -107,7 +110,7 @@ def train(
     chief = cluster.is_chief(strategy)
     say = console.say if chief and config.progress is not False else lambda message: None
     ckpt_dir = os.path.join(run_dir, "checkpoints")
-    data_errors = pipeline.DataErrors(data.on_error)  # rejected records: counts, failure
+    data_errors = DataErrors(data.on_error)  # rejected records: counts, failure
     inputs = input_state.InputState(
         data,
         global_batch_size,
@@ -182,7 +185,7 @@ def train(
 
 def distribute(strategy, config, global_batch_size, inputs: input_state.InputState, errors):
     """The distributed training dataset, each input pipeline from its saved position."""
-    input_fn = pipeline.make_pretrain_input_fn(
+    input_fn = make_pretrain_input_fn(
         config, global_batch_size, errors, position_fn=inputs.position, counts=inputs.counts
     )
 
@@ -264,7 +267,7 @@ def pretrain(
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if synthetic_data is None:
-        provision.check_no_placeholders(pipeline.PretrainConfig())
+        provision.check_no_placeholders(PretrainConfig())
     created = not tf.io.gfile.exists(model_dir)
     provision.check_writable(model_dir)
     done = checkpoints.newest_step(os.path.join(model_dir, "checkpoints"), chief)
@@ -299,7 +302,7 @@ def pretrain(
         model = trainer.PretrainModel(
             build_vatt(**overrides), harmonization, xla_math=xla_math, summary_every=summary_every
         )
-        local = pipeline.pretrain_dataset(
+        local = pretrain_dataset(
             data, global_batch_size // strategy.num_replicas_in_sync
         ).element_spec
         strategy.run(lambda: model(_dummy_batch(local), training=False))

@@ -1,7 +1,7 @@
 """What a run needs before its first step: settings in range, a run directory, its data.
 
     check_settings(dict(train_steps=..., ...))        # pretrain's numbers and the optimizer's
-    check_no_placeholders(pipeline.PretrainConfig())  # gin/data/*.gin's gs://YOUR_BUCKET paths
+    check_no_placeholders(PretrainConfig())  # gin/data/*.gin's gs://YOUR_BUCKET paths
     check_writable(model_dir)
     config = data_config(model_dir, SyntheticData())  # the demo: records made on first use
 
@@ -19,8 +19,10 @@ import tensorflow as tf
 
 import gin
 from vatt_gh import cluster, console, trainer
-from vatt_gh.data import pipeline, synthetic
-from vatt_gh.data.pipeline import INT, REAL, check_fields
+from vatt_gh.data import synthetic
+from vatt_gh.data.configs import PretrainConfig
+from vatt_gh.data.fields import INT, REAL, check_fields
+from vatt_gh.data.read import list_files
 from vatt_gh.errors import ConfigError
 
 
@@ -109,7 +111,7 @@ def check_settings(run: Dict[str, object]) -> None:
 PLACEHOLDER = "YOUR_BUCKET"  # gin/data/*.gin ship with gs://YOUR_BUCKET/... paths
 
 
-def check_no_placeholders(config: pipeline.PretrainConfig):
+def check_no_placeholders(config: PretrainConfig):
     """ConfigError, before any file system or network access, when a data path is still the
     placeholder of gin/data/*.gin: it says how to build the data or run the demo."""
     for source in config.sources:
@@ -153,7 +155,7 @@ def data_config(
     synthetic_data: Optional[SyntheticData],
     chief: bool = True,
     multi_worker: bool = False,
-) -> pipeline.PretrainConfig:
+) -> PretrainConfig:
     """The gin-configured PretrainConfig; with `synthetic_data`, pointed at records it makes.
 
     The chief makes them in a temporary folder renamed into place; other workers wait until
@@ -197,14 +199,14 @@ def data_config(
                 ]
             )
     try:
-        config = pipeline.PretrainConfig()  # its fields (and its sources') are checked
+        config = PretrainConfig()  # its fields (and its sources') are checked
     except ValueError as e:
         raise ConfigError(str(e).splitlines()[0]) from None
     if not config.sources:
         raise ConfigError("no data: set PretrainConfig.sources in gin (see gin/data/)")
     for source in config.sources:
         try:
-            pipeline.list_files(source.file_pattern)
+            list_files(source.file_pattern)
         except (ValueError, FileNotFoundError, tf.errors.OpError) as e:
             raise ConfigError(f"data source {source.name or source.file_pattern!r}: {e}") from None
     if not config.vocab_path or not tf.io.gfile.exists(config.vocab_path):

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import gin
 from vatt_gh import cluster
-from vatt_gh.data import pipeline
+from vatt_gh.data.rejects import REASON_NAMES
 
 HISTOGRAMS = ("cosines",)  # gathered over every step since the previous summary
 NOT_SCALARS = HISTOGRAMS + ("step_applied", "nonfinite")
@@ -46,7 +46,7 @@ def write_summaries(writer, step: int, logs: dict):
 def write_data_errors(writer, step: int, totals: Dict[str, int]):
     """`data/skipped/<reason>`: records rejected since the start, per reason (zeros included)."""
     with writer.as_default(step=step):
-        for name in pipeline.REASON_NAMES.values():
+        for name in REASON_NAMES.values():
             tf.summary.scalar(f"data/skipped/{name}", totals.get(name, 0))
     writer.flush()
 

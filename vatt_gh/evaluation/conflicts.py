@@ -20,7 +20,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from vatt_gh.data import pipeline, schema
+from vatt_gh.data import schema
+from vatt_gh.data.configs import EvalConfig
+from vatt_gh.data.eval_input import eval_dataset
+from vatt_gh.data.read import list_files
 
 ROW_KEYS = ("cosine", "dot", "norm_va", "norm_vt")
 TRUTH_KEYS = ("label", "aligned_va", "aligned_vt", "audio_mask")
@@ -45,7 +48,7 @@ def _fill(batch: dict, filler: dict, batch_size: int) -> dict:
 
 def triplet_cosines(
     model,
-    config: pipeline.EvalConfig,
+    config: EvalConfig,
     batch_size: int,
     max_clips: Optional[int] = None,
     granularity: str = "example",
@@ -67,7 +70,7 @@ def triplet_cosines(
     stats_fn = tf.function(lambda data: model.gradient_stats(data, granularity=granularity))
     chunks: Dict[str, List[np.ndarray]] = {}
     filler, count = None, 0
-    for batch in pipeline.eval_dataset(config, batch_size):
+    for batch in eval_dataset(config, batch_size):
         data = _pretrain_style(batch)
         real = int(data["video"].shape[0])
         if filler is None:
@@ -142,7 +145,7 @@ def read_clips(file_pattern: str, clip_ids: Sequence[str], num_frames: int = 8) 
     requested clips, read straight from the records (all narrations, in time order)."""
     wanted = set(clip_ids)
     found = {}
-    for path in pipeline.list_files(file_pattern):
+    for path in list_files(file_pattern):
         for record in tf.data.TFRecordDataset(path):
             parsed = schema.parse_sequence_example(record)
             clip_id = parsed["clip_id"].numpy().decode("utf-8")
