@@ -9,7 +9,6 @@ import pytest
 import tensorflow as tf
 
 from vatt_gh.data import schema
-from vatt_gh.data import text as text_lib
 from vatt_gh.data.configs import EvalConfig, PretrainConfig, SourceConfig
 from vatt_gh.data.pretrain_input import pretrain_dataset
 from vatt_gh.data.rejects import (
@@ -103,13 +102,6 @@ def _config(pattern, vocab, on_error):
         repeat=False,
         on_error=on_error,
     )
-
-
-@pytest.fixture(scope="module")
-def vocab(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("v") / "vocab.txt")
-    text_lib.write_word_vocab(path, ["w0"])
-    return path
 
 
 def _labels(ds):
@@ -255,7 +247,7 @@ def _iterate_with_timeout(ds, seconds=240):
         try:
             for b in ds:
                 out["labels"].extend(int(x) for x in b["label"].numpy())
-        except Exception as e:  # noqa: BLE001 - returned to the test
+        except Exception as e:
             out["error"] = e
 
     thread = threading.Thread(target=consume, daemon=True)

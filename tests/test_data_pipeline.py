@@ -8,7 +8,6 @@ import pytest
 import tensorflow as tf
 
 from vatt_gh.data import schema
-from vatt_gh.data import text as text_lib
 from vatt_gh.data.configs import EvalConfig, PretrainConfig, SourceConfig, audio_samples_for
 from vatt_gh.data.eval_input import eval_dataset
 from vatt_gh.data.pretrain_input import make_pretrain_input_fn, pretrain_dataset
@@ -32,13 +31,6 @@ def _clip(clip_id, num_frames, fps, label, captions=(), audio=True):
 def _write(path, examples):
     schema.write_records(str(path), examples)
     return str(path)
-
-
-@pytest.fixture(scope="module")
-def vocab(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("vocab") / "vocab.txt")
-    text_lib.write_word_vocab(path, [f"w{i}" for i in range(10)])  # w<i> has id i + 2
-    return path
 
 
 def _config(pattern, vocab, **kw):
@@ -234,10 +226,9 @@ def test_eval_windows_central_caption_and_clip_ids(tmp_path, vocab):
     np.testing.assert_array_equal(b["label"].numpy(), [0, 1])
 
 
-def test_gin_reaches_every_setting():
+def test_gin_reaches_every_setting(clean_gin):
     import gin
 
-    gin.clear_config()
     gin.parse_config("""
       howto/SourceConfig.file_pattern = 'x-*'
       howto/SourceConfig.fps = 25.0
@@ -246,9 +237,6 @@ def test_gin_reaches_every_setting():
       PretrainConfig.num_frames = 8
       PretrainConfig.on_error = 'skip'
   """)
-    try:
-        cfg = PretrainConfig()
-        assert cfg.num_frames == 8 and cfg.on_error == "skip"
-        assert cfg.sources == (SourceConfig("x-*", fps=25.0, stride=2),)
-    finally:
-        gin.clear_config()
+    cfg = PretrainConfig()
+    assert cfg.num_frames == 8 and cfg.on_error == "skip"
+    assert cfg.sources == (SourceConfig("x-*", fps=25.0, stride=2),)

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import gin
-from vatt_gh import configs, loop, trainer
+from vatt_gh import configs, pretraining, trainer
 from vatt_gh.data import schema, synthetic
 from vatt_gh.data import text as text_lib
 from vatt_gh.data.configs import PretrainConfig, SourceConfig, source_specs
@@ -84,14 +84,6 @@ def tiny_bindings(records, tmp_path):
     ]
     bindings += [f"{name}/SourceConfig.file_pattern = '{records[name]}'" for name in SOURCES]
     return bindings
-
-
-@pytest.fixture
-def clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-    tf.keras.backend.clear_session()
 
 
 def test_every_gin_file_is_listed():
@@ -192,7 +184,7 @@ def test_a_longer_audio_window_is_centred_on_the_frames(tmp_path):
 def _one_step(gin_file, records, tmp_path):
     configs.parse_gin(files_for(gin_file), tiny_bindings(records, tmp_path))
     model_dir = str(tmp_path / "run")
-    model = loop.pretrain(model_dir)
+    model = pretraining.pretrain(model_dir)
     assert int(model.optimizer.iterations.numpy()) == 1
     assert all(np.isfinite(w).all() for w in model.get_weights())
     assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("-1")

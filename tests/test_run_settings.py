@@ -5,16 +5,10 @@ import os
 
 import pytest
 
-import gin
-from vatt_gh import configs, loop
+from vatt_gh import configs, pretraining
 from vatt_gh.errors import ConfigError
 
-
-@pytest.fixture(autouse=True)
-def _clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
+pytestmark = pytest.mark.usefixtures("clean_gin")
 
 
 @pytest.mark.parametrize(
@@ -44,7 +38,7 @@ def test_numeric_settings_fail_before_training(tmp_path, binding, message):
     configs.parse_gin(["gin/curriculum.gin", "gin/demo.gin"], [binding])
     model_dir = str(tmp_path / "run")
     with pytest.raises(ConfigError) as raised:
-        loop.pretrain(model_dir)
+        pretraining.pretrain(model_dir)
     first = str(raised.value).splitlines()[0]
     assert first.startswith(message), first
     assert not os.path.exists(os.path.join(model_dir, "checkpoints"))  # nothing trained

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from reference import flat_grads, np_update
-from toy import group_gradients, micro_vatt, random_batch
+from toy import micro_vatt, random_batch, tape_group_gradients
 
 from vatt_gh import group_stats, harmonize, losses, trainer
 
@@ -91,7 +91,7 @@ def test_one_sgd_step_is_the_spec_update(method, granularity, overrides):
     if size == B:  # one group: two plain tapes
         pairs = [
             (flat_grads(a, shapes), flat_grads(b, shapes))
-            for a, b in group_gradients(model.vatt, batch, 1)
+            for a, b in tape_group_gradients(model.vatt, batch, 1)
         ]
     else:
         pairs = forward_path_pairs(model.vatt, batch, size)

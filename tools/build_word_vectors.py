@@ -41,7 +41,7 @@ def main(argv):
     if (FLAGS.vectors is None) == (FLAGS.narrations is None):
         raise app.UsageError("give exactly one of --vectors and --narrations")
     # TensorFlow and gensim load here, after the flags: `--help` and usage errors stay instant.
-    from vatt_gh.data import word_vectors  # noqa: PLC0415
+    from vatt_gh.data import word_vectors
 
     try:
         report = word_vectors.build_table(

@@ -53,7 +53,7 @@ def _extract(vatt, pattern, vocab, modalities):
     return features.extract(vatt, dataset, modalities, FLAGS.max_clips or None)
 
 
-def evaluate():
+def evaluate():  # noqa: C901  (flag checks, then one block per metric, in report order)
     from vatt_gh import configs
     from vatt_gh.evaluation import features, probe, retrieval, run, summaries
 

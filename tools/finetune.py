@@ -5,7 +5,7 @@ r"""Fine-tune a pre-trained video backbone with a linear classifier (paper Table
         --test_pattern=/data/kinetics400/val-*.tfrecord --num_classes=400
 
 The recipe (SGD momentum 0.9, cosine schedule with warm-up, label smoothing 0.1, backbone
-gradients clipped by global norm, DropToken on) is `FinetuneConfig` in
+gradients clipped by global norm, DropToken off) is `FinetuneConfig` in
 vatt_gh/evaluation/finetune.py; change it with --gin_param, e.g.
 --gin_param=FinetuneConfig.train_steps=2000. The run is pre-training's loop (vatt_gh/finetuning.py):
 it resumes exactly from --output_dir/checkpoints after a kill, and on SIGTERM saves at the next

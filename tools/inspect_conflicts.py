@@ -77,7 +77,7 @@ def inspect():
         raise run.EvalError(f"--pattern: {e}") from None
 
     os.makedirs(FLAGS.output_dir, exist_ok=True)
-    out = lambda name: os.path.join(FLAGS.output_dir, name)  # noqa: E731
+    out = lambda name: os.path.join(FLAGS.output_dir, name)
     conflicts.write_csv(out("cosines.csv"), rows)
     top, bottom = conflicts.select_extremes(rows["cosine"], FLAGS.fraction)
     auc = conflicts.alignment_auc(rows["cosine"], rows["aligned_va"], rows["aligned_vt"])

@@ -31,7 +31,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     console.quiet(FLAGS.verbose)
-    from vatt_gh import configs, loop  # TensorFlow: after console.quiet
+    from vatt_gh import configs, pretraining  # TensorFlow: after console.quiet
     from vatt_gh.errors import ConfigError, LaunchError, TrainingError
 
     console.say(
@@ -45,7 +45,7 @@ def main(argv):
             strategy = strategy_flags.make_strategy()
             if strategy.num_replicas_in_sync > 1:
                 console.say(f"strategy {FLAGS.strategy}: {strategy.num_replicas_in_sync} replicas")
-            loop.pretrain(FLAGS.model_dir, strategy)
+            pretraining.pretrain(FLAGS.model_dir, strategy)
     except (LaunchError, ConfigError, TrainingError) as e:
         raise SystemExit(f"error: {console.one_line(e)}") from None
     console.say(

@@ -1,7 +1,11 @@
 """The errors a run raises with ONE line that names the flag, file or setting at fault.
 
-TensorFlow-free, so a tool can name them before it imports the heavy modules.
+TensorFlow-free, so a tool can name them before it imports the heavy modules. Also here, for
+the same reason: the exit code of a pre-empted run.
 """
+
+# SIGTERM: a checkpoint was saved at the step boundary; restart the run to resume (tpu_job does).
+PREEMPTED_EXIT_CODE = 42
 
 
 class LaunchError(ValueError):

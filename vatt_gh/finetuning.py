@@ -18,7 +18,7 @@ from typing import Dict, Optional
 import tensorflow as tf
 from absl import logging
 
-from vatt_gh import checkpoints, cluster, loop, provision
+from vatt_gh import cluster, configs, loop, provision
 from vatt_gh.data import text as text_lib
 from vatt_gh.data.configs import EvalConfig, PretrainConfig, SourceConfig
 from vatt_gh.data.eval_input import eval_dataset
@@ -28,7 +28,7 @@ from vatt_gh.evaluation.finetune import (
     FinetuneConfig,
     VideoClassifier,
     evaluate_classifier,
-    make_optimizer,
+    finetune_optimizer,
     make_train_step,
 )
 from vatt_gh.models import dummy_inputs
@@ -58,7 +58,7 @@ def train_data(train_pattern: str, vocab_path: str, seed: int) -> PretrainConfig
     )
 
 
-def progress_line(step: int, train_steps: int, values: dict) -> str:
+def finetune_line(step: int, train_steps: int, values: dict) -> str:
     """Fine-tuning's line per summary: the step, the loss, the learning rate and the rate over
     the last window."""
     width = len(str(train_steps))
@@ -100,7 +100,7 @@ def finetune(
     loop.seed_everything(config.seed)  # before the model: its dropout generators are checkpointed
     with strategy.scope():
         try:
-            pretrained, pretrained_step = checkpoints.load_pretrained(
+            pretrained, pretrained_step = configs.load_pretrained(
                 model_dir, checkpoint, parse_config=False
             )
         except ConfigError:
@@ -112,7 +112,7 @@ def finetune(
         )
         video = dummy_inputs(pretrained.vatt.vatt_config)["video"]
         strategy.run(lambda: model(video, training=False))  # builds the head and its dropout
-        optimizer = make_optimizer(config)
+        optimizer = finetune_optimizer(config)
     logging.info(
         "fine-tuning from %s (pre-training step %d) on %d replica(s)",
         model_dir,
@@ -125,7 +125,7 @@ def finetune(
         checkpoint_every=config.checkpoint_every,
         summary_every=config.summary_every,
         keep_checkpoints=config.keep_checkpoints,
-        line=progress_line,
+        line=finetune_line,
     )
     trained = loop.train(
         output_dir,

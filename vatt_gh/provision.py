@@ -10,7 +10,6 @@ found before anything is built.
 """
 
 import dataclasses
-import inspect
 import os
 import uuid
 from typing import Dict, Optional
@@ -88,12 +87,7 @@ def check_settings(run: Dict[str, object]) -> None:
 
     `run`: pretrain's arguments; the optimizer's come from gin (or make_optimizer's defaults).
     """
-    optimizer = {
-        name: p.default
-        for name, p in inspect.signature(trainer.make_optimizer).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
-    optimizer.update(gin.get_bindings(trainer.make_optimizer))
+    optimizer = trainer.optimizer_settings()
     try:
         check_fields(run, [r for r in _RUN_RULES if r[0] in run], "pretrain")
         check_fields(
@@ -150,7 +144,7 @@ def check_writable(model_dir: str):
         raise ConfigError(f"--model_dir {model_dir!r} cannot be written: {e}") from None
 
 
-def data_config(
+def data_config(  # noqa: C901  (the three data sources and their checks, read top to bottom)
     model_dir: str,
     synthetic_data: Optional[SyntheticData],
     chief: bool = True,

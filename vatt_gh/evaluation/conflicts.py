@@ -29,7 +29,7 @@ ROW_KEYS = ("cosine", "dot", "norm_va", "norm_vt")
 TRUTH_KEYS = ("label", "aligned_va", "aligned_vt", "audio_mask")
 
 
-def _pretrain_style(batch: dict) -> dict:
+def pretrain_style(batch: dict) -> dict:
     """Eval batch with one window -> the pre-training batch layout `gradient_stats` takes."""
     return {
         "video": batch["video"][:, 0],
@@ -71,7 +71,7 @@ def triplet_cosines(
     chunks: Dict[str, List[np.ndarray]] = {}
     filler, count = None, 0
     for batch in eval_dataset(config, batch_size):
-        data = _pretrain_style(batch)
+        data = pretrain_style(batch)
         real = int(data["video"].shape[0])
         if filler is None:
             filler = data
@@ -108,17 +108,27 @@ def select_extremes(cosines: np.ndarray, fraction: float = 0.05) -> Tuple[np.nda
     return order[::-1][:n], order[:n]
 
 
+def separation_auc(positive, negative) -> Optional[float]:
+    """ROC AUC (scikit-learn) that a `positive` score is HIGHER than a `negative` one, ties 1/2:
+    0.5 = no signal, 1 = perfectly separated, < 0.5 = the wrong way round; None when either
+    side is empty."""
+    from sklearn.metrics import roc_auc_score
+
+    positive, negative = np.asarray(positive, float), np.asarray(negative, float)
+    if not positive.size or not negative.size:
+        return None
+    labels = np.r_[np.ones(positive.size, int), np.zeros(negative.size, int)]
+    return float(roc_auc_score(labels, np.r_[positive, negative]))
+
+
 def alignment_auc(
     cosines: np.ndarray, aligned_va: np.ndarray, aligned_vt: np.ndarray
 ) -> Optional[float]:
     """ROC AUC of the cosine separating aligned triplets (both pairs aligned) from the others;
     None when only one kind is present (e.g. real data, where every flag is 1)."""
-    from sklearn.metrics import roc_auc_score
-
     aligned = (np.asarray(aligned_va) > 0.5) & (np.asarray(aligned_vt) > 0.5)
-    if aligned.all() or not aligned.any():
-        return None
-    return float(roc_auc_score(aligned.astype(int), np.asarray(cosines)))
+    cosines = np.asarray(cosines)
+    return separation_auc(cosines[aligned], cosines[~aligned])
 
 
 def write_csv(path: str, rows: Dict[str, np.ndarray]) -> str:
