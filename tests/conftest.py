@@ -1,6 +1,7 @@
 """Shared test set-up: quiet TensorFlow, deterministic seeds, and the fixtures several files use
 (a word vocabulary, gin cleared around a test, harmonization plans)."""
 
+import hashlib
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -57,3 +58,21 @@ def plan():
         return h, gamma, phi_hat
 
     return make
+
+
+def _snapshot(root, skip=()):
+    """relative path -> sha256 of every file under `root` (dotfiles included), but `skip`."""
+    out = {}
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if os.path.join(folder, d) not in skip]
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = hashlib.sha256(f.read()).hexdigest()
+    return out
+
+
+@pytest.fixture
+def snapshot():
+    """`snapshot(root, skip=())`: names and bytes of every file under root, to compare."""
+    return _snapshot

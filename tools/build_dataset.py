@@ -61,17 +61,20 @@ def main(argv):
     console.quiet(FLAGS.verbose)
     from vatt_gh.data import builder  # TensorFlow: after the flags, so --help stays fast
 
-    config = builder.BuildConfig(
-        fps=FLAGS.fps,
-        short_side=FLAGS.short_side,
-        clip_seconds=FLAGS.clip_seconds,
-        min_clip_seconds=FLAGS.min_clip_seconds,
-        neighbours=FLAGS.neighbours,
-        jpeg_quality=FLAGS.jpeg_quality,
-        videos_per_shard=FLAGS.videos_per_shard,
-        prefix=FLAGS.prefix,
-        caption_language=FLAGS.caption_language,
-    )
+    try:
+        config = builder.BuildConfig(
+            fps=FLAGS.fps,
+            short_side=FLAGS.short_side,
+            clip_seconds=FLAGS.clip_seconds,
+            min_clip_seconds=FLAGS.min_clip_seconds,
+            neighbours=FLAGS.neighbours,
+            jpeg_quality=FLAGS.jpeg_quality,
+            videos_per_shard=FLAGS.videos_per_shard,
+            prefix=FLAGS.prefix,
+            caption_language=FLAGS.caption_language,
+        )
+    except ValueError as e:  # a bad flag value: one line naming it
+        raise SystemExit(f"error: {e}") from None
     videos = builder.find_videos(FLAGS.videos)
     if not videos:
         raise app.UsageError(f"no mp4/webm/mkv files match {FLAGS.videos}")

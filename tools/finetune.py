@@ -73,6 +73,7 @@ def run_finetune():
 def main(argv):
     del argv
     console.quiet(FLAGS.verbose)
+    console.exit_on_sigterm()  # exit 42 until training's pre-emption handler takes over
     from vatt_gh.data.rejects import BadRecordError
     from vatt_gh.evaluation import run
 

@@ -31,6 +31,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     console.quiet(FLAGS.verbose)
+    console.exit_on_sigterm()  # exit 42 until training's pre-emption handler takes over
     from vatt_gh import configs, pretraining  # TensorFlow: after console.quiet
     from vatt_gh.errors import ConfigError, LaunchError, TrainingError
 

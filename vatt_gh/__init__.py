@@ -18,6 +18,8 @@ package map; tests/test_imports.py checks it, function-level imports included):
                   pass for sum / reweight, own loss terms (analysis only)
   cluster         tf.distribute start-up, the one writer (is_chief), workers, a chief barrier
   tpu_job         the Cloud TPU batch job and its restart policy (no TensorFlow)
+  run_lock        one run per run directory: a lock file naming its holder, stale ones taken over
+  console         quiet tools, one-line errors, the lines a run prints (no TensorFlow)
   group_stats/    per-group statistics and update from each layer's inputs and output gradients
   harmonize       the paper's module: Harmonization (parsed once), linear gamma, each method's
                   weights (Algorithms 1-2, Sec. 4.4, baselines), the step's statistics; no Keras
@@ -25,5 +27,4 @@ package map; tests/test_imports.py checks it, function-level imports included):
   models/         VATT-MA / VATT-MS backbones, tokenizers, FAC head
   data/           TFRecord schema, the tf.data input (one phase per module), synthetic triplets
   errors          ConfigError, TrainingError, LaunchError (no TensorFlow)
-  console         quiet tools, one-line errors, the lines a run prints (no TensorFlow)
 """

@@ -103,7 +103,7 @@ def load_pretrained(model_dir: str, checkpoint: Optional[str] = None, parse_conf
             raise ConfigError(f"{config_path} not found: is {model_dir!r} a pre-training run?")
         with gin.unlock_config():
             gin.parse_config_file(config_path, skip_unknown=True)
-    path = checkpoint or tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    path = checkpoint or checkpoints.newest_checkpoint(os.path.join(model_dir, "checkpoints"))
     if not path:
         raise ConfigError(f"no checkpoint in {os.path.join(model_dir, 'checkpoints')!r}")
     model = trainer.PretrainModel(build_vatt())

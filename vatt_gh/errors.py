@@ -4,7 +4,8 @@ TensorFlow-free, so a tool can name them before it imports the heavy modules. Al
 the same reason: the exit code of a pre-empted run.
 """
 
-# SIGTERM: a checkpoint was saved at the step boundary; restart the run to resume (tpu_job does).
+# The exit code of a run stopped by SIGTERM (pre-emption): its checkpoint is saved, and
+# running the same command again resumes it. The Cloud TPU job reruns on it (tpu_job.py).
 PREEMPTED_EXIT_CODE = 42
 
 

@@ -9,8 +9,11 @@ pre-emption, the unreadable-checkpoint fallback (vatt_gh/checkpoints.py), host-s
 run's own `LoopConfig.line`).
 """
 
+import contextlib
 import dataclasses
+import errno
 import os
+import shutil
 import time
 from typing import Callable, Dict, Optional
 
@@ -18,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from vatt_gh import checkpoints, cluster, console, input_state, summaries
+from vatt_gh import checkpoints, cluster, console, input_state, run_lock, summaries
 from vatt_gh.data.configs import PretrainConfig
 from vatt_gh.data.pretrain_input import make_pretrain_input_fn
 from vatt_gh.data.rejects import DataErrors
@@ -88,20 +91,19 @@ def train(  # noqa: C901  (restore, iterate, summaries, checkpoints, stops: read
         cluster.task_name(strategy),
         keep=config.keep_checkpoints,
     )
+    writer = summaries.make_writer(run_dir, strategy)
+
+    def before_exit():  # SIGTERM: the input position of the step just checkpointed, then exit
+        inputs.save(int(optimizer.iterations.numpy()))
+        writer.flush()
+
     state = dict(model=model, optimizer=optimizer, rng=checkpoints.dropout_generators(model))
     ckpts = checkpoints.restore_or_start(
-        state,
-        run_dir,
-        strategy,
-        config.keep_checkpoints,
-        # SIGTERM: the input position of the step just checkpointed, then exit
-        before_exit=lambda: inputs.save(int(optimizer.iterations.numpy())),
-        verified=verified,
+        state, run_dir, strategy, config.keep_checkpoints, before_exit, verified=verified
     )
     step = int(optimizer.iterations.numpy())
     inputs.restore(step)
     iterator = iter(distribute(strategy, data, global_batch_size, inputs, data_errors))
-    writer = summaries.make_writer(run_dir, strategy)
 
     if step < config.train_steps:
         say("tracing the training step (the first step takes longest) ...")
@@ -145,12 +147,37 @@ def train(  # noqa: C901  (restore, iterate, summaries, checkpoints, stops: read
                 f"{step - nonfinite_run}. Check the data and the learning rate, then resume."
             )
         if step % config.checkpoint_every == 0 or step == config.train_steps:
-            inputs.save(step)  # first: a checkpoint never lacks its input position
-            ckpts.saver.save(checkpoint_number=step)
-        ckpts.preemption.save_checkpoint_if_preempted(checkpoint_number=step)
+            with _disk_full_as_error(ckpts.saver.directory, step, writer):
+                inputs.save(step)  # first: a checkpoint never lacks its input position
+                ckpts.saver.save(checkpoint_number=step)
+        with _disk_full_as_error(ckpts.saver.directory, step, writer):
+            ckpts.preemption.save_checkpoint_if_preempted(checkpoint_number=step)
+        run_lock.refresh()
     writer.close()
     logging.info("input: %s", data_errors.summary())
     return Trained(start, step, values, time.time() - t0)
+
+
+@contextlib.contextmanager
+def _disk_full_as_error(ckpt_dir: str, step: int, writer):
+    """A full disk while saving checkpoint `step`: one line naming the folder, the space left
+    and the checkpoint a restart resumes from, instead of TensorFlow's traceback."""
+    try:
+        yield
+    except (tf.errors.ResourceExhaustedError, OSError) as e:
+        if isinstance(e, OSError) and e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        writer.close()
+        free = ""
+        if "://" not in ckpt_dir:
+            free = f" ({shutil.disk_usage(ckpt_dir).free / 2**20:.0f} MiB free)"
+        steps = checkpoints.checkpoints_on_disk(ckpt_dir)
+        last = f"ckpt-{steps[-1]}" if steps else "none"
+        raise TrainingError(
+            f"no space left to save checkpoint {step} in {ckpt_dir}{free}; the last good "
+            f"checkpoint is {last}: free some space (or set a smaller keep_checkpoints) and "
+            "run the same command again to resume"
+        ) from None
 
 
 def distribute(strategy, config, global_batch_size, inputs: input_state.InputState, errors):

@@ -16,7 +16,7 @@ from typing import Optional
 import tensorflow as tf
 
 import gin
-from vatt_gh import checkpoints, cluster, console, loop, provision, summaries, trainer
+from vatt_gh import checkpoints, cluster, console, loop, provision, run_lock, summaries, trainer
 from vatt_gh.data import word_vectors
 from vatt_gh.data.configs import PretrainConfig
 from vatt_gh.data.pretrain_input import pretrain_dataset
@@ -82,34 +82,65 @@ def pretrain(
     )
     strategy = strategy or tf.distribute.get_strategy()
     chief = cluster.is_chief(strategy)
-    say = console.say if chief and progress is not False else lambda message: None
     harmonization = _harmonization(global_batch_size, strategy)
     if synthetic_data is None:
         provision.check_no_placeholders(PretrainConfig())
     created = not tf.io.gfile.exists(model_dir)
     provision.check_writable(model_dir)
-    done = checkpoints.newest_step(os.path.join(model_dir, "checkpoints"), chief)
-    if done >= train_steps:
-        say(f"the run in {model_dir} is already complete ({done}/{train_steps} steps).")
-        return None
     try:
-        multi_worker = cluster.num_workers(strategy) > 1
-        data = provision.data_config(model_dir, synthetic_data, chief, multi_worker)
+        with run_lock.hold(model_dir, chief):  # one run per directory
+            console.exit_on_sigterm(run_lock.release_held)  # until training's handler
+            return _pretrain(
+                model_dir,
+                strategy,
+                harmonization,
+                config,
+                global_batch_size,
+                synthetic_data,
+                xla_math,
+                seed,
+            )
     except ConfigError:
         if created and chief and not tf.io.gfile.listdir(model_dir):
             tf.io.gfile.rmtree(model_dir)  # nothing of the run was made: leave no trace
         raise
+
+
+def _pretrain(
+    model_dir: str,
+    strategy,
+    harmonization: trainer.Harmonization,
+    config: loop.LoopConfig,
+    global_batch_size: int,
+    synthetic_data: Optional[provision.SyntheticData],
+    xla_math: bool,
+    seed: int,
+):
+    """The run, its directory locked: data, model, `loop.train`, the footer."""
+    train_steps = config.train_steps
+    chief = cluster.is_chief(strategy)
+    multi_worker = cluster.num_workers(strategy) > 1
+    say = console.say if chief and config.progress is not False else lambda message: None
+    done = checkpoints.newest_step(os.path.join(model_dir, "checkpoints"), chief)
+    if done >= train_steps:
+        say(f"the run in {model_dir} is already complete ({done}/{train_steps} steps).")
+        return None
+    data = provision.data_config(model_dir, synthetic_data, chief, multi_worker)
     say(
         f"{harmonization.method} harmonization ({harmonization.granularity}), global batch "
         f"{global_batch_size} on {strategy.num_replicas_in_sync} replica(s), "
         f"{train_steps} steps" + (f", resuming after step {done}" if done else "")
     )
     say("building the model and the input pipeline ...")
+
     word_table = _demo_word_table(model_dir, synthetic_data, seed)
     loop.seed_everything(seed)
     with strategy.scope():
         model = trainer.PretrainModel(
-            build_vatt(**word_table), harmonization, xla_math=xla_math, summary_every=summary_every
+            build_vatt(**word_table),
+            harmonization,
+            xla_math=xla_math,
+            summary_every=config.summary_every,
         )
         local = pretrain_dataset(
             data, global_batch_size // strategy.num_replicas_in_sync

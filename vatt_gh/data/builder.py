@@ -50,6 +50,15 @@ class BuildConfig:
                 f"BuildConfig.min_clip_seconds must be in [0, clip_seconds], "
                 f"got {self.min_clip_seconds!r}"
             )
+        if (
+            not self.prefix
+            or self.prefix in (".", "..")
+            or any(sep in self.prefix for sep in ("/", "\\", os.sep))
+        ):
+            raise ValueError(
+                f"BuildConfig.prefix {self.prefix!r} must be a plain file name prefix (no "
+                "folder, no '..'): shards are written directly in --out_dir"
+            )
         if self.neighbours < 0 or self.short_side < 0 or not 1 <= self.jpeg_quality <= 100:
             raise ValueError(
                 "BuildConfig: neighbours and short_side must be >= 0, jpeg_quality in 1..100; got "
