@@ -108,6 +108,21 @@ def test_probe_separable_features_and_shuffled_labels():
     assert shuffled["top1"] < 40.0, shuffled  # chance is 20% (200 test clips)
 
 
+def test_probe_vatt_head_learns_separable_features_not_shuffled_labels():
+    rng = np.random.default_rng(0)
+    train_x, train_y = _blobs(rng, 5, 40, 3)
+    test_x, test_y = train_x + 0.3 * rng.normal(size=train_x.shape), train_y
+    kw = dict(classifier_kind="vatt", epochs=60)
+    good = probe.linear_probe_metrics(train_x, train_y, test_x, test_y, **kw)
+    assert good["top1"] >= 95.0 and good["top5"] == 100.0
+    shuffled = probe.linear_probe_metrics(train_x, rng.permutation(train_y), test_x, test_y, **kw)
+    assert shuffled["top1"] < 40.0, shuffled
+    head = probe.LinearProbe(5, **kw).fit(train_x[:10], train_y[:10]).classifier.model
+    kinds = [type(layer).__name__ for layer in head.layers]
+    assert kinds == ["Dense", "Dropout", "Dense"] and head.layers[1].rate == 0.9
+    assert head.layers[0].units == 128 and head.layers[2].units == 5
+
+
 def test_probe_classes_missing_from_training_get_zero_probability():
     rng = np.random.default_rng(1)
     x, y = _blobs(rng, 3, 10, 1)

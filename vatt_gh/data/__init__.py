@@ -13,6 +13,10 @@ clips           one source's clips: read -> shuffle blocks -> decode -> check ->
 pretrain_input  `pretrain_dataset`, `make_pretrain_input_fn`, `advance_position`
 eval_input      `eval_dataset`: the same reader at position 0, unshuffled
 synthetic       `write_synthetic`: class-driven triplets with known misalignment
-builder         records from real videos (tools/build_dataset.py); video_io: PyAV decoding
+video_io        PyAV decoding (whole videos, segments, audio files) for the builders, an .mp4 writer
+builder         one video -> its clips' records (`video_records`); `build_dataset` runs it on Beam
+beam_build      tasks -> TFRecord shards as an Apache Beam pipeline (resumable, failures named)
+benchmarks      the six Table 1 benchmarks' published layouts -> tasks and official splits / folds
+benchmark_build tasks -> records once per file, shards, index.json (tools/build_benchmark.py)
 captions        WebVTT / SRT captions; vocab, word_vectors: the text tower's vocabulary and table
 """

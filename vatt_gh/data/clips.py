@@ -138,7 +138,10 @@ def finish(
 ) -> dict:
     """augment: frames -> [-1, 1] clip(s), narrations -> token ids + mask; drops bookkeeping."""
     aug_seed, caption_seed = tf.unstack(tf.random.experimental.stateless_split(example["seed"], 2))
-    video = augment.resize_frames(example["frames"], spec.crop_size)  # (W, T, H, W, 3)
+    if spec.audio_only:  # an empty placeholder: no frames
+        video = tf.zeros([spec.num_windows, 0, spec.crop_size, spec.crop_size, 3], tf.float32)
+    else:
+        video = augment.resize_frames(example["frames"], spec.crop_size)  # (W, T, H, W, 3)
     if spec.training:
         video = video[0]  # (T, H, W, 3)
         if color is not None:
@@ -147,7 +150,7 @@ def finish(
     else:
         audio = example["audio"]  # (W, S)
     video = augment.to_symmetric(video)
-    size = [spec.num_frames, spec.crop_size, spec.crop_size, 3]
+    size = [0 if spec.audio_only else spec.num_frames, spec.crop_size, spec.crop_size, 3]
     video = tf.ensure_shape(video, size if spec.training else [spec.num_windows] + size)
     captions, text_mask = select_captions(
         example["captions"], num_captions, caption_seed if spec.training else None

@@ -134,7 +134,12 @@ class PretrainConfig:
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation input: central crops, `num_windows` evenly spaced windows, no shuffling."""
+    """Evaluation input: central crops, `num_windows` evenly spaced windows, no shuffling.
+
+    audio_only: read the audio alone (ESC50's records have no frames): the windows are spaced
+    over the waveform's length, 'video' is an empty placeholder (B, NW, 0, H, W, 3), and a record
+    without audio is rejected (no_audio). Pre-training always needs frames.
+    """
 
     file_pattern: Patterns = ""
     fps: float = 10.0
@@ -154,6 +159,7 @@ class EvalConfig:
     max_frame_pixels: int = MAX_FRAME_PIXELS
     max_audio_amplitude: float = MAX_AUDIO_AMPLITUDE
     max_bad_in_a_row: int = MAX_BAD_IN_A_ROW
+    audio_only: bool = False
 
     def __post_init__(self):
         if isinstance(self.file_pattern, list):
@@ -187,6 +193,7 @@ class ClipSpec:
     training: bool
     max_frame_pixels: int = MAX_FRAME_PIXELS
     max_audio_amplitude: float = MAX_AUDIO_AMPLITUDE
+    audio_only: bool = False  # evaluation only: the time line is the waveform's
 
 
 def audio_samples_for(num_frames: int, stride: int, fps: float, sample_rate: int) -> int:
@@ -255,4 +262,5 @@ def eval_spec(config: EvalConfig) -> ClipSpec:
         training=False,
         max_frame_pixels=config.max_frame_pixels,
         max_audio_amplitude=config.max_audio_amplitude,
+        audio_only=config.audio_only,
     )

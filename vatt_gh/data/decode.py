@@ -19,6 +19,7 @@ from vatt_gh.data.rejects import (
     BAD_FLAG,
     EMPTY_CAPTION,
     FRAME_TOO_LARGE,
+    NO_AUDIO,
     NO_VIDEO,
     NOT_JPEG,
     OK,
@@ -70,13 +71,15 @@ def decode(serialized: tf.Tensor, seed: tf.Tensor, spec: ClipSpec) -> dict:
     num_stored = tf.size(parsed["frames"])
     audio = parsed["audio"]
     audio_len = tf.size(audio)
+    per_frame = spec.sample_rate / spec.fps
+    if spec.audio_only:  # the frames the waveform's duration would hold at `fps`
+        num_stored = tf.cast(tf.math.ceil(tf.cast(audio_len, tf.float32) / per_frame), tf.int32)
     window_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     span = spec.num_frames * spec.stride
     offsets = augment.window_offsets(
         num_stored, span, spec.num_windows, window_seed if spec.training else None
     )  # (W,)
     # Audio window: the frames' time span, or `audio_samples` centred on it.
-    per_frame = spec.sample_rate / spec.fps
     frames_samples = int(round(span * per_frame))
     shift = (frames_samples - spec.audio_samples) // 2
     starts = tf.cast(tf.round(tf.cast(offsets, tf.float32) * per_frame), tf.int32) + shift
@@ -106,9 +109,12 @@ def decode(serialized: tf.Tensor, seed: tf.Tensor, spec: ClipSpec) -> dict:
     reason = tf.where(bad_flag, BAD_FLAG, reason)
     reason = tf.where(too_large, FRAME_TOO_LARGE, reason)
     reason = tf.where(not_jpeg, NOT_JPEG, reason)
-    reason = tf.where(num_stored == 0, NO_VIDEO, reason)
+    reason = tf.where(num_stored == 0, NO_AUDIO if spec.audio_only else NO_VIDEO, reason)
 
     def decode_branch():
+        if spec.audio_only:
+            frames = tf.zeros([spec.num_windows, spec.num_frames, 0, 0, 3], tf.uint8)
+            return frames, cut_audio()
         box = augment.crop_box(
             tf.image.extract_jpeg_shape(parsed["frames"][0]),
             spec.crop_size,
@@ -119,11 +125,13 @@ def decode(serialized: tf.Tensor, seed: tf.Tensor, spec: ClipSpec) -> dict:
         idx = augment.frame_indices(offsets, spec.num_frames, spec.stride, num_stored)  # (W, T)
         frames = augment.decode_crop_frames(tf.gather(parsed["frames"], tf.reshape(idx, [-1])), box)
         frames = tf.reshape(frames, [spec.num_windows, spec.num_frames, box[2], box[3], 3])
+        return frames, cut_audio()
+
+    def cut_audio():
         padded = tf.pad(audio, [[0, spec.audio_samples]])
         starts_in = tf.minimum(starts, audio_len)
         cut = tf.gather(padded, starts_in[:, None] + tf.range(spec.audio_samples)[None, :])
-        cut = tf.where(has_audio, cut, tf.zeros_like(cut))
-        return frames, cut
+        return tf.where(has_audio, cut, tf.zeros_like(cut))
 
     def skip_branch():
         return (

@@ -31,7 +31,8 @@ ON_ERROR = ("raise", "skip")
     BAD_AUDIO,
     BAD_FLAG,
     NOT_JPEG,
-) = range(10)
+    NO_AUDIO,
+) = range(11)
 # code -> short name: the key of `DataErrors.counts` and of the `data/skipped/<name>` summaries.
 REASON_NAMES = {
     UNDECODABLE: "undecodable",
@@ -43,6 +44,7 @@ REASON_NAMES = {
     BAD_AUDIO: "bad_audio_values",
     BAD_FLAG: "bad_flag",
     NOT_JPEG: "not_jpeg",
+    NO_AUDIO: "no_audio",
 }
 REASONS = {
     UNDECODABLE: "undecodable record (proto parse, wrong feature type or JPEG decode error)",
@@ -56,6 +58,7 @@ REASONS = {
         f"{schema.ALIGNED_VA!r} / {schema.ALIGNED_VT!r} not 0 or 1, or a negative {schema.LABEL!r}"
     ),
     NOT_JPEG: f"a frame in {schema.IMAGE!r} is not a JPEG (does not start with FF D8 FF)",
+    NO_AUDIO: f"no audio (missing {schema.WAVEFORM!r}) in an audio-only evaluation",
 }
 # Per (shard, reason), the occurrences that get a log line; the others are only counted.
 _LOGGED_OCCURRENCES = frozenset([1] + [10**k for k in range(1, 13)])
