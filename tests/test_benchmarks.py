@@ -266,10 +266,11 @@ def _audio_only_shard(path, seconds=(1.0, 0.5)):
 
 
 def test_eval_audio_only_windows_over_the_waveform(tmp_path):
-    from vatt_gh.data import pipeline as P
+    from vatt_gh.data.configs import EvalConfig
+    from vatt_gh.data.eval_input import eval_dataset
 
     shard = _audio_only_shard(tmp_path / "esc.tfrecord")
-    config = P.EvalConfig(
+    config = EvalConfig(
         file_pattern=shard,
         fps=10.0,
         num_frames=4,
@@ -279,7 +280,7 @@ def test_eval_audio_only_windows_over_the_waveform(tmp_path):
         audio_only=True,
         vocab_path=_vocab(tmp_path),
     )
-    batch = next(iter(P.eval_dataset(config, batch_size=2)))
+    batch = next(iter(eval_dataset(config, batch_size=2)))
     assert batch["video"].shape == (2, 3, 0, 8, 8, 3)
     assert batch["audio"].shape == (2, 3, 19200)  # 4 frames / 10 fps = 0.4 s at 48 kHz
     assert batch["label"].numpy().tolist() == [0, 1]
@@ -293,19 +294,21 @@ def test_eval_audio_only_windows_over_the_waveform(tmp_path):
 
 
 def test_audio_only_rejected_by_video_input_and_silent_record_by_audio_input(tmp_path):
-    from vatt_gh.data import pipeline as P
+    from vatt_gh.data.configs import EvalConfig
+    from vatt_gh.data.eval_input import eval_dataset
+    from vatt_gh.data.rejects import BadRecordError
 
     shard = _audio_only_shard(tmp_path / "esc.tfrecord", seconds=(1.0,))
     vocab = _vocab(tmp_path)
-    config = P.EvalConfig(
+    config = EvalConfig(
         file_pattern=shard, num_frames=4, crop_size=8, min_resize=8, vocab_path=vocab
     )
-    with pytest.raises((P.BadRecordError, tf.errors.InvalidArgumentError), match="no video frames"):
-        list(P.eval_dataset(config, batch_size=1))
+    with pytest.raises((BadRecordError, tf.errors.InvalidArgumentError), match="no video frames"):
+        list(eval_dataset(config, batch_size=1))
     video_only = tmp_path / "video.tfrecord"
     jpeg = tf.io.encode_jpeg(np.zeros((8, 8, 3), np.uint8)).numpy()
     schema.write_records(str(video_only), [schema.make_sequence_example("v", [jpeg] * 4)])
-    config = P.EvalConfig(
+    config = EvalConfig(
         file_pattern=str(video_only),
         num_frames=4,
         crop_size=8,
@@ -314,9 +317,9 @@ def test_audio_only_rejected_by_video_input_and_silent_record_by_audio_input(tmp
         vocab_path=vocab,
     )
     with pytest.raises(
-        (P.BadRecordError, tf.errors.InvalidArgumentError), match="record 0: no audio"
+        (BadRecordError, tf.errors.InvalidArgumentError), match="record 0: no audio"
     ):
-        list(P.eval_dataset(config, batch_size=1))
+        list(eval_dataset(config, batch_size=1))
 
 
 def test_rerun_after_a_missing_file_arrives_rebuilds_with_it(tmp_path):

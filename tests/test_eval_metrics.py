@@ -250,7 +250,9 @@ class _FakeModel:
 
 
 def test_triplet_cosines_stay_with_their_clips(tmp_path):
-    from vatt_gh.data import pipeline, synthetic
+    from vatt_gh.data import synthetic
+    from vatt_gh.data.configs import EvalConfig
+    from vatt_gh.data.eval_input import eval_dataset
 
     made = synthetic.write_synthetic(
         str(tmp_path),
@@ -261,7 +263,7 @@ def test_triplet_cosines_stay_with_their_clips(tmp_path):
         frame_size=40,
         num_shards=2,
     )
-    config = pipeline.EvalConfig(
+    config = EvalConfig(
         file_pattern=made["file_pattern"],
         vocab_path=made["vocab_path"],
         num_frames=8,
@@ -278,7 +280,7 @@ def test_triplet_cosines_stay_with_their_clips(tmp_path):
     assert sorted(rows["clip_id"]) == sorted(truth)
     # Independent expectation: each clip's mean pixel, one clip at a time.
     expected = {}
-    for batch in pipeline.eval_dataset(config, 1):
+    for batch in eval_dataset(config, 1):
         expected[batch["clip_id"].numpy()[0].decode()] = float(tf.reduce_mean(batch["video"]))
     for i, clip_id in enumerate(rows["clip_id"]):
         assert rows["cosine"][i] == pytest.approx(expected[clip_id], abs=1e-6), clip_id

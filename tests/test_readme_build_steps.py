@@ -83,9 +83,9 @@ def test_readme_build_steps_run_in_order_on_real_media(tmp_path):
                 f"build_vatt.word_vectors_path = '{data}/word_vectors.npy'",
             ],
         )
-        from vatt_gh.data import pipeline
+        from vatt_gh.data.configs import PretrainConfig
 
-        provision.check_no_placeholders(pipeline.PretrainConfig())
+        provision.check_no_placeholders(PretrainConfig())
         provision.check_word_table()
     finally:
         gin.clear_config()

@@ -6,7 +6,7 @@ import os
 import pytest
 
 import gin
-from vatt_gh import configs, loop, run_config
+from vatt_gh import configs, pretraining, run_config
 from vatt_gh.errors import ConfigError
 
 FIRST = """
@@ -82,7 +82,7 @@ FAST = [
 def _pretrain(model_dir, method_gin, steps, **kwargs):
     gin.clear_config()
     configs.parse_gin([method_gin, "gin/demo.gin"], FAST + [f"TRAIN_STEPS = {steps}"])
-    return loop.pretrain(model_dir, **kwargs)
+    return pretraining.pretrain(model_dir, **kwargs)
 
 
 @pytest.mark.slow

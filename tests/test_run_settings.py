@@ -6,15 +6,10 @@ import os
 import pytest
 
 import gin
-from vatt_gh import configs, loop
+from vatt_gh import configs, pretraining
 from vatt_gh.errors import ConfigError
 
-
-@pytest.fixture(autouse=True)
-def _clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
+pytestmark = pytest.mark.usefixtures("clean_gin")
 
 
 @pytest.mark.parametrize(
@@ -44,7 +39,7 @@ def test_numeric_settings_fail_before_training(tmp_path, binding, message):
     configs.parse_gin(["gin/curriculum.gin", "gin/demo.gin"], [binding])
     model_dir = str(tmp_path / "run")
     with pytest.raises(ConfigError) as raised:
-        loop.pretrain(model_dir)
+        pretraining.pretrain(model_dir)
     first = str(raised.value).splitlines()[0]
     assert first.startswith(message), first
     assert not os.path.exists(os.path.join(model_dir, "checkpoints"))  # nothing trained
@@ -64,7 +59,7 @@ def test_a_warmup_longer_than_the_run_is_refused_before_anything(tmp_path):
     configs.parse_gin(["gin/curriculum.gin", "gin/demo.gin"], PAPER_SCHEDULE + ["TRAIN_STEPS = 20"])
     model_dir = str(tmp_path / "run")
     with pytest.raises(ConfigError) as raised:
-        loop.pretrain(model_dir)
+        pretraining.pretrain(model_dir)
     line = str(raised.value).splitlines()[0]
     assert line.startswith(
         "the learning rate never exceeds 1.9e-07 in the run's 20 steps (pretrain.train_steps), "
@@ -97,9 +92,9 @@ def test_allow_low_learning_rate_goes_on(tmp_path):
         PAPER_SCHEDULE + ["TRAIN_STEPS = 20", "Harmonization.granularity = 'group:3'"],
     )
     with pytest.raises(ConfigError, match="never exceeds"):
-        loop.pretrain(str(tmp_path / "run"))
+        pretraining.pretrain(str(tmp_path / "run"))
     with pytest.raises(ConfigError, match="group:3"):
-        loop.pretrain(str(tmp_path / "run"), allow_low_learning_rate=True)
+        pretraining.pretrain(str(tmp_path / "run"), allow_low_learning_rate=True)
 
 
 def test_finetuning_at_lr_zero_is_refused():

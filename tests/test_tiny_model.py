@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gin
-from vatt_gh import configs, loop, provision
+from vatt_gh import configs, pretraining, provision
 from vatt_gh.data import synthetic
 from vatt_gh.errors import ConfigError
 
@@ -105,7 +105,7 @@ def test_tiny_gin_trains_on_records_of_real_sizes(tmp_path):
         "pretrain.progress = False",
     ]
     configs.parse_gin(["gin/curriculum.gin", "gin/model/tiny.gin"], bindings)
-    model = loop.pretrain(str(tmp_path / "run"))
+    model = pretraining.pretrain(str(tmp_path / "run"))
     assert int(model.optimizer.iterations.numpy()) == 3
     assert all(np.isfinite(w).all() for w in model.get_weights())
     config = model.vatt.vatt_config

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import gin
-from vatt_gh import checkpoints, console, trainer
+from vatt_gh import configs, console, trainer
 from vatt_gh.data import synthetic
 from vatt_gh.evaluation.finetune import FinetuneConfig
 from vatt_gh.models import build_vatt
@@ -102,7 +102,7 @@ def test_a_restored_word_table_is_not_called_random(tmp_path, caplog):
     caplog.clear()  # the warning of this test's own model (built above without a table)
     try:
         with caplog.at_level(logging.WARNING):
-            restored, step = checkpoints.load_pretrained(str(model_dir))
+            restored, step = configs.load_pretrained(str(model_dir))
     finally:
         gin.clear_config()
     assert step == 1

@@ -46,7 +46,7 @@ def main(argv):
         raise app.UsageError("give exactly one of --vectors and --narrations")
     console.quiet(FLAGS.verbose)  # gensim's INFO lines and TensorFlow's log only with --verbose
     # TensorFlow and gensim load here, after the flags: `--help` and usage errors stay instant.
-    from vatt_gh.data import word_vectors  # noqa: PLC0415
+    from vatt_gh.data import word_vectors
 
     try:
         report = word_vectors.build_table(

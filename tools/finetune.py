@@ -84,12 +84,13 @@ def run_finetune():
 def main(argv):
     del argv
     console.quiet(FLAGS.verbose)
-    from vatt_gh.data import pipeline
+    console.exit_on_sigterm()  # exit 42 until training's pre-emption handler takes over
+    from vatt_gh.data.rejects import BadRecordError
     from vatt_gh.evaluation import run
 
     try:
         metrics = run_finetune()
-    except (run.EvalError, pipeline.BadRecordError) as e:
+    except (run.EvalError, BadRecordError) as e:
         raise SystemExit(f"error: {e}") from None
     print(
         f"\nfine-tuned to step {metrics['step']}: top-1 {metrics['top1']:.2f}%  "

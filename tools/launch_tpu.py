@@ -52,7 +52,7 @@ def check_run_config():
     on the VM). Imports TensorFlow: after console.quiet."""
     import gin
     from vatt_gh import configs, provision
-    from vatt_gh.data import pipeline
+    from vatt_gh.data.configs import PretrainConfig
     from vatt_gh.errors import ConfigError
 
     configs.parse_gin(FLAGS.gin_file, FLAGS.gin_param)
@@ -63,7 +63,7 @@ def check_run_config():
     if synthetic is not None:
         return
     try:
-        config = pipeline.PretrainConfig()
+        config = PretrainConfig()
     except ValueError as e:
         raise ConfigError(str(e).splitlines()[0]) from None
     provision.check_no_placeholders(config)

@@ -46,7 +46,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     console.quiet(FLAGS.verbose)
-    from vatt_gh import configs, loop  # TensorFlow: after console.quiet
+    console.exit_on_sigterm()  # exit 42 until training's pre-emption handler takes over
+    from vatt_gh import configs, pretraining  # TensorFlow: after console.quiet
     from vatt_gh.errors import ConfigError, LaunchError, TrainingError
 
     console.say(
@@ -60,7 +61,7 @@ def main(argv):
             strategy = strategy_flags.make_strategy()
             if strategy.num_replicas_in_sync > 1:
                 console.say(f"strategy {FLAGS.strategy}: {strategy.num_replicas_in_sync} replicas")
-            loop.pretrain(
+            pretraining.pretrain(
                 FLAGS.model_dir,
                 strategy,
                 allow_low_learning_rate=FLAGS.allow_low_learning_rate,

@@ -2,7 +2,7 @@
 
     check_settings(dict(train_steps=..., ...))        # pretrain's numbers and the optimizer's
     check_learning_rate(optimizer, train_steps, ...)  # warm-up longer than the run
-    check_no_placeholders(pipeline.PretrainConfig())  # gin/data/*.gin's gs://YOUR_BUCKET paths
+    check_no_placeholders(PretrainConfig())          # gin/data/*.gin's gs://YOUR_BUCKET paths
     check_word_table()                                # the .npy table fits the model's sizes
     check_writable(model_dir)
     config = data_config(model_dir, SyntheticData())  # the demo: records made on first use
@@ -23,8 +23,10 @@ import tensorflow as tf
 
 import gin
 from vatt_gh import cluster, console, trainer
-from vatt_gh.data import pipeline, synthetic
-from vatt_gh.data.pipeline import INT, REAL, check_fields
+from vatt_gh.data import synthetic
+from vatt_gh.data.configs import PretrainConfig
+from vatt_gh.data.fields import INT, REAL, check_fields
+from vatt_gh.data.read import list_files
 from vatt_gh.errors import ConfigError
 from vatt_gh.models import build_vatt, get_config
 
@@ -86,23 +88,12 @@ _OPTIMIZER_RULES = (
 )
 
 
-def optimizer_settings() -> Dict[str, object]:
-    """make_optimizer's arguments as gin will call it: its defaults, then the bindings."""
-    settings = {
-        name: p.default
-        for name, p in inspect.signature(trainer.make_optimizer).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
-    settings.update(gin.get_bindings(trainer.make_optimizer))
-    return settings
-
-
 def check_settings(run: Dict[str, object]) -> None:
     """Raises ConfigError naming the first numeric setting of the run out of its range.
 
     `run`: pretrain's arguments; the optimizer's come from gin (or make_optimizer's defaults).
     """
-    optimizer = optimizer_settings()
+    optimizer = trainer.optimizer_settings()
     try:
         check_fields(run, [r for r in _RUN_RULES if r[0] in run], "pretrain")
         check_fields(
@@ -164,7 +155,7 @@ def check_learning_rate(
 def check_pretrain_learning_rate(train_steps: int, allow: bool = False):
     """check_learning_rate for pre-training: make_optimizer's schedule over pretrain.train_steps
     (a throwaway optimizer, before anything is built)."""
-    settings = optimizer_settings()
+    settings = trainer.optimizer_settings()
     check_learning_rate(
         trainer.make_optimizer(),
         train_steps,
@@ -178,7 +169,7 @@ def check_pretrain_learning_rate(train_steps: int, allow: bool = False):
 PLACEHOLDER = "YOUR_BUCKET"  # gin/data/*.gin ship with gs://YOUR_BUCKET/... paths
 
 
-def check_no_placeholders(config: pipeline.PretrainConfig):
+def check_no_placeholders(config: PretrainConfig):
     """ConfigError, before any file system or network access, when a data path is still the
     placeholder of gin/data/*.gin: it says how to build the data or run the demo."""
     for source in config.sources:
@@ -253,12 +244,12 @@ def check_writable(model_dir: str):
         raise ConfigError(f"--model_dir {model_dir!r} cannot be written: {e}") from None
 
 
-def data_config(
+def data_config(  # noqa: C901  (the three data sources and their checks, read top to bottom)
     model_dir: str,
     synthetic_data: Optional[SyntheticData],
     chief: bool = True,
     multi_worker: bool = False,
-) -> pipeline.PretrainConfig:
+) -> PretrainConfig:
     """The gin-configured PretrainConfig; with `synthetic_data`, pointed at records it makes.
 
     The chief makes them in a temporary folder renamed into place; other workers wait until
@@ -305,14 +296,14 @@ def data_config(
                 ]
             )
     try:
-        config = pipeline.PretrainConfig()  # its fields (and its sources') are checked
+        config = PretrainConfig()  # its fields (and its sources') are checked
     except ValueError as e:
         raise ConfigError(str(e).splitlines()[0]) from None
     if not config.sources:
         raise ConfigError("no data: set PretrainConfig.sources in gin (see gin/data/)")
     for source in config.sources:
         try:
-            pipeline.list_files(source.file_pattern)
+            list_files(source.file_pattern)
         except (ValueError, FileNotFoundError, tf.errors.OpError) as e:
             raise ConfigError(f"data source {source.name or source.file_pattern!r}: {e}") from None
     if not config.vocab_path or not tf.io.gfile.exists(config.vocab_path):

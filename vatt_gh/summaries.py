@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from vatt_gh import cluster
-from vatt_gh.data import pipeline
+from vatt_gh.data.rejects import REASON_NAMES
 
 HISTOGRAMS = ("cosines",)  # gathered over every step since the previous summary
 NOT_SCALARS = HISTOGRAMS + ("step_applied", "nonfinite")
@@ -44,6 +44,6 @@ def write_summaries(writer, step: int, logs: dict):
 def write_data_errors(writer, step: int, totals: Dict[str, int]):
     """`data/skipped/<reason>`: records rejected since the start, per reason (zeros included)."""
     with writer.as_default(step=step):
-        for name in pipeline.REASON_NAMES.values():
+        for name in REASON_NAMES.values():
             tf.summary.scalar(f"data/skipped/{name}", totals.get(name, 0))
     writer.flush()

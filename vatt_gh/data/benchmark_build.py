@@ -237,7 +237,7 @@ def read_index(directory: str) -> dict:
     try:
         with tf.io.gfile.GFile(path) as f:
             index = json.load(f)
-        index["splits"], index["shards"]  # noqa: B018 (the keys every reader needs)
+        index["splits"], index["shards"]
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: not a benchmark index ({type(e).__name__}: {e})") from None
     return index

@@ -83,7 +83,7 @@ def _decode_frames(
     return np.stack([images[i] for i in pick])
 
 
-def _decode_audio(
+def _decode_audio(  # noqa: C901  (PyAV's packet loop with its resample and error cases)
     path: str,
     sample_rate: int,
     start: float = 0.0,

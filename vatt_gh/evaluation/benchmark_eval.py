@@ -27,7 +27,9 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from vatt_gh.data import benchmark_build, pipeline
+from vatt_gh.data import benchmark_build
+from vatt_gh.data.configs import EvalConfig
+from vatt_gh.data.eval_input import eval_dataset
 from vatt_gh.evaluation import features, probe, retrieval
 
 KIND_MODALITIES = {
@@ -149,11 +151,11 @@ def evaluate_benchmarks(
             vocab_path,
             num_windows=num_windows,
             audio_only=kind == "audio_classification",
-            fps=float(index.get("fps", pipeline.EvalConfig().fps)),
+            fps=float(index.get("fps", EvalConfig().fps)),
         )
         say(f"{name}: features of {index['num_clips']} clip(s) ({num_windows} windows each)")
         arrays = features.extract(
-            vatt, pipeline.eval_dataset(config, batch_size), KIND_MODALITIES[kind], max_clips
+            vatt, eval_dataset(config, batch_size), KIND_MODALITIES[kind], max_clips
         )
         if kind == "retrieval":
             results[name] = zero_shot_retrieval(arrays, index)
