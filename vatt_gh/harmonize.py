@@ -40,6 +40,10 @@ GRADVAC_BETA = 0.01  # EMA rate of the GradVac target phi_hat
 # Analysis-only granularities (the Figure 3 inspection): each clip's (or each of K groups')
 # OWN loss terms through every path, from pfor Jacobians. Not a training granularity.
 OWN_LOSS_TERMS = ("example", "microbatch:K")
+# Where each group's three numbers are measured: over every trainable variable ('all', the exact
+# method) or over the top part S of the network only ('heads': the FAC head above the pooled
+# features), the update then formed with one backward pass below S (vatt_gh.group_stats.top).
+STATISTICS = ("all", "heads")
 
 Grads = Sequence[Optional[tf.Tensor]]
 
@@ -135,6 +139,10 @@ class Harmonization:
     # vatt_gh.group_stats): bounds memory to chunk_size x parameters; None = all at once.
     chunk_size: Optional[int] = None
     analysis: bool = False
+    # 'all': (dot, |g_va|^2, |g_vt|^2) over every variable; 'heads': over the FAC head only,
+    # the two losses' cotangents then combined per group at the pooled features and propagated
+    # once through the backbone (docs/harmonization.md, "Statistics from the heads").
+    statistics: str = "all"
     parsed: Granularity = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -143,6 +151,7 @@ class Harmonization:
                 f"unknown harmonization method {self.method!r}; choose one of {METHODS}"
             )
         object.__setattr__(self, "parsed", parse_granularity(self.granularity))
+        self._check_statistics()
         if self.parsed.kind != "group" and not self.analysis:
             raise ValueError(
                 f"granularity {self.granularity!r} is analysis-only (each clip's own loss terms, "
@@ -167,6 +176,17 @@ class Harmonization:
                 isinstance(value, bool) or not isinstance(value, int) or value < 1
             ):
                 raise ValueError(f"Harmonization.{name} {value!r} must be a positive integer")
+
+    def _check_statistics(self):
+        if self.statistics not in STATISTICS:
+            raise ValueError(
+                f"Harmonization.statistics {self.statistics!r}: choose one of {STATISTICS}"
+            )
+        if self.statistics != "all" and self.parsed.kind != "group":
+            raise ValueError(
+                f"Harmonization.statistics {self.statistics!r} needs a 'group:N' or 'replica' "
+                f"granularity, not {self.granularity!r}"
+            )
 
     @property
     def constant_weights(self) -> bool:

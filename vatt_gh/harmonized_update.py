@@ -8,6 +8,10 @@ r"""The harmonized update of one replica's local batch, at any granularity, behi
   per group come from `vatt_gh.group_stats` (layer inputs and both losses' output gradients),
   the weights from `harmonize.weights`, and the update sum_g alpha_g G_va,g + beta_g G_vt,g is
   formed from the same tensors.
+- `h.statistics == 'heads'`: the three numbers per group are taken over the FAC head's
+  variables only (`vatt_gh.group_stats.top`); the head's variables get the update from those
+  terms, every other variable from ONE backward pass of the per-group combined cotangents
+  alpha_g d_va + beta_g d_vt at the pooled features.
 - `sum` / `reweight` with `monitor=False`: their weights are constants, so the update is ONE
   backward pass of w_va loss_va + w_vt loss_vt (VATT's step); no statistics (empty vectors).
 - `example` / `microbatch:K` (analysis only: the Figure 3 inspection): each group's OWN loss
@@ -37,6 +41,8 @@ def harmonized_update(
     if h.constant_weights and not monitor:
         return _one_backward_pass(loss_fn, variables, h, phi_hat)
 
+    if h.statistics != "all":
+        return _statistics_from_top(loss_fn, variables, model, h, gamma, phi_hat)
     fwd = group_stats.forward(loss_fn, variables, model)
     pairs = group_stats.group_pairs(fwd, variables, h.parsed.group_size(fwd.batch), h.chunk_size)
     w = harmonize.weights(pairs.dot, pairs.nva, pairs.nvt, h, gamma, phi_hat)
@@ -46,6 +52,23 @@ def harmonized_update(
         pairs.dot, pairs.nva, pairs.nvt, w, loss_va, loss_vt, phi_hat, h.gradvac_beta
     )
     return update, stats, aux
+
+
+def _statistics_from_top(loss_fn, variables, model, h: harmonize.Harmonization, gamma, phi_hat):
+    """The weights from S's statistics; S's update from its terms, the rest from one pass."""
+    top = group_stats.top_forward(loss_fn, variables, model, h.statistics)
+    pairs = group_stats.group_pairs(
+        top.fwd, top.top, h.parsed.group_size(top.fwd.batch), h.chunk_size
+    )
+    w = harmonize.weights(pairs.dot, pairs.nva, pairs.nvt, h, gamma, phi_hat)
+    alpha, beta = tf.stop_gradient(w.alpha), tf.stop_gradient(w.beta)
+    by_ref = dict(zip((v.ref() for v in top.top), pairs.update(alpha, beta)))
+    by_ref.update(zip((v.ref() for v in top.below), top.update_below(alpha, beta)))
+    loss_va, loss_vt, aux = top.fwd.out
+    stats = harmonize.statistics(
+        pairs.dot, pairs.nva, pairs.nvt, w, loss_va, loss_vt, phi_hat, h.gradvac_beta
+    )
+    return [by_ref[v.ref()] for v in variables], stats, aux
 
 
 def _one_backward_pass(loss_fn, variables, h: harmonize.Harmonization, phi_hat):

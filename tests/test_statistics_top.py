@@ -1,0 +1,140 @@
+"""Harmonization.statistics='heads': weights from the FAC head's statistics, update exact.
+
+Reference, independent of vatt_gh.group_stats.top: every clip's forward-path gradients of every
+variable materialised through the generic fallback (autodiff of each layer's call; checked
+against explicit weight copies and the full gradient in test_group_stats); a group's pair is the
+sum of its clips'. The weights (alpha_g, beta_g) come from the literal NumPy update of
+tests/reference.py applied to the FAC head's part of the pair only, and the expected update of
+EVERY variable is sum_g alpha_g G_va,g + beta_g G_vt,g.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from reference import flat_grads, np_update
+from toy import micro_vatt, random_batch
+
+from vatt_gh import group_stats, losses
+from vatt_gh.harmonize import Harmonization
+from vatt_gh.harmonized_update import harmonized_update
+
+B = 8
+
+
+def vatt_loss_fn(vatt, batch):
+    def loss_fn():
+        out = vatt(batch, training=True)
+        _, l_va = losses.nce(out["video_va"], out["audio_va"], batch["audio_mask"])
+        _, l_vt = losses.mil_nce(out["video_vt"], out["text_vt"], batch["text_mask"])
+        return l_va / 7.0, l_vt / 8.0, None
+
+    return loss_fn
+
+
+def rows(grads):
+    """[(G, *shape)] -> (G, P) float64."""
+    return np.concatenate([np.asarray(g, np.float64).reshape(g.shape[0], -1) for g in grads], 1)
+
+
+@pytest.fixture(scope="module")
+def micro():
+    """Micro VATT, a batch of 8 (a clip without audio, a padded narration), its per-clip
+    materialised pairs (8, P) and the mask of the FAC head's entries in P."""
+    tf.keras.utils.set_random_seed(0)
+    vatt = micro_vatt()
+    batch = random_batch(B, seed=1)
+    vatt(batch, training=False)
+    variables = vatt.trainable_variables
+    g_va, g_vt, _ = group_stats.group_gradients(vatt_loss_fn(vatt, batch), variables, vatt, 1)
+    head = {v.ref() for v in vatt.fac_head.trainable_variables}
+    in_head = np.concatenate([np.full(int(np.prod(v.shape)), v.ref() in head) for v in variables])
+    return vatt, batch, variables, rows(g_va), rows(g_vt), in_head
+
+
+def head_weights(a, b, method, **kwargs):
+    """(alpha, beta) of the literal NumPy update applied to the head's part (a, b) of a pair:
+    the update is alpha a + beta b, solved by least squares (a, b are independent)."""
+    u = np_update(a, b, method, **kwargs)
+    (alpha, beta), *_ = np.linalg.lstsq(np.stack([a, b], 1), u, rcond=None)
+    return alpha, beta
+
+
+CASES = {
+    "sum": {},
+    "reweight": {},
+    "realign": {},
+    "curriculum": {"gamma": "median"},  # about half the groups dropped (group:8: the one)
+    "both": {"gamma": "below_min"},  # none dropped, the conflicting ones projected
+    "gradvac": {"phi_hat": 0.2},
+}
+
+
+@pytest.mark.parametrize("size", [1, B])
+@pytest.mark.parametrize("method", list(CASES))
+def test_heads_update_is_the_per_group_formula_with_head_weights(micro, method, size):
+    vatt, batch, variables, f_va, f_vt, in_head = micro
+    groups = B // size
+    g_va = f_va.reshape(groups, size, -1).sum(1)  # a group's pair is the sum of its clips'
+    g_vt = f_vt.reshape(groups, size, -1).sum(1)
+    h_va, h_vt = g_va[:, in_head], g_vt[:, in_head]
+    cos = np.sum(h_va * h_vt, 1) / np.linalg.norm(h_va, axis=1) / np.linalg.norm(h_vt, axis=1)
+    kwargs = dict(CASES[method])
+    if kwargs.get("gamma") == "median":
+        kwargs["gamma"] = float(np.median(cos)) if groups > 1 else float(cos[0]) + 0.01
+    elif kwargs.get("gamma") == "below_min":
+        kwargs["gamma"] = float(cos.min()) - 0.01
+    ab = np.array([head_weights(a, b, method, **kwargs) for a, b in zip(h_va, h_vt)])
+    want = ab[:, :1] * g_va + ab[:, 1:] * g_vt  # every variable, head weights
+    want = want.sum(0)
+
+    h = Harmonization(method, f"group:{size}", statistics="heads")
+    update, stats, _ = harmonized_update(
+        vatt_loss_fn(vatt, batch), variables, vatt, h, kwargs.get("gamma"), kwargs.get("phi_hat")
+    )
+    got = flat_grads([tf.convert_to_tensor(u) for u in update], [v.shape for v in variables])
+    scale = np.linalg.norm(g_va.sum(0) + g_vt.sum(0))
+    assert np.linalg.norm(got - want) / scale < 1e-4
+    np.testing.assert_allclose(stats["cosine"], cos, atol=1e-4)
+    np.testing.assert_allclose(stats["alpha"], ab[:, 0], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(stats["beta"], ab[:, 1], rtol=1e-3, atol=1e-4)
+    if method == "curriculum":
+        assert 0 < stats["dropped"].numpy().sum() < groups or groups == 1
+    # The backbone's share is not the head's: the test covers the pass below S (a dropped
+    # single group, curriculum at group:8, gives nothing anywhere).
+    assert np.linalg.norm(want[~in_head]) > 0.1 * np.linalg.norm(want) or not np.any(ab)
+
+
+def test_heads_weights_differ_from_all_weights(micro):
+    """'heads' and 'all' measure different cosines (so the test above can tell them apart)."""
+    vatt, batch, variables, f_va, f_vt, in_head = micro
+    _, stats, _ = harmonized_update(
+        vatt_loss_fn(vatt, batch), variables, vatt, Harmonization("realign", statistics="heads")
+    )
+    all_cos = np.sum(f_va * f_vt, 1) / np.linalg.norm(f_va, axis=1) / np.linalg.norm(f_vt, axis=1)
+    assert np.abs(stats["cosine"].numpy() - all_cos).max() > 1e-2
+
+
+def test_unknown_statistics_and_analysis_granularities_are_refused():
+    with pytest.raises(ValueError, match=r"^Harmonization.statistics 'backbone': choose one of"):
+        Harmonization(statistics="backbone")
+    with pytest.raises(ValueError, match="needs a 'group:N' or 'replica' granularity"):
+        Harmonization(granularity="example", analysis=True, statistics="heads")
+    assert Harmonization().statistics == "all"
+
+
+def test_a_model_without_a_head_or_with_coupling_below_it_is_refused():
+    dense = tf.keras.Sequential([tf.keras.layers.Dense(2)])
+    dense(tf.ones([2, 3]))
+    loss_fn = lambda: (tf.ones([2]), tf.ones([2]), None)
+    with pytest.raises(ValueError, match="has no FAC head"):
+        group_stats.top_forward(loss_fn, dense.trainable_variables, dense, "heads")
+
+    class Coupled(tf.keras.Model):
+        def __init__(self):
+            super().__init__(name="coupled")
+            self.norm = tf.keras.layers.BatchNormalization()
+            self.fac_head = tf.keras.layers.Dense(2)
+
+    model = Coupled()
+    with pytest.raises(ValueError, match=r"couple the clips below the FAC head"):
+        group_stats.top_forward(loss_fn, [], model, "heads")

@@ -1,0 +1,135 @@
+r"""Statistics from the top part S of the network; the update below S from ONE backward pass.
+
+`Harmonization.statistics = 'heads'`: S is the FAC head (everything between the pooled features
+and the two losses, its BatchNorm and the contrastive negatives included). `forward` runs the
+loss once, with S's variable-owning layers and the head's calls captured, and propagates each
+loss's gradient only through S: to S's layer outputs (for `algebra.group_pairs` over S's
+variables) and to S's lower boundary, the pooled features the head receives.
+
+Below S nothing couples clips (attention and LayerNorm act within a clip), so group g's
+contribution to a backbone variable is the vector-Jacobian product of its own rows of the
+pooled features with the losses' cotangents there. Hence, with every clip's two cotangents
+combined as alpha_g d_va + beta_g d_vt (`TopForward.below`), ONE backward pass through the
+backbone gives sum_g alpha_g G_va,g + beta_g G_vt,g exactly for every variable below S.
+"""
+
+import dataclasses
+from typing import List
+
+import tensorflow as tf
+
+from vatt_gh.group_stats.algebra import Forward
+from vatt_gh.group_stats.capture import capture_layer_calls, owned_variables
+from vatt_gh.group_stats.terms import as_groups
+
+# Layers that couple the clips of a batch: S must contain them.
+COUPLING = (tf.keras.layers.BatchNormalization,)
+
+
+def top_layer(model, statistics: str) -> tf.keras.layers.Layer:
+    """The layer that forms S for `statistics` ('heads': the model's `fac_head`)."""
+    head = getattr(model, "fac_head", None)
+    if statistics != "heads" or not isinstance(head, tf.keras.layers.Layer):
+        raise ValueError(
+            f"statistics {statistics!r}: the model {model.name!r} has no FAC head (`fac_head`) "
+            "to take the statistics from; use statistics='all'"
+        )
+    return head
+
+
+@dataclasses.dataclass
+class TopForward:
+    """One forward; both losses' gradients through S only; the tape for the pass below S."""
+
+    fwd: Forward  # S's captured calls and gradients (for algebra.group_pairs)
+    top: List[tf.Variable]  # the variables of S, in the order of `variables`
+    below: List[tf.Variable]  # every other variable
+    boundary: list  # the tensors S receives (pooled features; rows of clips, clip-major)
+    b_va: list  # d(sum loss_va) / d(boundary)
+    b_vt: list
+    tape: tf.GradientTape  # persistent; recorded the forward
+
+    def update_below(self, alpha, beta):
+        """sum_g alpha_g G_va,g + beta_g G_vt,g for `below`: the combined cotangents at the
+        boundary, propagated once. None-free (zeros where a variable is not reached)."""
+        groups = alpha.shape[0]
+        combined = []
+        for x, da, db in zip(self.boundary, self.b_va, self.b_vt):
+            width = x.shape[-1]
+            d = alpha[:, None, None] * as_groups(da, groups, width) + beta[
+                :, None, None
+            ] * as_groups(db, groups, width)  # (G, rows per group, width), float32
+            combined.append(tf.cast(tf.reshape(d, tf.shape(x)), x.dtype))
+        grads = self.tape.gradient(
+            self.boundary,
+            self.below,
+            output_gradients=combined,
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
+        return [
+            g if isinstance(g, tf.IndexedSlices) else tf.cast(g, v.dtype)
+            for g, v in zip(grads, self.below)
+        ]
+
+
+def forward(loss_fn, variables, model, statistics: str) -> TopForward:
+    """Forward with S's layers captured; both losses' gradients to S's layer outputs and to
+    the pooled features S receives (one backward pass per loss through S only).
+
+    loss_fn() -> (loss_va (B,), loss_vt (B,), aux): per-clip shares of the two losses."""
+    head = top_layer(model, statistics)
+    in_top = {id(head)} | {id(m) for m in head.submodules}
+    coupling = [m.name for m in model.submodules if isinstance(m, COUPLING) and id(m) not in in_top]
+    if coupling:
+        raise ValueError(
+            f"statistics {statistics!r}: {coupling} couple the clips below the FAC head, so one "
+            "backward pass below it would not be the per-group update; use statistics='all'"
+        )
+    owners = owned_variables(model)
+    owned = {v.ref() for vs in owners.values() for v in vs}
+    missing = [v.name for v in variables if v.ref() not in owned]
+    if missing:
+        raise ValueError(
+            f"group statistics need every variable to belong to a layer of the model; "
+            f"these do not: {missing}"
+        )
+    top_owners = {layer: vs for layer, vs in owners.items() if id(layer) in in_top}
+    top_refs = {v.ref() for vs in top_owners.values() for v in vs}
+    with capture_layer_calls(list(top_owners) + [head]) as calls:
+        with tf.GradientTape(persistent=True) as tape:
+            loss_va, loss_vt, aux = loss_fn()
+            target_va = tf.reduce_sum(loss_va)
+            target_vt = tf.reduce_sum(loss_vt)
+    batch = loss_va.shape[0]
+    if batch is None:
+        raise ValueError(
+            "group statistics need a static batch size (batch with drop_remainder=True)"
+        )
+    inner = [c for c in calls if c.layer is not head]
+    boundary = [
+        x
+        for c in calls
+        if c.layer is head
+        for x in tf.nest.flatten((c.args, c.kwargs))
+        if isinstance(x, tf.Tensor) and x.dtype.is_floating
+    ]
+    flat = [tf.nest.flatten(c.outputs) for c in inner]
+    sources = [y for ys in flat for y in ys] + boundary
+    zero = tf.UnconnectedGradients.ZERO
+    grads_va = tape.gradient(target_va, sources, unconnected_gradients=zero)
+    grads_vt = tape.gradient(target_vt, sources, unconnected_gradients=zero)
+    d_va, d_vt, i = [], [], 0
+    for ys in flat:
+        d_va.append(grads_va[i : i + len(ys)])
+        d_vt.append(grads_vt[i : i + len(ys)])
+        i += len(ys)
+    fwd = Forward(inner, d_va, d_vt, top_owners, batch, (loss_va, loss_vt, aux))
+    return TopForward(
+        fwd,
+        [v for v in variables if v.ref() in top_refs],
+        [v for v in variables if v.ref() not in top_refs],
+        boundary,
+        grads_va[i:],
+        grads_vt[i:],
+        tape,
+    )
