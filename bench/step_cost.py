@@ -1,7 +1,7 @@
 r"""Cost of a harmonized step relative to VATT's step, side by side in ONE process.
 
     python bench/step_cost.py --rounds=8 --steps=3            # the README table (small, batch 8)
-    python bench/step_cost.py --rounds=1 --steps=2 --no-memory --no-breakdown   # quick look
+    python bench/step_cost.py --rounds=1 --steps=2 --nomemory --nobreakdown   # quick look
 
 VATT's step (ratio 1.00): ONE backward pass of loss_va + loss_vt, then Adam (a plain
 tf.function, no vatt_gh step). Every other row is `PretrainModel.train_step`:
@@ -9,6 +9,10 @@ tf.function, no vatt_gh step). Every other row is `PretrainModel.train_step`:
   bookkeeping (all-reduce, finiteness check, conditional apply, metrics);
 - `both@group:8` / `both@group:1`: forward, one backward pass per loss to every layer's output,
   the per-group statistics and the update formed once from them (vatt_gh.group_stats);
+- `both@group:8/heads` / `both@group:1/heads` (`Harmonization.statistics='heads'`): both
+  losses' gradients through the FAC head only, each group's weights from the head's
+  statistics, then ONE backward pass below the head of the per-group combined cotangents
+  (vatt_gh.group_stats.top): what a per-triplet `both` costs at VATT's cost;
 - `both@group:8+dense` (not in the default set): the same with the word table's update made
   dense (what the step did before the update stayed an IndexedSlices), to show what keeping
   it sparse saves.
@@ -45,8 +49,8 @@ from vatt_gh.models import build_vatt, get_config
 flags.DEFINE_string("preset", "small", "Model preset.")
 flags.DEFINE_list(
     "methods",
-    ["vatt", "sum", "both@group:8", "both@group:1"],
-    "method[@granularity][+dense]; 'vatt' is VATT's step.",
+    ["vatt", "sum", "both@group:8", "both@group:1", "both@group:8/heads", "both@group:1/heads"],
+    "method[@granularity][+dense][/statistics]; 'vatt' is VATT's step.",
 )
 flags.DEFINE_integer("batch", 8, "Local batch (clips).")
 flags.DEFINE_integer("steps", 3, "Timed steps per configuration and round.")
@@ -78,6 +82,7 @@ def make_batch(batch):
 def build(spec, batch, vatt=None):
     """A step function `run()` for one configuration. `vatt`: a built model to share (the
     configurations of one process share their weights, to fit in memory)."""
+    spec, _, statistics = spec.partition("/")
     method, _, granularity = spec.partition("@")
     granularity, _, dense = granularity.partition("+")
     vatt = vatt or shared_vatt(batch)
@@ -102,7 +107,10 @@ def build(spec, batch, vatt=None):
         model = cls(
             vatt,
             trainer.Harmonization(
-                method=method, granularity=granularity or "group:8", monitor_every=10**9
+                method=method,
+                granularity=granularity or "group:8",
+                monitor_every=10**9,
+                statistics=statistics or "all",
             ),
         )
         model(batch, training=False)

@@ -14,7 +14,7 @@ import tensorflow as tf
 from reference import flat_grads, np_update
 from toy import micro_vatt, random_batch
 
-from vatt_gh import group_stats, losses
+from vatt_gh import group_stats, losses, trainer
 from vatt_gh.harmonize import Harmonization
 from vatt_gh.harmonized_update import harmonized_update
 
@@ -22,6 +22,9 @@ B = 8
 
 
 def vatt_loss_fn(vatt, batch):
+    """The step's loss shares: random_batch(8) has 7 clips with audio and 8 with text, so the
+    divisors are the global valid counts `PretrainModel.loss_fn` uses."""
+
     def loss_fn():
         out = vatt(batch, training=True)
         _, l_va = losses.nce(out["video_va"], out["audio_va"], batch["audio_mask"])
@@ -102,6 +105,41 @@ def test_heads_update_is_the_per_group_formula_with_head_weights(micro, method, 
     # The backbone's share is not the head's: the test covers the pass below S (a dropped
     # single group, curriculum at group:8, gives nothing anywhere).
     assert np.linalg.norm(want[~in_head]) > 0.1 * np.linalg.norm(want) or not np.any(ab)
+
+
+def head_pairs(micro, size):
+    _, _, _, f_va, f_vt, in_head = micro
+    groups = B // size
+    g_va = f_va.reshape(groups, size, -1).sum(1)
+    g_vt = f_vt.reshape(groups, size, -1).sum(1)
+    return g_va, g_vt, g_va[:, in_head], g_vt[:, in_head]
+
+
+def test_train_step_with_heads_applies_the_formula(micro):
+    """PretrainModel's compiled step (SGD, lr 1e3), `both` at group:1 with a gamma that
+    drops one clip and projects the other conflicting ones: (w0 - w1) / lr is the formula."""
+    vatt, batch, _, _, _, _ = micro
+    g_va, g_vt, h_va, h_vt = head_pairs(micro, 1)
+    cos = np.sum(h_va * h_vt, 1) / np.linalg.norm(h_va, axis=1) / np.linalg.norm(h_vt, axis=1)
+    gamma = float(np.sort(cos)[0] + np.sort(cos)[1]) / 2
+    assert np.sum(cos < 0) >= 2  # one dropped, at least one projected
+    h = Harmonization("both", "group:1", gamma_start=gamma, gamma_end=gamma, statistics="heads")
+    model = trainer.PretrainModel(micro_vatt(), h)
+    model(batch, training=False)
+    model.vatt.set_weights(vatt.get_weights())
+    lr = 1e3
+    model.compile(optimizer=tf.keras.optimizers.SGD(lr))
+    variables = model.vatt.trainable_variables
+    shapes = [v.shape for v in variables]
+    w0 = flat_grads([v.numpy() for v in variables], shapes)
+    logs = model.make_train_function()(iter(tf.data.Dataset.from_tensors(batch).repeat()))
+    got = (w0 - flat_grads([v.numpy() for v in variables], shapes)) / lr
+    ab = np.array([head_weights(a, b, "both", gamma=gamma) for a, b in zip(h_va, h_vt)])
+    assert ab[:, 0].tolist().count(0.0) == 1 and np.sum(ab[:, 0] > 1) >= 1
+    want = (ab[:, :1] * g_va + ab[:, 1:] * g_vt).sum(0)
+    scale = np.linalg.norm(g_va.sum(0) + g_vt.sum(0))
+    assert np.linalg.norm(got - want) / scale < 2e-3  # graph vs eager rounding (test_trainer)
+    np.testing.assert_allclose(logs["cosines"], cos, atol=2e-4)
 
 
 def test_heads_weights_differ_from_all_weights(micro):
