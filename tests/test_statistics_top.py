@@ -176,3 +176,22 @@ def test_a_model_without_a_head_or_with_coupling_below_it_is_refused():
     model = Coupled()
     with pytest.raises(ValueError, match=r"couple the clips below the FAC head"):
         group_stats.top_forward(loss_fn, [], model, "heads")
+
+
+def test_tensorboard_says_which_statistics_a_run_uses(tmp_path):
+    from vatt_gh import summaries
+
+    writer = tf.summary.create_file_writer(str(tmp_path))
+    summaries.write_harmonization(writer, 0, Harmonization("both", statistics="heads"))
+    writer.close()
+    (path,) = tmp_path.glob("events.out.tfevents.*")
+    texts = [
+        tf.make_ndarray(value.tensor).item().decode()
+        for event in tf.compat.v1.train.summary_iterator(str(path))
+        for value in event.summary.value
+        if value.tag == "harmonize/settings"
+    ]
+    assert texts == [
+        "method both, granularity group:1, statistics 'heads': cosines over the FAC head's "
+        "variables only; the update below it from one backward pass"
+    ]

@@ -103,6 +103,7 @@ def train(  # noqa: C901  (restore, iterate, summaries, checkpoints, stops: read
     )
     step = int(optimizer.iterations.numpy())
     inputs.restore(step)
+    summaries.write_harmonization(writer, step, getattr(model, "harmonization", None))
     iterator = iter(distribute(strategy, data, global_batch_size, inputs, data_errors))
 
     if step < config.train_steps:

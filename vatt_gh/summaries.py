@@ -3,6 +3,7 @@
     writer = make_writer(model_dir, strategy)       # <model_dir>/train on the one writer
     write_summaries(writer, step, logs)             # logs: numpy values the step returned
     write_data_errors(writer, step, totals)         # data/skipped/<reason>
+    write_harmonization(writer, step, h)            # harmonize/settings: which S the cosines use
 
 Summaries are written on the host from values the step returns, so they work on TPU.
 """
@@ -38,6 +39,27 @@ def write_summaries(writer, step: int, logs: dict):
                     tf.summary.histogram(f"harmonize/{name}", value)
             elif name not in NOT_SCALARS:
                 tf.summary.scalar(f"train/{name}", value)
+    writer.flush()
+
+
+STATISTICS_TEXT = {
+    "all": "every trainable variable (the exact per-group method)",
+    "heads": "the FAC head's variables only; the update below it from one backward pass",
+}
+
+
+def write_harmonization(writer, step: int, harmonization):
+    """`harmonize/settings` (text): the method, the granularity and the part of the network
+    the cosines, drops and projections are measured on (`Harmonization.statistics`)."""
+    if harmonization is None:
+        return
+    h = harmonization
+    text = (
+        f"method {h.method}, granularity {h.granularity}, statistics {h.statistics!r}: "
+        f"cosines over {STATISTICS_TEXT[h.statistics]}"
+    )
+    with writer.as_default(step=step):
+        tf.summary.text("harmonize/settings", text)
     writer.flush()
 
 
