@@ -1,10 +1,10 @@
-"""Harmonization.statistics='heads': weights from the FAC head's statistics, update exact.
+"""Harmonization.statistics='heads' / 'top:K': weights from S's statistics, update exact.
 
 Reference, independent of vatt_gh.group_stats.top: every clip's forward-path gradients of every
 variable materialised through the generic fallback (autodiff of each layer's call; checked
 against explicit weight copies and the full gradient in test_group_stats); a group's pair is the
 sum of its clips'. The weights (alpha_g, beta_g) come from the literal NumPy update of
-tests/reference.py applied to the FAC head's part of the pair only, and the expected update of
+tests/reference.py applied to S's part of the pair only (S's variables picked by name), and the expected update of
 EVERY variable is sum_g alpha_g G_va,g + beta_g G_vt,g.
 """
 
@@ -39,19 +39,41 @@ def rows(grads):
     return np.concatenate([np.asarray(g, np.float64).reshape(g.shape[0], -1) for g in grads], 1)
 
 
-@pytest.fixture(scope="module")
-def micro():
+# S's variables by name, for the reference (not from vatt_gh.group_stats.top).
+IN_S = {
+    "heads": ("/fac_head/",),
+    "top:1": ("/fac_head/", "_post_projection/", "/encoder/final_norm/", "/encoder/layer_1/"),
+}
+
+
+def materialised(num_layers, statistics):
     """Micro VATT, a batch of 8 (a clip without audio, a padded narration), its per-clip
-    materialised pairs (8, P) and the mask of the FAC head's entries in P."""
+    materialised pairs (8, P) and the mask of S's entries in P."""
     tf.keras.utils.set_random_seed(0)
-    vatt = micro_vatt()
+    vatt = micro_vatt(num_layers=num_layers)
     batch = random_batch(B, seed=1)
     vatt(batch, training=False)
     variables = vatt.trainable_variables
     g_va, g_vt, _ = group_stats.group_gradients(vatt_loss_fn(vatt, batch), variables, vatt, 1)
-    head = {v.ref() for v in vatt.fac_head.trainable_variables}
-    in_head = np.concatenate([np.full(int(np.prod(v.shape)), v.ref() in head) for v in variables])
-    return vatt, batch, variables, rows(g_va), rows(g_vt), in_head
+    in_s = np.concatenate(
+        [
+            np.full(int(np.prod(v.shape)), any(p in v.name for p in IN_S[statistics]))
+            for v in variables
+        ]
+    )
+    return vatt, batch, variables, rows(g_va), rows(g_vt), in_s
+
+
+@pytest.fixture(scope="module")
+def micro():
+    """The micro VATT (one layer); S = the FAC head."""
+    return materialised(1, "heads")
+
+
+@pytest.fixture(scope="module")
+def micro2():
+    """The micro VATT with two layers; S = 'top:1' (layer_0 and the tokens stay below)."""
+    return materialised(2, "top:1")
 
 
 def head_weights(a, b, method, **kwargs):
@@ -72,10 +94,13 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("statistics,fixture", [("heads", "micro"), ("top:1", "micro2")])
 @pytest.mark.parametrize("size", [1, B])
 @pytest.mark.parametrize("method", list(CASES))
-def test_heads_update_is_the_per_group_formula_with_head_weights(micro, method, size):
-    vatt, batch, variables, f_va, f_vt, in_head = micro
+def test_update_is_the_per_group_formula_with_weights_from_s(
+    request, method, size, statistics, fixture
+):
+    vatt, batch, variables, f_va, f_vt, in_head = request.getfixturevalue(fixture)
     groups = B // size
     g_va = f_va.reshape(groups, size, -1).sum(1)  # a group's pair is the sum of its clips'
     g_vt = f_vt.reshape(groups, size, -1).sum(1)
@@ -90,7 +115,7 @@ def test_heads_update_is_the_per_group_formula_with_head_weights(micro, method, 
     want = ab[:, :1] * g_va + ab[:, 1:] * g_vt  # every variable, head weights
     want = want.sum(0)
 
-    h = Harmonization(method, f"group:{size}", statistics="heads")
+    h = Harmonization(method, f"group:{size}", statistics=statistics)
     update, stats, _ = harmonized_update(
         vatt_loss_fn(vatt, batch), variables, vatt, h, kwargs.get("gamma"), kwargs.get("phi_hat")
     )
@@ -155,6 +180,9 @@ def test_heads_weights_differ_from_all_weights(micro):
 def test_unknown_statistics_and_analysis_granularities_are_refused():
     with pytest.raises(ValueError, match=r"^Harmonization.statistics 'backbone': choose one of"):
         Harmonization(statistics="backbone")
+    for bad in ("top:0", "top:", "top:x", "top:-1", None):
+        with pytest.raises(ValueError, match=r"^Harmonization.statistics .*: choose one of"):
+            Harmonization(statistics=bad)
     with pytest.raises(ValueError, match="needs a 'group:N' or 'replica' granularity"):
         Harmonization(granularity="example", analysis=True, statistics="heads")
     assert Harmonization().statistics == "all"
@@ -174,8 +202,17 @@ def test_a_model_without_a_head_or_with_coupling_below_it_is_refused():
             self.fac_head = tf.keras.layers.Dense(2)
 
     model = Coupled()
-    with pytest.raises(ValueError, match=r"couple the clips below the FAC head"):
+    with pytest.raises(ValueError, match=r"couple the clips below the top part"):
         group_stats.top_forward(loss_fn, [], model, "heads")
+    with pytest.raises(ValueError, match=r"the model 'coupled' has no `encoders`"):
+        group_stats.top_forward(loss_fn, [], model, "top:1")
+
+
+def test_more_top_layers_than_the_encoder_has_are_refused(micro):
+    vatt, batch, variables, *_ = micro
+    h = Harmonization("both", statistics="top:2")
+    with pytest.raises(ValueError, match=r"the encoder 'encoder' has only 1 layers"):
+        harmonized_update(vatt_loss_fn(vatt, batch), variables, vatt, h, -0.3)
 
 
 def test_tensorboard_says_which_statistics_a_run_uses(tmp_path):
@@ -193,5 +230,5 @@ def test_tensorboard_says_which_statistics_a_run_uses(tmp_path):
     ]
     assert texts == [
         "method both, granularity group:1, statistics 'heads': cosines over the FAC head's "
-        "variables only; the update below it from one backward pass"
+        "variables only; the update below them from one backward pass"
     ]

@@ -42,8 +42,9 @@ GRADVAC_BETA = 0.01  # EMA rate of the GradVac target phi_hat
 OWN_LOSS_TERMS = ("example", "microbatch:K")
 # Where each group's three numbers are measured: over every trainable variable ('all', the exact
 # method) or over the top part S of the network only ('heads': the FAC head above the pooled
-# features), the update then formed with one backward pass below S (vatt_gh.group_stats.top).
-STATISTICS = ("all", "heads")
+# features; 'top:K': the heads and the last K encoder layers), the update then formed with one
+# backward pass below S (vatt_gh.group_stats.top).
+STATISTICS = ("all", "heads", "top:K")
 
 Grads = Sequence[Optional[tf.Tensor]]
 
@@ -141,7 +142,8 @@ class Harmonization:
     analysis: bool = False
     # 'all': (dot, |g_va|^2, |g_vt|^2) over every variable; 'heads': over the FAC head only,
     # the two losses' cotangents then combined per group at the pooled features and propagated
-    # once through the backbone (docs/harmonization.md, "Statistics from the heads").
+    # once through the backbone; 'top:K': over the heads, the post-projections and the last K
+    # encoder layers (docs/harmonization.md, "Statistics from the heads").
     statistics: str = "all"
     parsed: Granularity = dataclasses.field(init=False, repr=False, compare=False)
 
@@ -178,7 +180,9 @@ class Harmonization:
                 raise ValueError(f"Harmonization.{name} {value!r} must be a positive integer")
 
     def _check_statistics(self):
-        if self.statistics not in STATISTICS:
+        s = self.statistics
+        top = isinstance(s, str) and s.startswith("top:") and s[4:].isdigit() and int(s[4:]) > 0
+        if s not in ("all", "heads") and not top:
             raise ValueError(
                 f"Harmonization.statistics {self.statistics!r}: choose one of {STATISTICS}"
             )

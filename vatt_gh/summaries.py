@@ -42,10 +42,15 @@ def write_summaries(writer, step: int, logs: dict):
     writer.flush()
 
 
-STATISTICS_TEXT = {
-    "all": "every trainable variable (the exact per-group method)",
-    "heads": "the FAC head's variables only; the update below it from one backward pass",
-}
+def statistics_text(statistics: str) -> str:
+    """What `Harmonization.statistics` measures the cosines over, in words."""
+    if statistics == "all":
+        return "every trainable variable (the exact per-group method)"
+    if statistics == "heads":
+        part = "the FAC head's variables"
+    else:
+        part = f"the heads', post-projections' and last {statistics[4:]} encoder layers' variables"
+    return f"{part} only; the update below them from one backward pass"
 
 
 def write_harmonization(writer, step: int, harmonization):
@@ -56,7 +61,7 @@ def write_harmonization(writer, step: int, harmonization):
     h = harmonization
     text = (
         f"method {h.method}, granularity {h.granularity}, statistics {h.statistics!r}: "
-        f"cosines over {STATISTICS_TEXT[h.statistics]}"
+        f"cosines over {statistics_text(h.statistics)}"
     )
     with writer.as_default(step=step):
         tf.summary.text("harmonize/settings", text)

@@ -1,10 +1,12 @@
 r"""Statistics from the top part S of the network; the update below S from ONE backward pass.
 
 `Harmonization.statistics = 'heads'`: S is the FAC head (everything between the pooled features
-and the two losses, its BatchNorm and the contrastive negatives included). `forward` runs the
-loss once, with S's variable-owning layers and the head's calls captured, and propagates each
-loss's gradient only through S: to S's layer outputs (for `algebra.group_pairs` over S's
-variables) and to S's lower boundary, the pooled features the head receives.
+and the two losses, its BatchNorm and the contrastive negatives included); 'top:K' adds the
+post-projections, the encoders' final norms and their last K Transformer layers. `forward` runs
+the loss once, with S's variable-owning layers and the boundary layers' calls captured, and
+propagates each loss's gradient only through S: to S's layer outputs (for
+`algebra.group_pairs` over S's variables) and to S's lower boundary (the pooled features the
+head receives; for 'top:K' the tokens entering the K-th layer from the top).
 
 Below S nothing couples clips (attention and LayerNorm act within a clip), so group g's
 contribution to a backbone variable is the vector-Jacobian product of its own rows of the
@@ -26,15 +28,37 @@ from vatt_gh.group_stats.terms import as_groups
 COUPLING = (tf.keras.layers.BatchNormalization,)
 
 
-def top_layer(model, statistics: str) -> tf.keras.layers.Layer:
-    """The layer that forms S for `statistics` ('heads': the model's `fac_head`)."""
+def top_part(model, statistics: str):
+    """(the layers that form S, the layers whose calls' inputs are S's lower boundary).
+
+    'heads': the model's `fac_head`. 'top:K': the head, the post-projections, each encoder's
+    final norm and its last K Transformer layers; the boundary is the input of each encoder's
+    K-th layer from the top (a shared encoder: one call per modality)."""
     head = getattr(model, "fac_head", None)
-    if statistics != "heads" or not isinstance(head, tf.keras.layers.Layer):
+    if not isinstance(head, tf.keras.layers.Layer):
         raise ValueError(
             f"statistics {statistics!r}: the model {model.name!r} has no FAC head (`fac_head`) "
             "to take the statistics from; use statistics='all'"
         )
-    return head
+    if statistics == "heads":
+        return [head], [head]
+    k = int(statistics.split(":")[1])
+    encoders = list({id(e): e for e in getattr(model, "encoders", {}).values()}.values())
+    if not encoders:
+        raise ValueError(
+            f"statistics {statistics!r}: the model {model.name!r} has no `encoders`; "
+            "use statistics='heads' or 'all'"
+        )
+    for encoder in encoders:
+        if k > len(encoder.blocks):
+            raise ValueError(
+                f"statistics {statistics!r}: the encoder {encoder.name!r} has only "
+                f"{len(encoder.blocks)} layers"
+            )
+    projections = list(getattr(model, "post_projections", {}).values())
+    layers = [head] + projections + [e.final_norm for e in encoders]
+    layers += [block for e in encoders for block in e.blocks[-k:]]
+    return layers, [e.blocks[-k] for e in encoders]
 
 
 @dataclasses.dataclass
@@ -44,7 +68,7 @@ class TopForward:
     fwd: Forward  # S's captured calls and gradients (for algebra.group_pairs)
     top: List[tf.Variable]  # the variables of S, in the order of `variables`
     below: List[tf.Variable]  # every other variable
-    boundary: list  # the tensors S receives (pooled features; rows of clips, clip-major)
+    boundary: list  # the tensors S receives (rows of clips, clip-major)
     b_va: list  # d(sum loss_va) / d(boundary)
     b_vt: list
     tape: tf.GradientTape  # persistent; recorded the forward
@@ -77,12 +101,12 @@ def forward(loss_fn, variables, model, statistics: str) -> TopForward:
     the pooled features S receives (one backward pass per loss through S only).
 
     loss_fn() -> (loss_va (B,), loss_vt (B,), aux): per-clip shares of the two losses."""
-    head = top_layer(model, statistics)
-    in_top = {id(head)} | {id(m) for m in head.submodules}
+    layers, boundary_layers = top_part(model, statistics)
+    in_top = {id(m) for layer in layers for m in [layer] + list(layer.submodules)}
     coupling = [m.name for m in model.submodules if isinstance(m, COUPLING) and id(m) not in in_top]
     if coupling:
         raise ValueError(
-            f"statistics {statistics!r}: {coupling} couple the clips below the FAC head, so one "
+            f"statistics {statistics!r}: {coupling} couple the clips below the top part, so one "
             "backward pass below it would not be the per-group update; use statistics='all'"
         )
     owners = owned_variables(model)
@@ -95,7 +119,8 @@ def forward(loss_fn, variables, model, statistics: str) -> TopForward:
         )
     top_owners = {layer: vs for layer, vs in owners.items() if id(layer) in in_top}
     top_refs = {v.ref() for vs in top_owners.values() for v in vs}
-    with capture_layer_calls(list(top_owners) + [head]) as calls:
+    recorded = list(top_owners) + [b for b in boundary_layers if b not in top_owners]
+    with capture_layer_calls(recorded) as calls:
         with tf.GradientTape(persistent=True) as tape:
             loss_va, loss_vt, aux = loss_fn()
             target_va = tf.reduce_sum(loss_va)
@@ -105,11 +130,11 @@ def forward(loss_fn, variables, model, statistics: str) -> TopForward:
         raise ValueError(
             "group statistics need a static batch size (batch with drop_remainder=True)"
         )
-    inner = [c for c in calls if c.layer is not head]
+    inner = [c for c in calls if c.layer in top_owners]
     boundary = [
         x
         for c in calls
-        if c.layer is head
+        if any(c.layer is b for b in boundary_layers)
         for x in tf.nest.flatten((c.args, c.kwargs))
         if isinstance(x, tf.Tensor) and x.dtype.is_floating
     ]
