@@ -12,7 +12,8 @@ tf.function, no vatt_gh step). Every other row is `PretrainModel.train_step`:
 - `both@group:8/heads` / `both@group:1/heads` (`Harmonization.statistics='heads'`): both
   losses' gradients through the FAC head only, each group's weights from the head's
   statistics, then ONE backward pass below the head of the per-group combined cotangents
-  (vatt_gh.group_stats.top): what a per-triplet `both` costs at VATT's cost;
+  (vatt_gh.group_stats.top): what a per-triplet `both` costs at VATT's cost; `/top:K` (not
+  in the default set) takes them over the heads and the last K encoder layers;
 - `both@group:8+dense` (not in the default set): the same with the word table's update made
   dense (what the step did before the update stayed an IndexedSlices), to show what keeping
   it sparse saves.
