@@ -7,7 +7,8 @@
   contribution through its own forward path), harmonized with the NumPy reference, summed;
 - skipped steps under 2 replicas (one NaN clip; every group dropped): every variable unchanged,
   BatchNorm moving statistics included;
-- the analysis-only own-loss-term granularity raises at once under 2 replicas.
+- the analysis-only own-loss-term granularity raises at once under 2 replicas;
+- every method with `statistics='heads'`: one device against 2 replicas.
 Logical devices must be configured before any TensorFlow op, hence a process of its own; and
 two MirroredStrategies over different device sets cannot share a process (their collectives
 clash: "joining a group with size 2, but that group has size 4"), so the 4-replica reference
@@ -111,6 +112,17 @@ def replica_pairs(strategy, weights, batch):
     ]
 
 
+def heads_overrides(strategy, method, weights, batch):
+    """statistics='heads'; curriculum's gamma between the head's 2nd and 3rd smallest cosine
+    (from a first step), so that 2 of the 4 groups are dropped (at 0.3 all 4 are)."""
+    if method != "curriculum":
+        return dict(statistics="heads")
+    _, logs = one_step(strategy, method, weights, batch, statistics="heads")
+    low = np.sort(logs["cosines"])
+    gamma = float(low[1] + low[2]) / 2
+    return dict(statistics="heads", gamma_start=gamma, gamma_end=gamma)
+
+
 def setup():
     tf.keras.utils.set_random_seed(0)
     batch = random_batch(B, seed=5)
@@ -154,6 +166,18 @@ def main():
             cosines_two=logs2["cosines"],
             applied=[logs1["step_applied"], logs2["step_applied"]],
             dropped=[logs1["dropped"], logs2["dropped"]],
+        )
+        # statistics='heads': the FAC head's statistics, one pass below it; same clips in the
+        # same groups give the same update on one device and on two.
+        heads = heads_overrides(single, method, weights, batch)
+        (h1, _), heads1 = one_step(single, method, weights, batch, **heads)
+        (h2, _), heads2 = one_step(two, method, weights, batch, **heads)
+        report[method].update(
+            heads_rel_two_vs_one=float(np.linalg.norm(h2 - h1) / scale),
+            heads_update_norm=float(np.linalg.norm(w0 - h2)),
+            heads_cosines_one=heads1["cosines"],
+            heads_cosines_two=heads2["cosines"],
+            dropped_heads=[heads1["dropped"], heads2["dropped"]],
         )
     # Skipped steps under 2 replicas: a NaN clip on replica 1; every group dropped.
     nan_batch = dict(batch)

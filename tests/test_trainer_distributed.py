@@ -46,6 +46,19 @@ def test_same_groups_same_update_on_one_device_and_two(report, method):
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_heads_statistics_same_update_on_one_device_and_two(report, method):
+    """statistics='heads' (the head's statistics, one pass below it): batch 8 on one device vs
+    4 + 4 on two replicas at group:2, the same update and the same head cosines."""
+    r = report[method]
+    assert r["heads_update_norm"] > 0
+    assert r["heads_rel_two_vs_one"] < TOL, r
+    assert len(r["heads_cosines_two"]) == 4
+    if method == "curriculum":  # gamma between the 2nd and 3rd cosine: 2 of 4 dropped
+        assert r["dropped_heads"] == [0.5, 0.5]
+    np.testing.assert_allclose(r["heads_cosines_two"], r["heads_cosines_one"], atol=2e-4)
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_group_update_is_the_definition(report, method):
     """The update equals the groups' pairs from per-replica tapes (4 replicas of 2 clips)."""
     r = report[method]
