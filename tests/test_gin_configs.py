@@ -31,7 +31,7 @@ SIZE_ONLY = {f"gin/model/{size}.gin" for size in ("small", "base", "medium", "la
 
 def files_for(gin_file):
     """The gin files a user passes to start `gin_file` (its header comment's command)."""
-    if gin_file.startswith("gin/data/") or gin_file.startswith("gin/model/"):
+    if gin_file.startswith(("gin/data/", "gin/model/")) or gin_file == "gin/tpu.gin":
         return ["gin/baseline.gin", gin_file]
     if gin_file == "gin/demo.gin":
         return ["gin/curriculum.gin", gin_file]
