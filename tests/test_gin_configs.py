@@ -157,6 +157,8 @@ def test_a_longer_audio_window_is_centred_on_the_frames(tmp_path):
         brightness=0.0,
         contrast=0.0,
         saturation=0.0,
+        hue=0.0,
+        audio_noise=0.0,  # frames and audio carry their time index exactly
         audio_seconds=0.64,
         num_captions=1,
         max_tokens=2,

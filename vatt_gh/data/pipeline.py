@@ -294,12 +294,20 @@ class PretrainConfig:
     sources: Tuple[SourceConfig, ...] = ()
     num_frames: int = 32
     crop_size: int = 224
-    min_resize: int = 256  # crop_size / min_resize of the short side at zoom 1
+    # VATT's recipe (docs/data.md): short side to min_resize, crop crop_size; with probability
+    # scale_jitter_prob the height and width scaled by independent factors ~ U(scale_jitter)
+    # before the short side is resized; colour jitter with probability color_prob; audio noise
+    # of std audio_noise x the clip's peak.
+    min_resize: int = 224
     scale_jitter: Tuple[float, float] = (0.8, 1.2)
+    scale_jitter_prob: float = 0.8
     flip: bool = True
     brightness: float = 32.0 / 255.0  # colour jitter: additive, in [0, 1] pixel units
     contrast: float = 0.4  # multiplicative factor in [1 - c, 1 + c]
     saturation: float = 0.4  # multiplicative factor in [1 - s, 1 + s]
+    hue: float = 0.2  # additive, in turns of the colour circle
+    color_prob: float = 0.8
+    audio_noise: float = 0.01
     sample_rate: int = schema.SAMPLE_RATE
     audio_seconds: Optional[float] = None  # None: the frames' window (sources must agree)
     audio_tolerance_seconds: float = 0.1  # shortfall zero-padded before a record counts as bad
@@ -329,6 +337,10 @@ class PretrainConfig:
                 ("brightness", REAL, 0, 1, False),
                 ("contrast", REAL, 0, 1, False),
                 ("saturation", REAL, 0, 1, False),
+                ("hue", REAL, 0, 0.5, False),
+                ("color_prob", REAL, 0, 1, False),
+                ("scale_jitter_prob", REAL, 0, 1, False),
+                ("audio_noise", REAL, 0, None, False),
                 ("shuffle_buffer", INT, 0, None, False),
                 ("seed", INT, 0, None, False),
             ),
@@ -357,7 +369,7 @@ class EvalConfig:
     num_frames: int = 32
     num_windows: int = 4
     crop_size: int = 224
-    min_resize: int = 256
+    min_resize: int = 224  # VATT: the frame size (the central crop spans the short side)
     sample_rate: int = schema.SAMPLE_RATE
     audio_tolerance_seconds: float = 0.1
     num_captions: int = 1  # central narration(s); 1 = one caption per clip
@@ -400,6 +412,7 @@ class _ClipSpec:
     audio_samples: int
     audio_tolerance: int
     training: bool
+    scale_jitter_prob: float = 1.0
     max_frame_pixels: int = MAX_FRAME_PIXELS
     max_audio_amplitude: float = MAX_AUDIO_AMPLITUDE
 
@@ -853,6 +866,7 @@ def _decode(serialized: tf.Tensor, seed: tf.Tensor, spec: _ClipSpec) -> dict:
             spec.min_resize,
             spec.scale_jitter,
             crop_seed if spec.training else None,
+            spec.scale_jitter_prob,
         )
         idx = augment.frame_indices(offsets, spec.num_frames, spec.stride, num_stored)  # (W, T)
         frames = augment.decode_crop_frames(tf.gather(parsed["frames"], tf.reshape(idx, [-1])), box)
@@ -1055,8 +1069,9 @@ def _finish(
     spec: _ClipSpec,
     tokenizer: text_lib.Tokenizer,
     num_captions: int,
-    color: Optional[Tuple[bool, float, float, float]],
+    color: Optional[Tuple[bool, float, float, float, float, float]],
     keep_strings: bool,
+    audio_noise: float = 0.0,
 ) -> dict:
     """augment: frames -> [-1, 1] clip(s), narrations -> token ids + mask; drops bookkeeping."""
     aug_seed, caption_seed = tf.unstack(tf.random.experimental.stateless_split(example["seed"], 2))
@@ -1066,6 +1081,8 @@ def _finish(
         if color is not None:
             video = augment.flip_and_color(video, aug_seed, *color)
         audio = example["audio"][0]  # (S,)
+        noise_seed = tf.random.experimental.stateless_fold_in(aug_seed, 1)
+        audio = augment.add_audio_noise(audio, noise_seed, audio_noise)
     else:
         audio = example["audio"]  # (W, S)
     video = augment.to_symmetric(video)
@@ -1112,6 +1129,7 @@ def _source_specs(config: PretrainConfig) -> List[_ClipSpec]:
                 crop_size=config.crop_size,
                 min_resize=config.min_resize,
                 scale_jitter=config.scale_jitter,
+                scale_jitter_prob=config.scale_jitter_prob,
                 sample_rate=config.sample_rate,
                 audio_samples=samples,
                 audio_tolerance=int(round(config.audio_tolerance_seconds * config.sample_rate)),
@@ -1211,7 +1229,14 @@ def _pretrain_examples(
     position = _start(config, position)
     counts = counts if counts is not None else ShardCounts()
     tokenizer = text_lib.Tokenizer(config.vocab_path, config.tokenizer, config.max_tokens)
-    color = (config.flip, config.brightness, config.contrast, config.saturation)
+    color = (
+        config.flip,
+        config.brightness,
+        config.contrast,
+        config.saturation,
+        config.hue,
+        config.color_prob,
+    )
     datasets = []
     seeds = _source_seeds(config, pipeline_id)  # distinct per source and host
     for i, (source, spec) in enumerate(zip(config.sources, specs)):
@@ -1237,6 +1262,7 @@ def _pretrain_examples(
                     num_captions=config.num_captions,
                     color=color,
                     keep_strings=False,
+                    audio_noise=config.audio_noise,
                 ),
                 num_parallel_calls=AUTOTUNE,
                 deterministic=True,
