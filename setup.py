@@ -21,6 +21,10 @@ INSTALL_REQUIRES = [
     # word2vec: tools/build_word_vectors.py reads a user's word2vec / GloVe file, or trains
     # vectors on the dataset's own narrations (4.4.0 installs with numpy<2 on Python 3.11).
     "gensim==4.4.0",
+    # tools/build_dataset.py is an Apache Beam pipeline (DirectRunner here, Dataflow / Flink /
+    # Spark at scale). 2.72.0: the newest whose [gcp] extra (Dataflow) still resolves with
+    # TensorFlow 2.15's protobuf<5 (docs/pins.md).
+    "apache-beam==2.72.0",
 ]
 
 setuptools.setup(
@@ -30,5 +34,9 @@ setuptools.setup(
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(include=["vatt_gh", "vatt_gh.*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff==0.17.5"]},
+    extras_require={
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff==0.17.5"],
+        # submitting tools/build_dataset.py to Dataflow (GCS staging, the Dataflow client)
+        "dataflow": ["apache-beam[gcp]==2.72.0"],
+    },
 )

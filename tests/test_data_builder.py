@@ -7,12 +7,11 @@ import os
 import subprocess
 import sys
 
-import av
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from vatt_gh.data import builder, schema
+from vatt_gh.data import builder, schema, video_io
 from vatt_gh.data import pipeline as P
 from vatt_gh.data import text as text_lib
 
@@ -20,27 +19,10 @@ VIDEOS = {"red": ((220, 30, 30), 440.0), "blue": ((30, 30, 220), 1000.0)}
 
 
 def _make_mp4(path, rgb, tone_hz, seconds=2.0, fps=25, rate=44100):
-    with av.open(path, "w") as c:
-        v = c.add_stream("mpeg4", rate=fps)
-        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
-        a = c.add_stream("aac", rate=rate)
-        image = np.zeros((48, 64, 3), np.uint8) + np.array(rgb, np.uint8)
-        for _ in range(int(seconds * fps)):
-            for packet in v.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                c.mux(packet)
-        for packet in v.encode():
-            c.mux(packet)
-        wave = 0.5 * np.sin(2 * np.pi * tone_hz * np.arange(int(seconds * rate)) / rate)
-        wave = wave.astype(np.float32)
-        for start in range(0, len(wave), 1024):
-            frame = av.AudioFrame.from_ndarray(
-                wave[None, start : start + 1024], format="flt", layout="mono"
-            )
-            frame.sample_rate, frame.pts = rate, start
-            for packet in a.encode(frame):
-                c.mux(packet)
-        for packet in a.encode():
-            c.mux(packet)
+    """A 64 x 48 video of one colour with a pure tone."""
+    image = np.zeros((48, 64, 3), np.uint8) + np.array(rgb, np.uint8)
+    wave = 0.5 * np.sin(2 * np.pi * tone_hz * np.arange(int(seconds * rate)) / rate)
+    video_io.write_mp4(path, [image] * int(seconds * fps), fps, wave.astype(np.float32), rate)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +45,7 @@ def built(tmp_path_factory):
     )
     out = str(root / "out")
     videos = builder.find_videos([str(video_dir)])
-    summary = builder.build_dataset(videos, captions, out, config, progress=False)
+    summary = builder.build_dataset(videos, captions, out, config, ["--direct_num_workers=1"])
     return dict(out=out, videos=videos, captions=captions, config=config, summary=summary)
 
 
@@ -77,11 +59,15 @@ def test_summary_names_the_broken_file_and_counts_clips(built):
 
 def test_rerun_skips_finished_shards(built):
     again = builder.build_dataset(
-        built["videos"], built["captions"], built["out"], built["config"], progress=False
+        built["videos"],
+        built["captions"],
+        built["out"],
+        built["config"],
+        ["--direct_num_workers=1"],
     )
     assert again["written"] == 0 and again["skipped"] == 2
     assert again["failed"] == built["summary"]["failed"] and again["num_clips"] == 4
-    assert not tf.io.gfile.glob(os.path.join(built["out"], "*.tmp"))
+    assert not tf.io.gfile.glob(os.path.join(built["out"], "*.tmp*"))
 
 
 def test_clips_carry_colour_pitch_and_captions(built, tmp_path):
@@ -197,7 +183,7 @@ def yt8m(tmp_path_factory):
         "--short_side=32",
         "--neighbours=1",
         "--prefix=yt8m",
-        "--num_workers=1",
+        "--direct_num_workers=1",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -267,6 +253,6 @@ def test_missing_table_or_label_file_is_named(tmp_path):
         (dict(captions_path=None, labels_path=str(tmp_path / "no.json")), "--labels"),
     ):
         with pytest.raises(ValueError, match=f"{flag} file .*no.* does not exist"):
-            builder.build_dataset([video], out_dir=str(tmp_path / "out"), progress=False, **kwargs)
+            builder.build_dataset([video], out_dir=str(tmp_path / "out"), **kwargs)
     with pytest.raises(ValueError, match="BuildConfig.clip_seconds must be a positive number"):
         builder.BuildConfig(clip_seconds=0.0)

@@ -13,6 +13,7 @@ checkpoint, and `interrupt` repeats a run that ended first with a shorter delay.
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,11 +98,17 @@ def wait_for(path, proc, timeout=300, others=()):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
+def finished_run(tmp_path_factory):
+    """A complete run's directory (read only: copy it to change it)."""
     model_dir = str(tmp_path_factory.mktemp("uninterrupted"))
     proc = run(model_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return final_state(model_dir)
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(finished_run):
+    return final_state(finished_run)
 
 
 def interrupt(tmp_path, sig, extra=(), window=0.5, attempts=4, make_command=None):
@@ -359,3 +366,81 @@ def test_finetune_sigkill_at_a_random_moment_then_resume_is_exact(tmp_path, tiny
     assert "resumed from" in resumed.stderr
     assert "input position of step" in resumed.stderr  # rebuilt from it, nothing replayed
     assert max_difference(final_state(output_dir), final_state(uninterrupted)) == 0.0
+
+
+def test_every_checkpoint_damaged_stops_and_touches_nothing_anywhere(
+    tmp_path, finished_run, snapshot
+):
+    """The reported case: a run whose checkpoints were all truncated (a full disk), resumed
+    from a working directory holding dotfiles and a .git. Before the fix it renamed them all."""
+    model_dir = str(tmp_path / "run")
+    shutil.copytree(finished_run, model_dir)
+    ckpt_dir = os.path.join(model_dir, "checkpoints")
+    for name in os.listdir(ckpt_dir):
+        if name.endswith(".data-00000-of-00001"):
+            with open(os.path.join(ckpt_dir, name), "r+b") as f:
+                f.truncate(1000)
+    cwd = tmp_path / "cwd"
+    (cwd / ".git").mkdir(parents=True)
+    (cwd / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    for name in (".x", ".venv", ".gitignore"):
+        (cwd / name).write_text(name)
+    before = snapshot(str(tmp_path))
+    proc = subprocess.run(
+        command(model_dir), capture_output=True, text=True, timeout=600, cwd=str(cwd)
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: every checkpoint in") and "start over" in last, last
+    assert f"ckpt-{STEPS}" in last and "{{" not in last
+    assert snapshot(str(tmp_path)) == before  # the run directory too: nothing renamed
+
+
+def test_sigterm_at_random_moments_always_exits_42_with_a_readable_checkpoint(tmp_path):
+    """20 signals, each at a random moment of a run's life (start-up, tracing, training,
+    saving), two runs at a time: every exit is 42 (never the C++ abort, 134), the newest
+    checkpoint verifies, the lock is released; and a second run on a busy directory is refused."""
+    from vatt_gh import checkpoints
+
+    rng = random.Random(1234)
+    dirs = [str(tmp_path / f"run{i}") for i in range(2)]
+    endless = 10_000  # never completes: every segment resumes the same run
+
+    def start(model_dir):
+        return subprocess.Popen(
+            command(model_dir, steps=endless),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+
+    # A first checkpoint in each directory, and the start-up time that sets the window.
+    t0 = time.time()
+    procs = [start(d) for d in dirs]
+    wait_for(os.path.join(dirs[0], "run.lock"), procs[0], others=procs[1:])
+    busy = subprocess.run(
+        command(dirs[0], steps=endless), capture_output=True, text=True, timeout=600, cwd=REPO
+    )
+    for d, p in zip(dirs, procs):
+        wait_for(os.path.join(d, "checkpoints", f"ckpt-{EVERY}.index"), p, others=procs)
+    window = min(time.time() - t0 + 2.0, 60.0)  # start-up, tracing and some steps
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=300) == 42, p.communicate()[1][-3000:]
+    assert busy.returncode == 1 and "in use by another run" in busy.stderr, busy.stderr[-2000:]
+
+    codes = []
+    for _ in range(10):
+        procs = [start(d) for d in dirs]
+        time.sleep(rng.uniform(1.0, window))  # from the tool's first line (imports: ~0.3 s)
+        for d, p in zip(dirs, procs):
+            p.send_signal(signal.SIGTERM)
+            _, stderr = p.communicate(timeout=300)
+            codes.append(p.returncode)
+            assert p.returncode == 42, stderr[-3000:]
+            assert "terminate called" not in stderr
+            ckpt_dir = os.path.join(d, "checkpoints")
+            checkpoints.verify_checkpoint(tf.train.latest_checkpoint(ckpt_dir))
+            assert not os.path.exists(os.path.join(d, "run.lock"))
+    assert codes == [42] * 20

@@ -19,6 +19,8 @@ from absl import app, flags
 from vatt_gh import console, strategy_flags
 from vatt_gh.evaluation import run_flags
 
+console.exit_on_sigterm()  # from the first moment: exit 42 until training's handler takes over
+
 run_flags.define_run_flags(
     model_dir_help="Pre-training run to start from.",
     gin_param_help="Gin bindings, e.g. FinetuneConfig.train_steps=2000.",

@@ -17,6 +17,8 @@ from absl import app, flags
 
 from vatt_gh import console, strategy_flags
 
+console.exit_on_sigterm()  # from the first moment: exit 42 until training's handler takes over
+
 flags.DEFINE_multi_string("gin_file", [], "Gin config files, applied in order.")
 flags.DEFINE_multi_string("gin_param", [], "Gin bindings, e.g. Harmonization.method='both'.")
 flags.DEFINE_string("model_dir", None, "Checkpoints, summaries and the operative config.")

@@ -16,6 +16,7 @@ Module map (imports go one way: tools -> configs, finetuning -> loop -> checkpoi
   cluster         tf.distribute start-up, the one writer (is_chief), workers, a chief barrier
   input_state     each process's input position, saved next to every checkpoint
   checkpoints     verify, set aside, clean up, restore; pre-emption (exit 42); load_pretrained
+  run_lock        one run per run directory: a lock file naming its holder, stale ones taken over
   provision       settings, placeholders, the run directory, the data config, synthetic data
   summaries       host-side TensorBoard summaries, rejected-record totals, the operative config
   loop            the one training loop (exact resume, pre-emption) and the pre-training run

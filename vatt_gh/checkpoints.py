@@ -16,6 +16,7 @@ the next step boundary and exits with PREEMPTED_EXIT_CODE.
 
 import dataclasses
 import os
+import re
 import sys
 from typing import Callable, List, Optional
 
@@ -23,11 +24,9 @@ import tensorflow as tf
 from absl import logging
 
 import gin
-from vatt_gh import cluster, trainer
-from vatt_gh.errors import ConfigError
+from vatt_gh import cluster, run_lock, trainer
+from vatt_gh.errors import PREEMPTED_EXIT_CODE, ConfigError
 from vatt_gh.models import build_vatt, dummy_inputs
-
-PREEMPTED_EXIT_CODE = 42  # SIGTERM: checkpoint saved at the step boundary; restart to resume
 
 
 def dropout_generators(model) -> list:
@@ -64,35 +63,106 @@ def checkpoint_step(path: Optional[str]) -> int:
     return int(suffix) if suffix.isdigit() else 0
 
 
-def _step_of(path: str) -> int:
-    """The checkpoint number of `.../ckpt-12.index.unreadable` (-1 when there is none)."""
-    number = os.path.basename(path).split(".")[0].rsplit("-", 1)[-1]
-    return int(number) if number.isdigit() else -1
+# A checkpoint's files: ckpt-<step>.index and ckpt-<step>.data-<shard>-of-<shards>.
+_FILE = re.compile(r"^ckpt-(\d+)\.(index|data-\d+-of-\d+)$")
+_ASIDE = re.compile(r"^ckpt-(\d+)\.(index|data-\d+-of-\d+)\.unreadable$")
+
+
+def _names(ckpt_dir: str) -> List[str]:
+    """The file names directly in `ckpt_dir` (none when it does not exist)."""
+    if not tf.io.gfile.isdir(ckpt_dir):
+        return []
+    return [name.rstrip("/") for name in tf.io.gfile.listdir(ckpt_dir)]
+
+
+def checkpoints_on_disk(ckpt_dir: str) -> List[int]:
+    """The steps of the checkpoints in `ckpt_dir` (an index file each), oldest first.
+
+    The directory itself is the record: the `checkpoint` state file is only TensorFlow's
+    pointer into it, and a path it names outside the directory is never followed.
+    """
+    steps = set()
+    for name in _names(ckpt_dir):
+        match = _FILE.match(name)
+        if match and match.group(2) == "index":
+            steps.add(int(match.group(1)))
+    return sorted(steps)
+
+
+def _path(ckpt_dir: str, step: int) -> str:
+    return os.path.join(ckpt_dir, f"ckpt-{step}")
+
+
+def _stated_paths(ckpt_dir: str) -> List[str]:
+    """The checkpoints TensorFlow's state file names (unchecked; [] without one)."""
+    try:
+        state = tf.train.get_checkpoint_state(ckpt_dir)
+    except (tf.errors.OpError, ValueError):  # a state file that does not parse
+        return ["(unparsable state file)"]
+    return list(state.all_model_checkpoint_paths) if state else []
+
+
+def write_state(ckpt_dir: str, steps: List[int]) -> None:
+    """Rewrite TensorFlow's state file to name exactly `steps` (oldest first) in `ckpt_dir`.
+
+    The CheckpointManager reads this file to find the latest checkpoint and the old ones it
+    deletes; rewritten from the directory's own files, it can name nothing outside it.
+    """
+    state_file = os.path.join(ckpt_dir, "checkpoint")
+    if not steps:
+        if tf.io.gfile.exists(state_file):
+            tf.io.gfile.remove(state_file)
+        return
+    paths = [_path(ckpt_dir, step) for step in steps]
+    # The times the manager's max_to_keep goes by: it deletes only checkpoints newer than
+    # `last_preserved_timestamp`, so every listed one is marked deletable in its turn.
+    times = [tf.io.gfile.stat(p + ".index").mtime_nsec / 1e9 for p in paths]
+    tf.__internal__.train.update_checkpoint_state(  # what CheckpointManager itself calls
+        ckpt_dir,
+        paths[-1],
+        all_model_checkpoint_paths=list(paths),
+        save_relative_paths=True,
+        all_model_checkpoint_timestamps=times,
+        last_preserved_timestamp=min(times) - 1.0,
+    )
+
+
+def _set_aside(ckpt_dir: str, step: int) -> List[str]:
+    """Rename checkpoint `step`'s own files in `ckpt_dir` to *.unreadable; returns them."""
+    moved = []
+    for name in _names(ckpt_dir):
+        match = _FILE.match(name)
+        if match and int(match.group(1)) == step:
+            path = os.path.join(ckpt_dir, name)
+            tf.io.gfile.rename(path, path + ".unreadable", overwrite=True)
+            moved.append(path)
+    return moved
 
 
 def remove_leftovers(ckpt_dir: str, keep: int) -> List[str]:
     """Removes what killed runs leave in `ckpt_dir`; returns the removed paths.
 
-    - `<prefix>_temp` folders of a save that was interrupted (never part of a checkpoint);
+    - `ckpt-<step>_temp` folders of a save that was interrupted (never part of a checkpoint);
     - set-aside checkpoints (`*.unreadable`) older than the oldest kept checkpoint, and beyond
       the newest `keep` of them: they would otherwise escape `max_to_keep` for ever.
+    Only names of those forms directly in `ckpt_dir` are touched.
     """
     removed = []
-    for path in tf.io.gfile.glob(os.path.join(ckpt_dir, "*_temp*")):
-        if path.endswith(".unreadable"):
-            continue
-        if tf.io.gfile.isdir(path):
-            tf.io.gfile.rmtree(path)
-        else:
-            tf.io.gfile.remove(path)
-        removed.append(path)
-    state = tf.train.get_checkpoint_state(ckpt_dir)
-    kept = [_step_of(p) for p in (state.all_model_checkpoint_paths if state else [])]
-    aside = sorted({_step_of(p) for p in tf.io.gfile.glob(os.path.join(ckpt_dir, "*.unreadable"))})
-    newest = set(aside[-keep:]) if keep > 0 else set()
-    for path in tf.io.gfile.glob(os.path.join(ckpt_dir, "*.unreadable")):
-        step = _step_of(path)
+    names = _names(ckpt_dir)
+    for name in names:
+        if re.match(r"^ckpt-\d+_temp", name) and not name.endswith(".unreadable"):
+            path = os.path.join(ckpt_dir, name)
+            if tf.io.gfile.isdir(path):
+                tf.io.gfile.rmtree(path)
+            else:
+                tf.io.gfile.remove(path)
+            removed.append(path)
+    kept = checkpoints_on_disk(ckpt_dir)
+    aside = {name: int(m.group(1)) for name in names if (m := _ASIDE.match(name))}
+    newest = set(sorted(set(aside.values()))[-keep:]) if keep > 0 else set()
+    for name, step in aside.items():
         if step not in newest or (kept and step < min(kept)):
+            path = os.path.join(ckpt_dir, name)
             tf.io.gfile.remove(path)
             removed.append(path)
     if removed:
@@ -100,44 +170,87 @@ def remove_leftovers(ckpt_dir: str, keep: int) -> List[str]:
     return removed
 
 
+def _first_line(error: Exception) -> str:
+    """An OpError's message without TensorFlow's {{function_node ...}} and [Op:...] wrapping."""
+    line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    line = re.sub(r"\{\{[^}]*\}\}\s*", "", line)
+    return re.sub(r"\s*\[Op:\w+\]", "", line).strip() or type(error).__name__
+
+
+def _unreadable(ckpt_dir: str, damaged: List[str], reason: str) -> ConfigError:
+    return ConfigError(
+        f"every checkpoint in {ckpt_dir} is unreadable ({', '.join(damaged)}: {reason}); "
+        f"nothing was changed. To start over on purpose, move {ckpt_dir} away or use "
+        "another --model_dir"
+    )
+
+
 def set_aside_unreadable(ckpt_dir: str) -> Optional[str]:
     """Walk back from the newest checkpoint to the newest readable one; set broken ones aside.
 
-    A checkpoint whose index or data cannot be read in full (a truncated or corrupt file,
-    flipped bytes in any entry: `verify_checkpoint`) is renamed to `*.unreadable` (kept, not
-    deleted) with a warning, and the checkpoint state points at the previous one. Returns the
-    checkpoint that will be restored, or None.
+    Checkpoints are the `ckpt-<step>.index` files in `ckpt_dir` (a missing or damaged
+    `checkpoint` state file is rebuilt from them). One that cannot be read in full (truncated
+    or corrupt, flipped bytes in any entry: `verify_checkpoint`) is renamed to `*.unreadable`
+    (kept, not deleted) with a warning, and the state file names the ones left. Returns the
+    checkpoint that will be restored, or None when the directory holds no checkpoint at all.
+
+    Raises ConfigError, changing nothing, when no checkpoint is readable, or when the state
+    file names checkpoints none of which exist: such a run must not silently restart at step 0.
     """
-    state = tf.train.get_checkpoint_state(ckpt_dir)
-    paths = list(state.all_model_checkpoint_paths) if state else []
-    while paths:
+    steps = checkpoints_on_disk(ckpt_dir)
+    aside = sorted(name for name in _names(ckpt_dir) if _ASIDE.match(name))
+    if not steps:
+        stated = _stated_paths(ckpt_dir)
+        if stated or aside:
+            raise _unreadable(
+                ckpt_dir,
+                [os.path.basename(p) for p in stated] + aside,
+                "no ckpt-<step>.index file is left",
+            )
+        return None
+    damaged, reason = [], ""
+    for step in reversed(steps):
         try:
-            verify_checkpoint(paths[-1])
-            return paths[-1]
+            verify_checkpoint(_path(ckpt_dir, step))
+            break
         except (tf.errors.OpError, ValueError, IndexError, TypeError) as e:  # truncated/corrupt
-            bad = paths.pop()
+            damaged.append(step)
+            reason = reason or _first_line(e)
+    else:
+        raise _unreadable(ckpt_dir, [f"ckpt-{s}" for s in damaged], reason)
+    readable = [s for s in steps if s not in damaged]
+    for step in damaged:
+        _set_aside(ckpt_dir, step)
+        logging.warning(
+            "checkpoint %s is unreadable (%s): set aside as %s.*.unreadable; falling back to %s",
+            _path(ckpt_dir, step),
+            reason,
+            _path(ckpt_dir, step),
+            _path(ckpt_dir, readable[-1]),
+        )
+    stated = _stated_paths(ckpt_dir)
+    if [os.path.normpath(p) for p in stated] != [
+        os.path.normpath(_path(ckpt_dir, s)) for s in readable
+    ]:
+        if not damaged:
             logging.warning(
-                "checkpoint %s is unreadable (%s): set aside as %s.*.unreadable; "
-                "falling back to %s",
-                bad,
-                str(e).splitlines()[0],
-                bad,
-                paths[-1] if paths else "a fresh start",
+                "%s: the checkpoint state file named %s; rebuilt from the checkpoints in the "
+                "directory (%s)",
+                ckpt_dir,
+                stated or "nothing",
+                ", ".join(f"ckpt-{s}" for s in readable),
             )
-            for path in tf.io.gfile.glob(bad + ".*"):
-                tf.io.gfile.rename(path, path + ".unreadable", overwrite=True)
-            tf.compat.v1.train.update_checkpoint_state(
-                ckpt_dir, paths[-1] if paths else "", all_model_checkpoint_paths=paths
-            )
-    return None
+        write_state(ckpt_dir, readable)
+    return _path(ckpt_dir, readable[-1])
 
 
 def newest_step(ckpt_dir: str, chief: bool) -> int:
     """The step a run in `ckpt_dir` resumes from (0: a fresh start). The chief first sets
     unreadable checkpoints aside, so a damaged final checkpoint does not count as done."""
     if chief:
-        set_aside_unreadable(ckpt_dir)
-    return checkpoint_step(tf.train.latest_checkpoint(ckpt_dir))
+        return checkpoint_step(set_aside_unreadable(ckpt_dir))
+    steps = checkpoints_on_disk(ckpt_dir)
+    return steps[-1] if steps else 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,8 +291,16 @@ def restore_or_start(
         logging.info("resumed from %s", manager.latest_checkpoint)
 
     def preempted_exit():
+        # The checkpoint is saved; leave at once. A normal interpreter exit with TensorFlow's
+        # threads (the pre-emption watcher, tf.data) still running can abort in C++
+        # ("terminate called without an active exception", exit 134), which a job runner
+        # takes for a failure: os._exit skips those destructors, after flushing our own files.
         before_exit()
-        sys.exit(PREEMPTED_EXIT_CODE)
+        run_lock.release_held()
+        logging.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(PREEMPTED_EXIT_CODE)
 
     # Restores the newest checkpoint; on SIGTERM saves at the next step boundary and exits.
     preemption = tf.distribute.experimental.PreemptionCheckpointHandler(
@@ -191,6 +312,7 @@ def restore_or_start(
     if not chief:  # a private copy
         worker_dir = os.path.join(run_dir, "workers", cluster.task_name(strategy))
         remove_leftovers(worker_dir, 1)
+        write_state(worker_dir, checkpoints_on_disk(worker_dir)[-1:])  # names only its own
         saver = tf.train.CheckpointManager(checkpoint, worker_dir, max_to_keep=1)
     return Checkpoints(checkpoint, manager, saver, preemption)
 
@@ -208,7 +330,9 @@ def load_pretrained(model_dir: str, checkpoint: Optional[str] = None, parse_conf
             raise ConfigError(f"{config_path} not found: is {model_dir!r} a pre-training run?")
         with gin.unlock_config():
             gin.parse_config_file(config_path, skip_unknown=True)
-    path = checkpoint or tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    ckpt_dir = os.path.join(model_dir, "checkpoints")
+    steps = checkpoints_on_disk(ckpt_dir)
+    path = checkpoint or (_path(ckpt_dir, steps[-1]) if steps else None)
     if not path:
         raise ConfigError(f"no checkpoint in {os.path.join(model_dir, 'checkpoints')!r}")
     model = trainer.PretrainModel(build_vatt())

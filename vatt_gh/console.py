@@ -14,10 +14,15 @@ No TensorFlow here: the C++ log level is read once, when TensorFlow loads.
 
 import logging as py_logging
 import os
+import signal
+import sys
 import warnings
+from typing import Callable, Optional
 
 from absl import flags
 from absl import logging as absl_logging
+
+from vatt_gh.errors import PREEMPTED_EXIT_CODE
 
 QUIET_CPP_LEVEL = "3"  # TF_CPP_MIN_LOG_LEVEL: 0 all, 1 no INFO, 2 no WARNING, 3 no ERROR
 
@@ -78,3 +83,23 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def exit_on_sigterm(cleanup: Optional[Callable[[], None]] = None):
+    """SIGTERM (pre-emption) before training's own handler takes over: `cleanup`, then exit
+    with PREEMPTED_EXIT_CODE at once, whatever the main thread is doing.
+
+    Nothing new needs saving before the first step, and running the command again resumes.
+    `os._exit`: a normal exit with TensorFlow's threads running can abort in C++ (exit 134).
+    """
+
+    def handler(signum, frame):
+        del signum, frame
+        if cleanup is not None:
+            cleanup()
+        absl_logging.flush()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(PREEMPTED_EXIT_CODE)
+
+    signal.signal(signal.SIGTERM, handler)

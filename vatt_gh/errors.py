@@ -3,6 +3,10 @@
 TensorFlow-free, so a tool can name them before it imports the heavy modules.
 """
 
+# The exit code of a run stopped by SIGTERM (pre-emption): its checkpoint is saved, and
+# running the same command again resumes it. The Cloud TPU job reruns on it (tpu_job.py).
+PREEMPTED_EXIT_CODE = 42
+
 
 class LaunchError(ValueError):
     """A bad flag or configuration, found before any work starts."""

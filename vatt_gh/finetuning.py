@@ -18,7 +18,7 @@ from typing import Dict, Optional
 import tensorflow as tf
 from absl import logging
 
-from vatt_gh import checkpoints, cluster, loop, provision
+from vatt_gh import checkpoints, cluster, console, loop, provision, run_lock
 from vatt_gh.data import pipeline
 from vatt_gh.data import text as text_lib
 from vatt_gh.errors import ConfigError
@@ -90,6 +90,32 @@ def finetune(
         )
     provision.check_writable(output_dir)
     chief = cluster.is_chief(strategy)
+    with run_lock.hold(output_dir, chief):  # one run per directory
+        console.exit_on_sigterm(run_lock.release_held)  # until training's handler
+        return _finetune(
+            model_dir,
+            output_dir,
+            train_pattern,
+            test_pattern,
+            num_classes,
+            strategy,
+            checkpoint,
+            config,
+            chief,
+        )
+
+
+def _finetune(
+    model_dir,
+    output_dir,
+    train_pattern,
+    test_pattern,
+    num_classes,
+    strategy,
+    checkpoint,
+    config,
+    chief,
+):
     vocab = os.path.join(output_dir, "vocab.txt")  # text is unused; the pipeline needs a vocab
     if chief and not tf.io.gfile.exists(vocab):
         text_lib.write_word_vocab(vocab, [])

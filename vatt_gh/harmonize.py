@@ -131,6 +131,19 @@ class Harmonization:
                 f"granularity {self.granularity!r} is analysis-only (each clip's own loss terms, "
                 "tools/inspect_conflicts.py); train with 'group:N' or 'replica'"
             )
+        for name in ("gamma_start", "gamma_end"):  # thresholds on a cosine
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"Harmonization.{name} {value!r} must be a number in [-1, 1]")
+            if not -1.0 <= value <= 1.0:  # also rejects NaN
+                raise ValueError(
+                    f"Harmonization.{name} = {value!r}: a cosine threshold must be in [-1, 1] "
+                    "(1 or more drops every triplet)"
+                )
+        if isinstance(self.gamma_steps, bool) or not isinstance(self.gamma_steps, int):
+            raise ValueError(f"Harmonization.gamma_steps {self.gamma_steps!r} must be an integer")
+        if self.gamma_steps < 1:
+            raise ValueError(f"Harmonization.gamma_steps {self.gamma_steps!r} must be >= 1")
         for name in ("chunk_size", "monitor_every"):
             value = getattr(self, name)
             if value is not None and (

@@ -61,13 +61,23 @@ class InputState:
             return
         path = self._path(step)
         if tf.io.gfile.exists(path):
-            with tf.io.gfile.GFile(path) as f:
-                saved = json.load(f)
-            self._saved = {
-                int(pid): pipeline.InputPosition.from_json(p)
-                for pid, p in saved["pipelines"].items()
-            }
-            logging.info("input position of step %d read from %s", step, path)
+            try:
+                with tf.io.gfile.GFile(path) as f:
+                    saved = json.load(f)
+                self._saved = {
+                    int(pid): pipeline.InputPosition.from_json(p)
+                    for pid, p in saved["pipelines"].items()
+                }
+                logging.info("input position of step %d read from %s", step, path)
+            except (ValueError, KeyError, TypeError, AttributeError, tf.errors.OpError) as e:
+                self._saved = {}  # recomputed, as when it is missing
+                logging.warning(
+                    "the input position %s is unreadable (%s: %s): counting the records of "
+                    "the shards already read to find it (exact, slower)",
+                    path,
+                    type(e).__name__,
+                    (str(e).splitlines() or [""])[0],
+                )
         else:
             logging.warning(
                 "no input position saved with step %d (%s): counting the records of the "

@@ -14,8 +14,11 @@ norms, skipped steps, wall seconds per step since the last summary, and a histog
 cosines of every group of every replica and every step since the previous summary.
 """
 
+import contextlib
 import dataclasses
+import errno
 import os
+import shutil
 import time
 from typing import Callable, Dict, Optional
 
@@ -31,6 +34,7 @@ from vatt_gh import (
     harmonize,
     input_state,
     provision,
+    run_lock,
     summaries,
     trainer,
 )
@@ -115,20 +119,19 @@ def train(
         cluster.task_name(strategy),
         keep=config.keep_checkpoints,
     )
+    writer = summaries.make_writer(run_dir, strategy)
+
+    def before_exit():  # SIGTERM: the input position of the step just checkpointed, then exit
+        inputs.save(int(optimizer.iterations.numpy()))
+        writer.flush()
+
     state = dict(model=model, optimizer=optimizer, rng=checkpoints.dropout_generators(model))
     ckpts = checkpoints.restore_or_start(
-        state,
-        run_dir,
-        strategy,
-        config.keep_checkpoints,
-        # SIGTERM: the input position of the step just checkpointed, then exit
-        before_exit=lambda: inputs.save(int(optimizer.iterations.numpy())),
-        verified=verified,
+        state, run_dir, strategy, config.keep_checkpoints, before_exit, verified=verified
     )
     step = int(optimizer.iterations.numpy())
     inputs.restore(step)
     iterator = iter(distribute(strategy, data, global_batch_size, inputs, data_errors))
-    writer = summaries.make_writer(run_dir, strategy)
 
     if step < config.train_steps:
         say("tracing the training step (the first step takes longest) ...")
@@ -172,12 +175,37 @@ def train(
                 f"{step - nonfinite_run}. Check the data and the learning rate, then resume."
             )
         if step % config.checkpoint_every == 0 or step == config.train_steps:
-            inputs.save(step)  # first: a checkpoint never lacks its input position
-            ckpts.saver.save(checkpoint_number=step)
-        ckpts.preemption.save_checkpoint_if_preempted(checkpoint_number=step)
+            with _disk_full_as_error(ckpts.saver.directory, step, writer):
+                inputs.save(step)  # first: a checkpoint never lacks its input position
+                ckpts.saver.save(checkpoint_number=step)
+        with _disk_full_as_error(ckpts.saver.directory, step, writer):
+            ckpts.preemption.save_checkpoint_if_preempted(checkpoint_number=step)
+        run_lock.refresh()
     writer.close()
     logging.info("input: %s", data_errors.summary())
     return Trained(start, step, values, time.time() - t0)
+
+
+@contextlib.contextmanager
+def _disk_full_as_error(ckpt_dir: str, step: int, writer):
+    """A full disk while saving checkpoint `step`: one line naming the folder, the space left
+    and the checkpoint a restart resumes from, instead of TensorFlow's traceback."""
+    try:
+        yield
+    except (tf.errors.ResourceExhaustedError, OSError) as e:
+        if isinstance(e, OSError) and e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        writer.close()
+        free = ""
+        if "://" not in ckpt_dir:
+            free = f" ({shutil.disk_usage(ckpt_dir).free / 2**20:.0f} MiB free)"
+        steps = checkpoints.checkpoints_on_disk(ckpt_dir)
+        last = f"ckpt-{steps[-1]}" if steps else "none"
+        raise TrainingError(
+            f"no space left to save checkpoint {step} in {ckpt_dir}{free}; the last good "
+            f"checkpoint is {last}: free some space (or set a smaller keep_checkpoints) and "
+            "run the same command again to resume"
+        ) from None
 
 
 def distribute(strategy, config, global_batch_size, inputs: input_state.InputState, errors):
@@ -233,21 +261,18 @@ def pretrain(
     SIGTERM: a checkpoint at the next step boundary, then exit code 42 (see `train`).
     Returns the model, or None when the run in model_dir is already complete.
     """
-    provision.check_settings(
-        dict(
-            train_steps=train_steps,
-            global_batch_size=global_batch_size,
-            checkpoint_every=checkpoint_every,
-            summary_every=summary_every,
-            keep_checkpoints=keep_checkpoints,
-            max_nonfinite_in_a_row=max_nonfinite_in_a_row,
-            seed=seed,
-        )
+    settings = dict(
+        train_steps=train_steps,
+        global_batch_size=global_batch_size,
+        checkpoint_every=checkpoint_every,
+        summary_every=summary_every,
+        keep_checkpoints=keep_checkpoints,
+        max_nonfinite_in_a_row=max_nonfinite_in_a_row,
+        seed=seed,
     )
+    provision.check_settings(settings)
     strategy = strategy or tf.distribute.get_strategy()
     chief = cluster.is_chief(strategy)
-    multi_worker = cluster.num_workers(strategy) > 1
-    say = console.say if chief and progress is not False else lambda message: None
     try:
         harmonization = trainer.Harmonization()  # gin-configured; validates method/granularity
     except ValueError as e:
@@ -267,16 +292,48 @@ def pretrain(
         provision.check_no_placeholders(pipeline.PretrainConfig())
     created = not tf.io.gfile.exists(model_dir)
     provision.check_writable(model_dir)
-    done = checkpoints.newest_step(os.path.join(model_dir, "checkpoints"), chief)
-    if done >= train_steps:
-        say(f"the run in {model_dir} is already complete ({done}/{train_steps} steps).")
-        return None
     try:
-        data = provision.data_config(model_dir, synthetic_data, chief, multi_worker)
+        with run_lock.hold(model_dir, chief):  # one run per directory
+            console.exit_on_sigterm(run_lock.release_held)  # until training's handler
+            return _pretrain(
+                model_dir,
+                strategy,
+                harmonization,
+                synthetic_data,
+                xla_math=xla_math,
+                progress=progress,
+                **settings,
+            )
     except ConfigError:
         if created and chief and not tf.io.gfile.listdir(model_dir):
             tf.io.gfile.rmtree(model_dir)  # nothing of the run was made: leave no trace
         raise
+
+
+def _pretrain(
+    model_dir,
+    strategy,
+    harmonization,
+    synthetic_data,
+    *,
+    train_steps,
+    global_batch_size,
+    checkpoint_every,
+    summary_every,
+    keep_checkpoints,
+    xla_math,
+    progress,
+    seed,
+    max_nonfinite_in_a_row,
+):
+    chief = cluster.is_chief(strategy)
+    multi_worker = cluster.num_workers(strategy) > 1
+    say = console.say if chief and progress is not False else lambda message: None
+    done = checkpoints.newest_step(os.path.join(model_dir, "checkpoints"), chief)
+    if done >= train_steps:
+        say(f"the run in {model_dir} is already complete ({done}/{train_steps} steps).")
+        return None
+    data = provision.data_config(model_dir, synthetic_data, chief, multi_worker)
     say(
         f"{harmonization.method} harmonization ({harmonization.granularity}), global batch "
         f"{global_batch_size} on {strategy.num_replicas_in_sync} replica(s), "

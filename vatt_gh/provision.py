@@ -12,6 +12,7 @@ found before anything is built.
 import dataclasses
 import inspect
 import os
+import re
 import uuid
 from typing import Dict, Optional
 
@@ -172,6 +173,9 @@ def data_config(
                 f"writing synthetic data ({synthetic_data.num_clips} clips of "
                 f"{synthetic_data.num_frames} frames) to {out_dir} ..."
             )
+            for name in tf.io.gfile.listdir(model_dir):  # a killed build's (the run is locked)
+                if re.fullmatch(r"data\.tmp-\d+/?", name):
+                    tf.io.gfile.rmtree(os.path.join(model_dir, name.rstrip("/")))
             tmp_dir = f"{out_dir}.tmp-{os.getpid()}"
             try:
                 records = dataclasses.asdict(synthetic_data)

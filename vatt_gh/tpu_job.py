@@ -24,8 +24,9 @@ import re
 import shlex
 from typing import Callable, Dict, Optional, Sequence
 
+from vatt_gh.errors import PREEMPTED_EXIT_CODE
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PREEMPTED_EXIT_CODE = 42  # checkpoints.PREEMPTED_EXIT_CODE (not imported: no TF needed here)
 REMOTE_DIR = "~/vatt-gh"
 ARCHIVE = "/tmp/vatt-gh.tar.gz"
 LOST = ("PREEMPTED", "TERMINATED", "MISSING")  # VM states after which it must be recreated

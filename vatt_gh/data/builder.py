@@ -9,21 +9,20 @@ clip no narration overlaps has no text. Video-level labels (optional) go to ever
 video. Frames are resampled to `fps` with the short side `short_side`, JPEG-encoded; audio is mono
 48 kHz.
 
-Shards are independent jobs: each is written to `<name>.tmp`, renamed when complete, and then a
-`<name>.json` sidecar (clip count, failed files) marks it finished, so a re-run skips it. A video
-that cannot be decoded is recorded in the sidecar and in the final summary; the rest carry on.
+`video_records(task)` makes one video's records; `build_dataset` runs it over all videos as an
+Apache Beam pipeline (`beam_build`: DirectRunner on this machine, Dataflow / Flink / Spark at
+scale), which writes the shards, skips finished ones on a re-run, and names every video that
+cannot be decoded (or whose subtitle file cannot be parsed) while the rest carry on.
 """
 
 import dataclasses
-import json
-import multiprocessing
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from vatt_gh.data import beam_build, schema
 from vatt_gh.data import captions as captions_lib
-from vatt_gh.data import schema
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv")
 
@@ -50,6 +49,15 @@ class BuildConfig:
                 f"BuildConfig.min_clip_seconds must be in [0, clip_seconds], "
                 f"got {self.min_clip_seconds!r}"
             )
+        if (
+            not self.prefix
+            or self.prefix in (".", "..")
+            or any(sep in self.prefix for sep in ("/", "\\", os.sep))
+        ):
+            raise ValueError(
+                f"BuildConfig.prefix {self.prefix!r} must be a plain file name prefix (no "
+                "folder, no '..'): shards are written directly in --out_dir"
+            )
         if self.neighbours < 0 or self.short_side < 0 or not 1 <= self.jpeg_quality <= 100:
             raise ValueError(
                 "BuildConfig: neighbours and short_side must be >= 0, jpeg_quality in 1..100; got "
@@ -71,19 +79,35 @@ def video_id(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def video_clips(
-    path: str,
-    narrations: Sequence[captions_lib.Narration],
-    config: BuildConfig,
-    labels: Sequence[int] = (),
-):
-    """SequenceExamples of one video's clips."""
+@dataclasses.dataclass(frozen=True)
+class VideoTask:
+    """One video to cut: its path, its narrations (None: read the subtitle file next to it),
+    its labels. Picklable: the Beam pipeline ships it to a worker."""
+
+    name: str  # the video's path
+    narrations: Optional[Tuple[captions_lib.Narration, ...]]
+    labels: Tuple[int, ...]
+    config: BuildConfig
+
+
+def video_records(task: VideoTask) -> beam_build.TaskRecords:
+    """The serialized SequenceExamples of one video's clips (THE per-video step of the builder).
+
+    stats: video_ms (decoded length, milliseconds), with_text (1 if the video had narrations).
+    Raises for a video that cannot be decoded or a subtitle file that cannot be parsed.
+    """
     from vatt_gh.data import video_io  # PyAV only here
 
-    frames, audio = video_io.decode_video(path, config.fps, config.short_side)
-    vid = video_id(path)
+    config = task.config
+    narrations = task.narrations
+    if narrations is None:
+        subtitles = captions_lib.sidecar_file(task.name, config.caption_language)
+        narrations = captions_lib.read_subtitles(subtitles) if subtitles else []
+    frames, audio = video_io.decode_video(task.name, config.fps, config.short_side)
+    vid = video_id(task.name)
     per_clip = int(round(config.clip_seconds * config.fps))
     samples_per_frame = schema.SAMPLE_RATE / config.fps
+    records = []
     for k0 in range(0, len(frames), per_clip):
         k1 = min(k0 + per_clip, len(frames))
         if (k1 - k0) / config.fps < config.min_clip_seconds:
@@ -95,60 +119,46 @@ def video_clips(
             clip_audio = audio[
                 int(round(k0 * samples_per_frame)) : int(round(k1 * samples_per_frame))
             ]
-        yield schema.make_sequence_example(
+        example = schema.make_sequence_example(
             f"{vid}_{t0:.2f}",
             jpegs,
             clip_audio,
             captions_lib.clip_captions(narrations, t0, t1, config.neighbours),
-            labels=labels,
+            labels=task.labels,
             audio_chunk=int(round(samples_per_frame)),
         )
-
-
-def shard_paths(out_dir: str, prefix: str, index: int, num_shards: int) -> Tuple[str, str]:
-    name = os.path.join(out_dir, f"{prefix}-{index:05d}-of-{num_shards:05d}.tfrecord")
-    return name, name + ".json"
-
-
-def video_narrations(path: str, table: dict, config: BuildConfig) -> list:
-    """The video's narrations: its rows in the table, else its subtitle file, else none."""
-    vid = video_id(path)
-    if vid in table:
-        return table[vid]
-    subtitles = captions_lib.sidecar_file(path, config.caption_language)
-    return captions_lib.read_subtitles(subtitles) if subtitles else []
-
-
-def build_shard(job) -> dict:
-    """Writes one shard (temp name, then atomic rename); returns its sidecar contents."""
-    videos, captions, labels, out_dir, index, num_shards, config = job
-    final, sidecar = shard_paths(out_dir, config.prefix, index, num_shards)
-    if tf.io.gfile.exists(sidecar):
-        with tf.io.gfile.GFile(sidecar) as f:
-            return dict(json.load(f), skipped=True)
-    failed, num_clips, with_text = [], 0, 0
-    tmp = final + ".tmp"
-    with tf.io.TFRecordWriter(tmp) as writer:
-        for path in videos:
-            try:
-                narrations = video_narrations(path, captions, config)
-                vid_labels = labels.get(video_id(path), ())
-                examples = list(video_clips(path, narrations, config, vid_labels))
-            except Exception as e:  # any decoder or subtitle failure
-                failed.append([path, f"{type(e).__name__}: {e}"])
-                continue
-            for example in examples:
-                writer.write(example.SerializeToString())
-            num_clips += len(examples)
-            with_text += bool(narrations)
-    tf.io.gfile.rename(tmp, final, overwrite=True)
-    info = dict(
-        shard=final, num_clips=num_clips, videos=len(videos), with_text=with_text, failed=failed
+        records.append(example.SerializeToString())
+    stats = dict(
+        video_ms=int(round(1000 * len(frames) / config.fps)), with_text=int(bool(narrations))
     )
-    with tf.io.gfile.GFile(sidecar + ".tmp", "w") as f:
-        json.dump(info, f)
-    tf.io.gfile.rename(sidecar + ".tmp", sidecar, overwrite=True)
-    return dict(info, skipped=False)
+    return beam_build.TaskRecords(records, stats)
+
+
+def video_tasks(
+    videos: Sequence[str],
+    config: BuildConfig,
+    captions_path: Optional[str] = None,
+    labels_path: Optional[str] = None,
+) -> List[VideoTask]:
+    """One task per video, in the order given, with its rows of the narration and label tables.
+
+    captions_path: a narration table (CSV/JSON), or None: subtitle files next to the videos only.
+    labels_path: video-level labels (CSV/JSON, `captions.load_labels`), or None.
+    """
+    for flag, path in (("captions", captions_path), ("labels", labels_path)):
+        if path and not tf.io.gfile.exists(path):
+            raise ValueError(f"--{flag} file {path!r} does not exist")
+    table = captions_lib.load_table(captions_path) if captions_path else {}
+    labels = captions_lib.load_labels(labels_path) if labels_path else {}
+    return [
+        VideoTask(
+            name=path,
+            narrations=tuple(table[video_id(path)]) if video_id(path) in table else None,
+            labels=tuple(labels.get(video_id(path), ())),
+            config=config,
+        )
+        for path in videos
+    ]
 
 
 def build_dataset(
@@ -156,79 +166,30 @@ def build_dataset(
     captions_path: Optional[str],
     out_dir: str,
     config: BuildConfig = BuildConfig(),
-    num_workers: int = 1,
-    progress: bool = True,
+    pipeline_args: Sequence[str] = (),
     labels_path: Optional[str] = None,
+    say: Optional[Callable[[str], None]] = None,
+    progress_interval: float = 10.0,
 ) -> dict:
-    """Builds all shards (in parallel over shards); returns a summary dict.
+    """Builds all shards with the Beam pipeline (`beam_build.run`); returns its summary.
 
-    captions_path: a narration table (CSV/JSON), or None: subtitle files next to the videos only.
-    labels_path: video-level labels (CSV/JSON, `captions.load_labels`), or None.
-    summary: shards (paths), num_clips, written / skipped shard counts, videos, with_text (videos
-    that had narrations), failed [(file, error)].
+    pipeline_args: Beam options (default: DirectRunner, 2 worker processes). say: prints the
+    progress lines (None: quiet). summary: shards, num_clips, written / skipped shard counts,
+    videos, with_text (videos that had narrations), video_ms, failed [(file, reason)],
+    failures_file, metrics.
     """
     if not videos:
         raise ValueError("no video files given")
-    for flag, path in (("captions", captions_path), ("labels", labels_path)):
-        if path and not tf.io.gfile.exists(path):
-            raise ValueError(f"--{flag} file {path!r} does not exist")
-    captions = captions_lib.load_table(captions_path) if captions_path else {}
-    labels = captions_lib.load_labels(labels_path) if labels_path else {}
-    tf.io.gfile.makedirs(out_dir)
-    num_shards = max(1, -(-len(videos) // config.videos_per_shard))
-    jobs = [
-        (
-            list(videos[i::num_shards]),
-            {
-                video_id(v): captions[video_id(v)]
-                for v in videos[i::num_shards]
-                if video_id(v) in captions
-            },
-            {
-                video_id(v): labels[video_id(v)]
-                for v in videos[i::num_shards]
-                if video_id(v) in labels
-            },
-            out_dir,
-            i,
-            num_shards,
-            config,
-        )
-        for i in range(num_shards)
-    ]
-    bar = None
-    if progress:
-        import tqdm
-
-        bar = tqdm.tqdm(total=num_shards, unit="shard", desc="build_dataset")
-    results = []
-    if num_workers <= 1:
-        results_iter = map(build_shard, jobs)
-        pool = None
-    else:
-        pool = multiprocessing.get_context("spawn").Pool(num_workers)
-        results_iter = pool.imap_unordered(build_shard, jobs)
-    try:
-        for info in results_iter:
-            results.append(info)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(clips=sum(r["num_clips"] for r in results))
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
-        if bar is not None:
-            bar.close()
-    results.sort(key=lambda r: r["shard"])
-    return dict(
-        shards=[r["shard"] for r in results],
-        num_clips=sum(r["num_clips"] for r in results),
-        written=sum(not r["skipped"] for r in results),
-        skipped=sum(r["skipped"] for r in results),
-        videos=sum(r["videos"] for r in results),
-        with_text=sum(r.get("with_text", 0) for r in results),
-        failed=[tuple(f) for r in results for f in r["failed"]],
+    tasks = video_tasks(videos, config, captions_path, labels_path)
+    return beam_build.run(
+        tasks,
+        video_records,
+        out_dir,
+        config.prefix,
+        config.videos_per_shard,
+        pipeline_args,
+        say=say,
+        progress_interval=progress_interval,
     )
 
 
@@ -236,10 +197,14 @@ def format_summary(summary: dict) -> str:
     lines = [
         f"{summary['num_clips']} clips in {len(summary['shards'])} shard(s) "
         f"({summary['written']} written, {summary['skipped']} already finished)",
-        f"{summary['with_text']} of {summary['videos']} video(s) had narrations",
+        f"{summary.get('with_text', 0)} of {summary['videos']} video(s) had narrations, "
+        f"{summary.get('video_ms', 0) / 1e3:.0f} s ({summary.get('video_ms', 0) / 3600e3:.1f} h) "
+        "of video decoded",
     ]
     if summary["failed"]:
-        lines.append(f"{len(summary['failed'])} file(s) could not be decoded:")
+        lines.append(
+            f"{len(summary['failed'])} file(s) failed (also in {summary['failures_file']}):"
+        )
         lines.extend(f"  {path}: {error}" for path, error in summary["failed"])
     else:
         lines.append("no file failed")

@@ -22,13 +22,17 @@ import io
 import json
 import math
 import os
+import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 import webvtt
+from absl import logging
 from webvtt import errors as webvtt_errors
 
 Narration = Tuple[float, float, str]  # (start seconds, end seconds, text)
+# A cue timing webvtt-py reads: [hh:]mm:ss.ttt --> [hh:]mm:ss.ttt (SRT: a comma before ttt).
+_TIMING = re.compile(r"^\s*(\d+:)?\d{2}:\d{2}[.,]\d{3}\s+-->\s+(\d+:)?\d{2}:\d{2}[.,]\d{3}")
 SUBTITLE_EXTENSIONS = (".vtt", ".srt")
 
 
@@ -131,6 +135,14 @@ def read_subtitles(path: str) -> List[Narration]:
         cues.append((start, max(start, end), caption.text))
     if not cues and "-->" in text:
         raise ValueError(f"{path}: no cue could be read (malformed cue timings?)")
+    bad = [line.strip() for line in text.splitlines() if "-->" in line and not _TIMING.match(line)]
+    if bad:  # webvtt-py skips such cues without a word
+        logging.warning(
+            "%s: %d cue(s) left out, their timings cannot be read (e.g. a negative start): %r",
+            path,
+            len(bad),
+            bad[0],
+        )
     return rolling_to_narrations(cues)
 
 

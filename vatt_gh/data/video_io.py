@@ -79,3 +79,33 @@ def decode_video(
 ):
     """Returns (frames uint8 (N, H, W, 3) at `fps`, mono float32 audio at `sample_rate` or None)."""
     return _decode_frames(path, fps, short_side), _decode_audio(path, sample_rate)
+
+
+def write_mp4(path: str, frames, fps: int, audio: Optional[np.ndarray] = None, rate=44100):
+    """Writes an MPEG-4 (video) + AAC (mono audio) .mp4 with PyAV: tests' and benchmarks' media.
+
+    frames: an iterable of uint8 (H, W, 3) images of one size (even sides); audio: float32 mono.
+    """
+    with av.open(path, "w") as container:
+        video = container.add_stream("mpeg4", rate=fps)
+        video.pix_fmt = "yuv420p"
+        sound = container.add_stream("aac", rate=rate) if audio is not None else None
+        for i, image in enumerate(frames):
+            if i == 0:
+                video.height, video.width = image.shape[:2]
+            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+        if sound is None:
+            return
+        audio = np.asarray(audio, np.float32)
+        for start in range(0, len(audio), 1024):
+            frame = av.AudioFrame.from_ndarray(
+                audio[None, start : start + 1024], format="flt", layout="mono"
+            )
+            frame.sample_rate, frame.pts = rate, start
+            for packet in sound.encode(frame):
+                container.mux(packet)
+        for packet in sound.encode():
+            container.mux(packet)
