@@ -31,7 +31,9 @@ setuptools.setup(
     name="vatt-gh",
     version="0.1.0",
     description=__doc__,
-    python_requires=">=3.11,<3.12",
+    # 3.10: the Python of Google's TensorFlow 2.15 TPU VM images, whose preinstalled TPU build
+    # of TensorFlow the launcher keeps (vatt_gh/tpu_job.py); every pin has a cp310 wheel.
+    python_requires=">=3.10,<3.12",
     packages=setuptools.find_packages(include=["vatt_gh", "vatt_gh.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={

@@ -20,9 +20,10 @@ from absl import (
     flags,
 )
 
-from vatt_gh.data import pipeline as P
 from vatt_gh.data import schema, synthetic
 from vatt_gh.data import text as text_lib
+from vatt_gh.data.configs import PretrainConfig, SourceConfig
+from vatt_gh.data.pretrain_input import pretrain_dataset
 
 FLAGS = flags.FLAGS
 flags.DEFINE_float("seconds", 40.0, "Measuring time per size (after warm-up).")
@@ -56,8 +57,8 @@ def _paper_records(out_dir: str, count: int) -> str:
     return os.path.join(out_dir, "paper-*.tfrecord")
 
 
-def _rate(config: P.PretrainConfig, batch_size: int, seconds: float) -> float:
-    it = iter(P.pretrain_dataset(config, batch_size))
+def _rate(config: PretrainConfig, batch_size: int, seconds: float) -> float:
+    it = iter(pretrain_dataset(config, batch_size))
     for _ in range(3):  # warm-up: tracing, autotune, shuffle buffer
         next(it)
     n, start = 0, time.perf_counter()
@@ -74,8 +75,8 @@ def main(argv):
     with tempfile.TemporaryDirectory() as tmp:
         vocab = os.path.join(tmp, "vocab.txt")
         text_lib.write_word_vocab(vocab, "step cut the onion 0 1 2 3 4 5 6".split())
-        paper = P.PretrainConfig(
-            sources=(P.SourceConfig(_paper_records(tmp, FLAGS.paper_records)),),
+        paper = PretrainConfig(
+            sources=(SourceConfig(_paper_records(tmp, FLAGS.paper_records)),),
             vocab_path=vocab,
             shuffle_buffer=16,
         )
@@ -87,8 +88,8 @@ def main(argv):
             )
         )
         syn = synthetic.write_synthetic(os.path.join(tmp, "demo"), **synthetic.DEMO)
-        demo = P.PretrainConfig(
-            sources=(P.SourceConfig(syn["file_pattern"]),),
+        demo = PretrainConfig(
+            sources=(SourceConfig(syn["file_pattern"]),),
             num_frames=8,
             crop_size=32,
             min_resize=40,

@@ -15,8 +15,9 @@ import time
 
 from absl import app, flags
 
-from vatt_gh.data import pipeline as P
 from vatt_gh.data import synthetic
+from vatt_gh.data.configs import PretrainConfig, SourceConfig
+from vatt_gh.data.pretrain_input import advance_position, pretrain_dataset
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("steps", ["10", "100000"], "Steps to restart at from a saved position.")
@@ -27,7 +28,7 @@ BATCH = 32
 
 def _first_batch_seconds(config, position, skip=0):
     start = time.perf_counter()
-    ds = P.pretrain_dataset(config, BATCH, position=position).skip(skip)
+    ds = pretrain_dataset(config, BATCH, position=position).skip(skip)
     next(iter(ds))
     return time.perf_counter() - start
 
@@ -38,8 +39,8 @@ def main(argv):
         made = synthetic.write_synthetic(
             tmp, num_clips=512, num_frames=16, frame_size=40, num_shards=4
         )
-        config = P.PretrainConfig(
-            sources=(P.SourceConfig(made["file_pattern"]),),
+        config = PretrainConfig(
+            sources=(SourceConfig(made["file_pattern"]),),
             num_frames=8,
             crop_size=32,
             min_resize=40,
@@ -52,7 +53,7 @@ def main(argv):
         print("| restart | seconds to the first batch | position |")
         print("| --- | --- | --- |", flush=True)
         for step in [int(s) for s in FLAGS.steps]:
-            position = P.advance_position(config, None, step * BATCH)
+            position = advance_position(config, None, step * BATCH)
             times = sorted(_first_batch_seconds(config, position) for _ in range(FLAGS.repeats))
             seconds = times[len(times) // 2]
             print(f"| position of step {step} | {seconds:.2f} | {position.to_json()} |", flush=True)

@@ -180,7 +180,7 @@ def setting_from_flags() -> lib.Setting:
     if FLAGS.signal_checkpoints < 1 or FLAGS.signal_clips < FLAGS.batch:
         raise app.UsageError("--signal_checkpoints >= 1 and --signal_clips >= --batch needed")
     for name, known in (
-        ("methods", lib.METHODS),
+        ("methods", lib.METHOD_GIN),
         ("signal_word_tables", lib.WORD_TABLES),
         ("signal_variants", lib.VARIANTS),
     ):

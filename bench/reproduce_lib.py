@@ -26,8 +26,8 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Table 1 rows: label -> method gin file.
-METHODS = {
+# Table 1 rows: label -> method gin file (labels, not harmonize.METHODS' method names).
+METHOD_GIN = {
     "sum": "gin/baseline.gin",
     "RW-VA": "gin/reweight_va.gin",
     "RW-VT": "gin/reweight_vt.gin",
@@ -37,9 +37,9 @@ METHODS = {
     "gradvac": "gin/gradvac.gin",
 }
 STUDY_METHODS = ("sum", "realign", "curriculum", "both")
-# Methods whose update does not depend on the granularity (constant weights: one backward pass
-# of w_va loss_va + w_vt loss_vt); only the monitored cosines differ.
-CONSTANT_WEIGHTS = ("sum", "RW-VA", "RW-VT")
+# Labels of the rows whose update does not depend on the granularity (harmonize.CONSTANT_WEIGHTS:
+# one backward pass of w_va loss_va + w_vt loss_vt); only the monitored cosines differ.
+CONSTANT_WEIGHT_LABELS = ("sum", "RW-VA", "RW-VT")
 ABLATION_STARTS = (-0.3, -0.2, -0.1, 0.0)  # Table 2: curriculum (gamma_start, 0)
 WORD_TABLES = ("frozen", "trainable")
 VARIANTS = ("agnostic", "specific")  # VATT-MA, VATT-MS
@@ -102,7 +102,7 @@ class Run:
 
     name: str
     study: str  # 'effect' | 'signal'
-    method: str  # a METHODS label
+    method: str  # a METHOD_GIN label
     level: float  # misaligned fraction of the training set
     seed: int
     granularity: str
@@ -146,7 +146,7 @@ def plan(setting: Setting) -> List[Run]:
     for level in sorted(setting.levels, reverse=True):
         for g, granularity in enumerate(setting.granularities):
             for method in setting.methods:
-                if method in CONSTANT_WEIGHTS and g > 0:
+                if method in CONSTANT_WEIGHT_LABELS and g > 0:
                     continue  # the same training at every granularity: run once
                 runs += [
                     Run(
@@ -301,7 +301,7 @@ def run_spec(run: Run, setting: Setting, results_dir: str) -> dict:
     return dict(
         run=dataclasses.asdict(run),
         model_dir=os.path.join(results_dir, "runs", run.name),
-        gin_files=[METHODS[run.method], "gin/demo.gin"],
+        gin_files=[METHOD_GIN[run.method], "gin/demo.gin"],
         gin_params=params,
         vocab=os.path.join(data, "vocab.txt"),
         train_pattern=pattern(data),
@@ -324,10 +324,10 @@ def execute(spec: dict) -> dict:
     import tensorflow as tf
 
     import gin
-    from vatt_gh import configs, loop
+    from vatt_gh import configs, pretraining
 
     configs.parse_gin(spec["gin_files"], spec["gin_params"])
-    model = loop.pretrain(spec["model_dir"], tf.distribute.get_strategy())
+    model = pretraining.pretrain(spec["model_dir"], tf.distribute.get_strategy())
     result = {"run": spec["run"]}
     result.update(training_record(spec["model_dir"]))
     if spec["run"]["study"] == "signal":
@@ -383,16 +383,6 @@ def part_of(name: str) -> str:
     return "tokenizers"  # tokenizers, positional embeddings, aggregation tokens
 
 
-def _pretrain_style(batch: dict) -> dict:
-    return {
-        "video": batch["video"][:, 0],
-        "audio": batch["audio"][:, 0],
-        "text": batch["text"],
-        "audio_mask": batch["audio_mask"],
-        "text_mask": batch["text_mask"],
-    }
-
-
 def make_part_stats(model):
     """A pre-training batch -> {definition: (B, len(PARTS), 3)} per-triplet
     (g_va . g_vt, |g_va|^2, |g_vt|^2) summed over each PART's variables; nothing applied.
@@ -421,14 +411,14 @@ def make_part_stats(model):
         return tf.stack([tf.reduce_sum(a * b), tf.reduce_sum(a * a), tf.reduce_sum(b * b)])
 
     def stats(data):
-        fwd = group_stats.forward(model._loss_fn(data), variables, model.vatt)  # noqa: SLF001
+        fwd = group_stats.forward(model.loss_fn(data), variables, model.vatt)
         batch = fwd.batch
         pairs = group_stats.group_pairs(fwd, variables, 1).pairs  # per variable, groups of 1
         own_path = [
             tf.zeros([batch, 3]) if p is None else tf.stack([p.dot, p.nva, p.nvt], 1) for p in pairs
         ]
         with tf.GradientTape(persistent=True) as tape:
-            loss_va, loss_vt, _ = model._loss_fn(data)()  # noqa: SLF001
+            loss_va, loss_vt, _ = model.loss_fn(data)()
             rows = [(loss_va[i], loss_vt[i]) for i in range(batch)]
         own_loss = []  # (B, V, 3)
         for va, vt in rows:
@@ -450,19 +440,21 @@ def signal_along_training(model, spec: dict) -> dict:
     clip's ground truth read from the records."""
     import tensorflow as tf
 
-    from vatt_gh.data import pipeline, synthetic
-    from vatt_gh.evaluation import features
+    from vatt_gh.data import synthetic
+    from vatt_gh.data.configs import PretrainConfig
+    from vatt_gh.data.eval_input import eval_dataset
+    from vatt_gh.evaluation import conflicts, features
 
     truth = synthetic.read_truth(spec["train_pattern"])
     config = features.eval_config_for_run(
         spec["train_pattern"],
         spec["vocab"],
         num_windows=1,
-        num_captions=pipeline.PretrainConfig().num_captions,
+        num_captions=PretrainConfig().num_captions,
     )
     batches = [
         b
-        for b in pipeline.eval_dataset(config, spec["batch"]).take(
+        for b in eval_dataset(config, spec["batch"]).take(
             max(1, spec["signal_clips"] // spec["batch"])
         )
         if int(b["video"].shape[0]) == spec["batch"]
@@ -476,7 +468,7 @@ def signal_along_training(model, spec: dict) -> dict:
         tf.train.Checkpoint(model=model).restore(path).expect_partial()
         per_def = {d: [] for d in DEFINITIONS}
         for batch in batches:
-            out = stats_fn(_pretrain_style(batch))
+            out = stats_fn(conflicts.pretrain_style(batch))
             for d in DEFINITIONS:
                 per_def[d].append(out[d])
         along.append(
@@ -503,13 +495,11 @@ def filter_cosines(parts: np.ndarray, filter_name: str) -> np.ndarray:
 
 
 def auc(scores_aligned: np.ndarray, scores_misaligned: np.ndarray) -> Optional[float]:
-    """ROC AUC that an aligned triplet has a HIGHER cosine than a misaligned one (ties 1/2):
-    0.5 = no signal, 1 = the cosine separates them perfectly, < 0.5 = the wrong way round."""
-    a, m = np.asarray(scores_aligned, float), np.asarray(scores_misaligned, float)
-    if not len(a) or not len(m):
-        return None
-    greater = (a[:, None] > m[None, :]).sum() + 0.5 * (a[:, None] == m[None, :]).sum()
-    return float(greater / (len(a) * len(m)))
+    """ROC AUC that an aligned triplet has a HIGHER cosine than a misaligned one (ties 1/2;
+    `conflicts.separation_auc`): 0.5 = no signal, 1 = the cosine separates them perfectly."""
+    from vatt_gh.evaluation.conflicts import separation_auc
+
+    return separation_auc(scores_aligned, scores_misaligned)
 
 
 def signal_aucs(result: dict) -> List[dict]:
@@ -550,16 +540,14 @@ def retrieval_ceiling(labels: np.ndarray, recall_at=(1, 5, 10)) -> dict:
 def held_out_metrics(model, spec: dict) -> dict:
     """Zero-shot text-to-video retrieval (and its class-oracle ceiling) and linear probes
     (video, audio) on clean clips, with the final weights."""
-    from vatt_gh.data import pipeline
+    from vatt_gh.data.eval_input import eval_dataset
     from vatt_gh.evaluation import features, probe, retrieval
 
     def extract(file_pattern, modalities):
         config = features.eval_config_for_run(
             file_pattern, spec["vocab"], num_windows=spec["num_windows"]
         )
-        return features.extract(
-            model.vatt, pipeline.eval_dataset(config, spec["batch"]), modalities
-        )
+        return features.extract(model.vatt, eval_dataset(config, spec["batch"]), modalities)
 
     test = extract(spec["test_pattern"], ("video", "audio", "text"))
     train = extract(spec["probe_train_pattern"], ("video", "audio"))
@@ -641,7 +629,7 @@ def effect_summary(results: List[dict]) -> Dict[str, dict]:
         cells = {h: interval([_get(g, r) for r in by_seed.values()]) for h, g in getters.items()}
         base = groups.get((level, granularity, "sum")) or next(
             (v for (lv, _, lb), v in groups.items() if lv == level and lb == "sum"), {}
-        )  # sum trains the same at every granularity (CONSTANT_WEIGHTS): run at the first
+        )  # sum trains the same at every granularity (CONSTANT_WEIGHT_LABELS): run at the first
         for h in getters:
             diffs = [
                 _get(getters[h], by_seed[s]) - _get(getters[h], base[s])

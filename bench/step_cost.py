@@ -39,9 +39,10 @@ import psutil
 import tensorflow as tf
 from absl import app, flags
 
-from vatt_gh import group_stats, losses, trainer  # noqa: E402
-from vatt_gh.harmonized_update import harmonized_update  # noqa: E402
-from vatt_gh.models import build_vatt, get_config  # noqa: E402
+from vatt_gh import group_stats, losses, trainer
+from vatt_gh.harmonize import Harmonization
+from vatt_gh.harmonized_update import harmonized_update
+from vatt_gh.models import build_vatt, get_config
 
 flags.DEFINE_string("preset", "small", "Model preset.")
 flags.DEFINE_list(
@@ -128,8 +129,8 @@ def shared_vatt(batch):
 class DenseUpdateModel(trainer.PretrainModel):
     """The word table's update made dense (vocabulary x width) before the all-reduce."""
 
-    def _harmonized_update(self, *args, **kwargs):
-        update, stats = super()._harmonized_update(*args, **kwargs)
+    def compute_update(self, *args, **kwargs):
+        update, stats = super().compute_update(*args, **kwargs)
         return [tf.convert_to_tensor(u) for u in update], stats
 
 
@@ -173,7 +174,7 @@ def breakdown(batch):
         build_vatt(FLAGS.preset, trainable_word_vectors=FLAGS.trainable_words)
     )
     model(batch, training=False)
-    loss_fn = model._loss_fn(batch)
+    loss_fn = model.loss_fn(batch)
     variables = model.trainable_variables
     done = lambda xs: tf.add_n(
         [tf.reduce_sum(tf.convert_to_tensor(x)) for x in tf.nest.flatten(xs)]
@@ -202,7 +203,8 @@ def breakdown(batch):
         return done([pairs.dot, pairs.nva, pairs.nvt])
 
     def update(size):
-        u, st, _ = harmonized_update(loss_fn, variables, model.vatt, "both", f"group:{size}", -0.3)
+        h = Harmonization("both", f"group:{size}")
+        u, st, _ = harmonized_update(loss_fn, variables, model.vatt, h, gamma=-0.3)
         return done(u) + done(st["cosine"])
 
     parts = dict(
@@ -318,7 +320,7 @@ def memory_estimate(
     return params, tokens, rows
 
 
-def main(argv):
+def main(argv):  # noqa: C901  (one branch per bench mode, each a few lines)
     del argv
     if FLAGS.worker:
         return worker(FLAGS.worker)

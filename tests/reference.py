@@ -5,8 +5,9 @@ import numpy as np
 RW_VA = (2.5, 0.5)
 
 
-def np_update(g_va, g_vt, method, gamma=None, reweight=RW_VA, phi_hat=0.0):
-    """The paper's update on flattened float64 vectors, written out literally."""
+def np_update(g_va, g_vt, method, gamma=None, reweight=RW_VA, phi_hat=0.0):  # noqa: C901
+    """The paper's update on flattened float64 vectors, written out literally (one branch per
+    method, as the paper states them: over the complexity limit on purpose)."""
     dot = float(g_va @ g_vt)
     n_va, n_vt = np.linalg.norm(g_va), np.linalg.norm(g_vt)
     cos = dot / (n_va * n_vt) if n_va * n_vt > 0 else 0.0

@@ -4,7 +4,7 @@ colour jitter with hue with probability 0.8, audio noise of 0.01 x the clip's pe
 import numpy as np
 import tensorflow as tf
 
-from vatt_gh.data import augment, pipeline
+from vatt_gh.data import augment, configs
 
 SEEDS = 1000  # a probability of 0.8 over 1000 seeds: standard error 0.013
 
@@ -14,7 +14,7 @@ def seed(i):
 
 
 def test_the_defaults_are_vatts():
-    train, evaluation = pipeline.PretrainConfig(), pipeline.EvalConfig()
+    train, evaluation = configs.PretrainConfig(), configs.EvalConfig()
     assert (train.crop_size, train.min_resize, evaluation.min_resize) == (224, 224, 224)
     assert train.scale_jitter == (0.8, 1.2) and train.scale_jitter_prob == 0.8
     assert (train.brightness, train.saturation, train.contrast) == (32 / 255, 0.4, 0.4)

@@ -3,7 +3,7 @@
 import pytest
 
 import gin
-from vatt_gh import console, loop
+from vatt_gh import console, pretraining
 from vatt_gh.evaluation import summaries
 
 
@@ -46,7 +46,7 @@ def test_progress_line_shows_the_rate_of_its_window():
         learning_rate=4e-4,
         seconds_per_step=0.125,
     )
-    assert loop.progress_line(20, 600, values) == (
+    assert pretraining.pretrain_line(20, 600, values) == (
         "step  20/600  loss_va 4.1235  loss_vt 3.5000  cos -0.012  dropped 0.25  "
         "gamma -0.300  lr 4.0e-04  8.0 steps/s"
     )

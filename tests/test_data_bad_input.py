@@ -8,9 +8,21 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vatt_gh.data import pipeline as P
 from vatt_gh.data import schema
-from vatt_gh.data import text as text_lib
+from vatt_gh.data.configs import EvalConfig, PretrainConfig, SourceConfig
+from vatt_gh.data.pretrain_input import pretrain_dataset
+from vatt_gh.data.rejects import (
+    BAD_AUDIO,
+    BAD_FLAG,
+    CORRUPT_SHARD,
+    EMPTY_CAPTION,
+    FRAME_TOO_LARGE,
+    NO_VIDEO,
+    REASON_NAMES,
+    SHORT_AUDIO,
+    UNDECODABLE,
+    DataErrors,
+)
 
 SR = schema.SAMPLE_RATE
 
@@ -62,23 +74,23 @@ def _bad_records():
     return {
         "undecodable_jpeg": (
             _good(2, jpegs=[_jpeg()] * 3 + [b"\xff\xd8\xff" + b"junk" * 10] * 3),
-            P.UNDECODABLE,
+            UNDECODABLE,
         ),
-        "not_a_proto": (b"\x0a\xff\xff\xff\xff garbage", P.UNDECODABLE),
-        "missing_video": (no_video.SerializeToString(), P.NO_VIDEO),
-        "empty_caption": (_good(2, captions=["w0", "  "]), P.EMPTY_CAPTION),
-        "short_audio": (_good(2, audio=np.zeros(2 * 4800, np.float32)), P.SHORT_AUDIO),
+        "not_a_proto": (b"\x0a\xff\xff\xff\xff garbage", UNDECODABLE),
+        "missing_video": (no_video.SerializeToString(), NO_VIDEO),
+        "empty_caption": (_good(2, captions=["w0", "  "]), EMPTY_CAPTION),
+        "short_audio": (_good(2, audio=np.zeros(2 * 4800, np.float32)), SHORT_AUDIO),
         # Hostile input: a decompression bomb, NaN audio, NUL-only text, an aligned flag of 7.
-        "jpeg_header_bomb": (_good(2, jpegs=[_jpeg()] * 5 + [_bomb()]), P.FRAME_TOO_LARGE),
-        "nan_audio": (_good(2, audio=_audio_with(np.nan)), P.BAD_AUDIO),
-        "nul_caption": (_good(2, captions=["w0", "\x00\x00"]), P.EMPTY_CAPTION),
-        "aligned_flag_7": (_record(2, aligned=(7, 1)), P.BAD_FLAG),
+        "jpeg_header_bomb": (_good(2, jpegs=[_jpeg()] * 5 + [_bomb()]), FRAME_TOO_LARGE),
+        "nan_audio": (_good(2, audio=_audio_with(np.nan)), BAD_AUDIO),
+        "nul_caption": (_good(2, captions=["w0", "\x00\x00"]), EMPTY_CAPTION),
+        "aligned_flag_7": (_record(2, aligned=(7, 1)), BAD_FLAG),
     }
 
 
 def _config(pattern, vocab, on_error):
-    return P.PretrainConfig(
-        sources=(P.SourceConfig(pattern),),
+    return PretrainConfig(
+        sources=(SourceConfig(pattern),),
         num_frames=4,
         crop_size=8,
         min_resize=8,
@@ -90,13 +102,6 @@ def _config(pattern, vocab, on_error):
         repeat=False,
         on_error=on_error,
     )
-
-
-@pytest.fixture(scope="module")
-def vocab(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("v") / "vocab.txt")
-    text_lib.write_word_vocab(path, ["w0"])
-    return path
 
 
 def _labels(ds):
@@ -111,11 +116,11 @@ def test_bad_record_raise_and_skip(tmp_path, vocab, case):
         for r in [_good(0), _good(1), record, _good(3)]:
             w.write(r)
     with pytest.raises(Exception, match=rf"shard {path} record 2: "):
-        _labels(P.pretrain_dataset(_config(path, vocab, "raise"), 1))
-    errors = P.DataErrors("skip")
-    assert _labels(P.pretrain_dataset(_config(path, vocab, "skip"), 1, errors)) == [0, 1, 3]
-    assert errors.total == 1 and errors.counts == {P.REASON_NAMES[reason]: 1}
-    assert errors.examples == [(path, 2, P.REASON_NAMES[reason])]
+        _labels(pretrain_dataset(_config(path, vocab, "raise"), 1))
+    errors = DataErrors("skip")
+    assert _labels(pretrain_dataset(_config(path, vocab, "skip"), 1, errors)) == [0, 1, 3]
+    assert errors.total == 1 and errors.counts == {REASON_NAMES[reason]: 1}
+    assert errors.examples == [(path, 2, REASON_NAMES[reason])]
     assert "skipped 1 record(s)" in errors.summary()
 
 
@@ -136,11 +141,11 @@ def test_bad_shard_raise_and_skip(tmp_path, vocab, damage):
     open(bad, "wb").write(bytes(data))
     pattern = str(tmp_path / "*.tfrecord")
     with pytest.raises(Exception, match=rf"shard {bad} record 2: corrupt or truncated shard"):
-        _labels(P.pretrain_dataset(_config(pattern, vocab, "raise"), 1))
-    errors = P.DataErrors("skip")
-    assert _labels(P.pretrain_dataset(_config(pattern, vocab, "skip"), 1, errors)) == [0, 1, 10, 11]
-    assert errors.counts == {P.REASON_NAMES[P.CORRUPT_SHARD]: 1}
-    assert errors.examples == [(bad, 2, P.REASON_NAMES[P.CORRUPT_SHARD])]
+        _labels(pretrain_dataset(_config(pattern, vocab, "raise"), 1))
+    errors = DataErrors("skip")
+    assert _labels(pretrain_dataset(_config(pattern, vocab, "skip"), 1, errors)) == [0, 1, 10, 11]
+    assert errors.counts == {REASON_NAMES[CORRUPT_SHARD]: 1}
+    assert errors.examples == [(bad, 2, REASON_NAMES[CORRUPT_SHARD])]
 
 
 def test_missing_audio_or_text_is_not_an_error(tmp_path, vocab):
@@ -148,8 +153,8 @@ def test_missing_audio_or_text_is_not_an_error(tmp_path, vocab):
     with tf.io.TFRecordWriter(path) as w:
         w.write(_good(0, audio=None))
         w.write(_good(1, captions=[]))
-    errors = P.DataErrors("raise")
-    batch = next(iter(P.pretrain_dataset(_config(path, vocab, "raise"), 2, errors)))
+    errors = DataErrors("raise")
+    batch = next(iter(pretrain_dataset(_config(path, vocab, "raise"), 2, errors)))
     masks = dict(
         zip(
             batch["label"].numpy(),
@@ -163,8 +168,8 @@ def test_audio_shortfall_within_tolerance_is_padded(tmp_path, vocab):
     path = str(tmp_path / "pad.tfrecord")
     with tf.io.TFRecordWriter(path) as w:  # 6 frames = 28800 samples; 100 missing
         w.write(_good(0, audio=np.ones(6 * 4800 - 100, np.float32)))
-    cfg = P.PretrainConfig(
-        sources=(P.SourceConfig(path),),
+    cfg = PretrainConfig(
+        sources=(SourceConfig(path),),
         num_frames=6,
         crop_size=8,
         min_resize=8,
@@ -175,7 +180,7 @@ def test_audio_shortfall_within_tolerance_is_padded(tmp_path, vocab):
         repeat=False,
         audio_noise=0.0,  # the padding stays exactly zero
     )
-    audio = next(iter(P.pretrain_dataset(cfg, 1)))["audio"].numpy()[0]
+    audio = next(iter(pretrain_dataset(cfg, 1)))["audio"].numpy()[0]
     assert audio.shape == (28800,) and audio[:28700].min() == 1.0 and not audio[28700:].any()
 
 
@@ -204,8 +209,8 @@ def test_hostile_values_are_skipped_counted_and_named(tmp_path, vocab, caplog):
     good = [0, 11, 12]
     records = [bad[i][0] if i in bad else _record(i, aligned=(i % 2, 0)) for i in range(13)]
     path = _write_shard(tmp_path / "hostile.tfrecord", records)
-    errors = P.DataErrors("skip", max_examples=1000)
-    batches = list(P.pretrain_dataset(_config(path, vocab, "skip"), 1, errors))
+    errors = DataErrors("skip", max_examples=1000)
+    batches = list(pretrain_dataset(_config(path, vocab, "skip"), 1, errors))
     assert sorted(int(b["label"][0]) for b in batches) == good
     for b in batches:
         assert np.isfinite(b["audio"].numpy()).all() and np.abs(b["audio"].numpy()).max() <= 10
@@ -228,9 +233,9 @@ def test_hostile_values_are_skipped_counted_and_named(tmp_path, vocab, caplog):
 
 def test_header_bomb_raises_naming_record_and_size(tmp_path, vocab):
     path = _write_shard(tmp_path / "bomb.tfrecord", [_good(0, jpegs=[_bomb()] * 6)])
-    errors = P.DataErrors("raise")
+    errors = DataErrors("raise")
     with pytest.raises(Exception, match=rf"shard {path} record 0: .*claims 9000 x 9000"):
-        _labels(P.pretrain_dataset(_config(path, vocab, "raise"), 1, errors))
+        _labels(pretrain_dataset(_config(path, vocab, "raise"), 1, errors))
     assert errors.failure.startswith(f"shard {path} record 0: a JPEG header claims")
     assert "on_error='skip'" in errors.failure and "\n" not in errors.failure
 
@@ -243,7 +248,7 @@ def _iterate_with_timeout(ds, seconds=240):
         try:
             for b in ds:
                 out["labels"].extend(int(x) for x in b["label"].numpy())
-        except Exception as e:  # noqa: BLE001 - returned to the test
+        except Exception as e:
             out["error"] = e
 
     thread = threading.Thread(target=consume, daemon=True)
@@ -262,8 +267,8 @@ def test_all_records_bad_under_skip_stops_with_one_line_and_few_warnings(tmp_pat
     cfg = dataclasses.replace(
         _config(str(tmp_path / "*.tfrecord"), vocab, "skip"), repeat=True, max_bad_in_a_row=50
     )
-    errors = P.DataErrors("skip")
-    labels, error = _iterate_with_timeout(P.pretrain_dataset(cfg, 1, errors))
+    errors = DataErrors("skip")
+    labels, error = _iterate_with_timeout(pretrain_dataset(cfg, 1, errors))
     assert labels == [] and error is not None
     assert errors.failure.startswith("no valid record among the last 50 read from source ")
     assert "skipped 50 record(s): 50 x empty_caption" in errors.failure
@@ -276,8 +281,8 @@ def test_all_shards_empty_under_repeat_stops(tmp_path, vocab):
     for name in ("a", "b"):
         _write_shard(tmp_path / f"{name}.tfrecord", [])
     cfg = dataclasses.replace(_config(str(tmp_path / "*.tfrecord"), vocab, "skip"), repeat=True)
-    errors = P.DataErrors("skip")
-    labels, error = _iterate_with_timeout(P.pretrain_dataset(cfg, 1, errors))
+    errors = DataErrors("skip")
+    labels, error = _iterate_with_timeout(pretrain_dataset(cfg, 1, errors))
     assert labels == [] and error is not None
     assert errors.failure.startswith("none of the 2 shard(s) of source ")
 
@@ -306,12 +311,12 @@ def test_all_shards_empty_under_repeat_stops(tmp_path, vocab):
 )
 def test_numeric_data_settings_are_checked(field, value):
     with pytest.raises(ValueError, match=rf"^PretrainConfig.{field} = .*: must be"):
-        P.PretrainConfig(**{field: value})
+        PretrainConfig(**{field: value})
 
 
 @pytest.mark.parametrize("field,value", [("fps", 0.0), ("stride", 0), ("weight", -1.0)])
 def test_numeric_source_settings_are_checked(field, value):
     with pytest.raises(ValueError, match=rf"^SourceConfig.{field} = "):
-        P.SourceConfig("x", **{field: value})
+        SourceConfig("x", **{field: value})
     with pytest.raises(ValueError, match=r"^EvalConfig.num_windows = 0: must be an integer >= 1"):
-        P.EvalConfig(num_windows=0)
+        EvalConfig(num_windows=0)

@@ -12,8 +12,9 @@ import pytest
 import tensorflow as tf
 
 from vatt_gh.data import builder, schema, video_io
-from vatt_gh.data import pipeline as P
 from vatt_gh.data import text as text_lib
+from vatt_gh.data.configs import EvalConfig
+from vatt_gh.data.eval_input import eval_dataset
 
 VIDEOS = {"red": ((220, 30, 30), 440.0), "blue": ((30, 30, 220), 1000.0)}
 
@@ -73,7 +74,7 @@ def test_rerun_skips_finished_shards(built):
 def test_clips_carry_colour_pitch_and_captions(built, tmp_path):
     vocab = str(tmp_path / "vocab.txt")
     text_lib.write_word_vocab(vocab, ["red", "blue", "first", "second"])  # ids 2, 3, 4, 5
-    cfg = P.EvalConfig(
+    cfg = EvalConfig(
         file_pattern=os.path.join(built["out"], "t-*.tfrecord"),
         num_frames=8,
         num_windows=1,
@@ -84,7 +85,7 @@ def test_clips_carry_colour_pitch_and_captions(built, tmp_path):
         vocab_path=vocab,
     )
     clips = {}
-    for b in P.eval_dataset(cfg, 8):
+    for b in eval_dataset(cfg, 8):
         for i, clip_id in enumerate(b["clip_id"].numpy()):
             clips[clip_id.decode()] = {k: v.numpy()[i] for k, v in b.items()}
     assert sorted(clips) == ["blue_0.00", "blue_1.00", "red_0.00", "red_1.00"]
@@ -218,7 +219,7 @@ def test_yt8m_records_read_back_by_the_pipeline(yt8m, tmp_path):
     vocab = str(tmp_path / "vocab.txt")
     words = "alpha bravo charlie delta echo foxtrot golf hotel".split()
     text_lib.write_word_vocab(vocab, words)  # ids 2..9
-    cfg = P.EvalConfig(
+    cfg = EvalConfig(
         file_pattern=os.path.join(yt8m["out"], "yt8m-*.tfrecord"),
         fps=10.0,
         num_frames=32,  # 3.2 s: the mixture's audio window
@@ -230,7 +231,7 @@ def test_yt8m_records_read_back_by_the_pipeline(yt8m, tmp_path):
         vocab_path=vocab,
     )
     clips = {}
-    for b in P.eval_dataset(cfg, 8):
+    for b in eval_dataset(cfg, 8):
         for i, clip_id in enumerate(b["clip_id"].numpy()):
             clips[clip_id.decode()] = {k: v.numpy()[i] for k, v in b.items()}
     assert sorted(clips) == ["ytA_0.00", "ytA_5.00", "ytB_0.00", "ytB_5.00"]

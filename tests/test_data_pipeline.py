@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vatt_gh.data import pipeline as P
 from vatt_gh.data import schema
-from vatt_gh.data import text as text_lib
+from vatt_gh.data.configs import EvalConfig, PretrainConfig, SourceConfig, audio_samples_for
+from vatt_gh.data.eval_input import eval_dataset
+from vatt_gh.data.pretrain_input import make_pretrain_input_fn, pretrain_dataset
 
 SR = schema.SAMPLE_RATE
 
@@ -32,15 +33,8 @@ def _write(path, examples):
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def vocab(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("vocab") / "vocab.txt")
-    text_lib.write_word_vocab(path, [f"w{i}" for i in range(10)])  # w<i> has id i + 2
-    return path
-
-
 def _config(pattern, vocab, **kw):
-    source = P.SourceConfig(pattern, fps=kw.pop("fps", 10.0), stride=kw.pop("stride", 1))
+    source = SourceConfig(pattern, fps=kw.pop("fps", 10.0), stride=kw.pop("stride", 1))
     defaults = dict(
         sources=(source,),
         num_frames=4,
@@ -59,7 +53,7 @@ def _config(pattern, vocab, **kw):
         cycle_length=2,
     )
     defaults.update(kw)
-    return P.PretrainConfig(**defaults)
+    return PretrainConfig(**defaults)
 
 
 def _frame_index(video):
@@ -72,8 +66,8 @@ def _frame_index(video):
 def test_audio_window_matches_frames_time_span(tmp_path, vocab, fps, stride):
     path = _write(tmp_path / "a.tfrecord", [_clip(f"c{i}", 20, fps, i) for i in range(4)])
     cfg = _config(path, vocab, fps=fps, stride=stride)
-    batch = next(iter(P.pretrain_dataset(cfg, 4)))
-    samples = P.audio_samples_for(4, stride, fps, SR)
+    batch = next(iter(pretrain_dataset(cfg, 4)))
+    samples = audio_samples_for(4, stride, fps, SR)
     assert batch["audio"].shape == (4, samples) == (4, int(4 * stride / fps * SR))
     video, audio = batch["video"].numpy(), batch["audio"].numpy()
     offsets = set()
@@ -96,7 +90,7 @@ def test_output_contract_text_windows_and_masks(tmp_path, vocab):
     ]
     path = _write(tmp_path / "t.tfrecord", examples)
     cfg = _config(path, vocab, repeat=False)
-    batch = next(iter(P.pretrain_dataset(cfg, 3)))
+    batch = next(iter(pretrain_dataset(cfg, 3)))
     expected = {
         "video": ((3, 4, 8, 8, 3), tf.float32),
         "audio": ((3, 4 * 4800), tf.float32),
@@ -152,7 +146,7 @@ def test_same_seed_same_batches_other_seed_differs(tmp_path, vocab):
             flip=True,
             scale_jitter=(0.8, 1.2),
         )
-        return [{k: v.numpy() for k, v in b.items()} for b in P.pretrain_dataset(cfg, 4).take(4)]
+        return [{k: v.numpy() for k, v in b.items()} for b in pretrain_dataset(cfg, 4).take(4)]
 
     a, b, c = take(1), take(1), take(2)
     for x, y in zip(a, b):
@@ -171,25 +165,23 @@ def test_mixture_proportions_and_per_source_fps(tmp_path, vocab):
         a,
         vocab,
         sources=(
-            P.SourceConfig(a, fps=10.0, stride=1, weight=3.0),
-            P.SourceConfig(b, fps=20.0, stride=2, weight=1.0),
+            SourceConfig(a, fps=10.0, stride=1, weight=3.0),
+            SourceConfig(b, fps=20.0, stride=2, weight=1.0),
         ),
         num_captions=1,
     )
-    labels = np.concatenate([x["label"].numpy() for x in P.pretrain_dataset(cfg, 50).take(8)])
+    labels = np.concatenate([x["label"].numpy() for x in pretrain_dataset(cfg, 50).take(8)])
     assert abs((labels == 1).mean() - 0.25) < 0.07  # 400 draws: sd 0.022
-    mismatched = _config(
-        a, vocab, sources=(P.SourceConfig(a, fps=10.0), P.SourceConfig(b, fps=20.0))
-    )
+    mismatched = _config(a, vocab, sources=(SourceConfig(a, fps=10.0), SourceConfig(b, fps=20.0)))
     with pytest.raises(ValueError, match="different time windows"):
-        P.pretrain_dataset(mismatched, 2)
+        pretrain_dataset(mismatched, 2)
 
 
 def test_input_fn_shards_files_per_pipeline_and_batches_per_replica(tmp_path, vocab):
     for k in range(4):
         _write(tmp_path / f"h{k}.tfrecord", [_clip(f"h{k}_{i}", 6, 10.0, k) for i in range(3)])
     cfg = _config(os.path.join(tmp_path, "h*.tfrecord"), vocab, num_captions=1)
-    input_fn = P.make_pretrain_input_fn(cfg, global_batch_size=8)
+    input_fn = make_pretrain_input_fn(cfg, global_batch_size=8)
     seen = []
     for pid in range(2):
         ctx = tf.distribute.InputContext(
@@ -203,7 +195,7 @@ def test_input_fn_shards_files_per_pipeline_and_batches_per_replica(tmp_path, vo
 
 def test_missing_pattern_is_named(vocab):
     with pytest.raises(FileNotFoundError, match="/nowhere/x-"):
-        P.pretrain_dataset(_config("/nowhere/x-*", vocab), 2)
+        pretrain_dataset(_config("/nowhere/x-*", vocab), 2)
 
 
 def test_eval_windows_central_caption_and_clip_ids(tmp_path, vocab):
@@ -211,7 +203,7 @@ def test_eval_windows_central_caption_and_clip_ids(tmp_path, vocab):
         _clip(f"e{i}", 20, 10.0, i, captions=["w1", "w2", "w3", "w4", "w5"]) for i in range(3)
     ]
     path = _write(tmp_path / "e.tfrecord", examples)
-    cfg = P.EvalConfig(
+    cfg = EvalConfig(
         file_pattern=path,
         num_frames=4,
         stride=2,
@@ -222,7 +214,7 @@ def test_eval_windows_central_caption_and_clip_ids(tmp_path, vocab):
         max_tokens=2,
         vocab_path=vocab,
     )
-    batches = list(P.eval_dataset(cfg, 2))
+    batches = list(eval_dataset(cfg, 2))
     assert [b["video"].shape[0] for b in batches] == [2, 1]  # nothing dropped
     b = batches[0]
     assert b["video"].shape == (2, 3, 4, 8, 8, 3) and b["audio"].shape == (2, 3, 4 * 2 * 4800)
@@ -236,10 +228,9 @@ def test_eval_windows_central_caption_and_clip_ids(tmp_path, vocab):
     np.testing.assert_array_equal(b["label"].numpy(), [0, 1])
 
 
-def test_gin_reaches_every_setting():
+def test_gin_reaches_every_setting(clean_gin):
     import gin
 
-    gin.clear_config()
     gin.parse_config("""
       howto/SourceConfig.file_pattern = 'x-*'
       howto/SourceConfig.fps = 25.0
@@ -248,9 +239,6 @@ def test_gin_reaches_every_setting():
       PretrainConfig.num_frames = 8
       PretrainConfig.on_error = 'skip'
   """)
-    try:
-        cfg = P.PretrainConfig()
-        assert cfg.num_frames == 8 and cfg.on_error == "skip"
-        assert cfg.sources == (P.SourceConfig("x-*", fps=25.0, stride=2),)
-    finally:
-        gin.clear_config()
+    cfg = PretrainConfig()
+    assert cfg.num_frames == 8 and cfg.on_error == "skip"
+    assert cfg.sources == (SourceConfig("x-*", fps=25.0, stride=2),)

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vatt_gh.data import augment, pipeline, schema
+from vatt_gh.data import augment, schema
 from vatt_gh.data import text as text_lib
+from vatt_gh.data.clips import select_captions
 
 
 def _jpeg(value, size=8):
@@ -74,19 +75,19 @@ def test_vocab_without_pad_first_is_rejected(tmp_path):
 
 def test_select_captions_central_random_and_padding():
     caps = tf.constant([b"c0", b"c1", b"c2", b"c3", b"c4", b"c5"])
-    chosen, mask = pipeline.select_captions(caps, 3, None)  # central: start (6 - 3) // 2 = 1
+    chosen, mask = select_captions(caps, 3, None)  # central: start (6 - 3) // 2 = 1
     assert chosen.numpy().tolist() == [b"c1", b"c2", b"c3"] and mask.numpy().tolist() == [1, 1, 1]
     starts = set()
     for i in range(40):
-        chosen, _ = pipeline.select_captions(caps, 3, tf.constant([i, 5], tf.int64))
+        chosen, _ = select_captions(caps, 3, tf.constant([i, 5], tf.int64))
         first = int(chosen.numpy()[0][1:])
         assert chosen.numpy().tolist() == [b"c%d" % (first + j) for j in range(3)]
         starts.add(first)
     assert starts == {0, 1, 2, 3}  # every start in [0, 6 - 3]
-    chosen, mask = pipeline.select_captions(caps[:2], 4, tf.constant([1, 2], tf.int64))
+    chosen, mask = select_captions(caps[:2], 4, tf.constant([1, 2], tf.int64))
     assert chosen.numpy().tolist() == [b"c0", b"c1", b"", b""]
     assert mask.numpy().tolist() == [1, 1, 0, 0]
-    _, mask = pipeline.select_captions(tf.zeros([0], tf.string), 2, None)
+    _, mask = select_captions(tf.zeros([0], tf.string), 2, None)
     assert mask.numpy().tolist() == [0, 0]
 
 

@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from vatt_gh.data import pipeline as P
 from vatt_gh.data import synthetic
+from vatt_gh.data.configs import EvalConfig
+from vatt_gh.data.eval_input import eval_dataset
 
 KW = dict(
     num_clips=24,
@@ -48,7 +49,7 @@ def test_misaligned_count_and_metadata(syn):
 
 def test_pipeline_output_matches_ground_truth(syn):
     truth = {c["clip_id"]: c for c in syn["clips"]}
-    cfg = P.EvalConfig(
+    cfg = EvalConfig(
         file_pattern=syn["file_pattern"],
         num_frames=8,
         num_windows=1,
@@ -60,7 +61,7 @@ def test_pipeline_output_matches_ground_truth(syn):
     )
     vocab = [l.rstrip("\n") for l in open(syn["vocab_path"])]
     seen = 0
-    for b in P.eval_dataset(cfg, 8):
+    for b in eval_dataset(cfg, 8):
         for i, clip_id in enumerate(b["clip_id"].numpy()):
             t = truth[clip_id.decode()]
             seen += 1

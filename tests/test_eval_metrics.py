@@ -108,6 +108,21 @@ def test_probe_separable_features_and_shuffled_labels():
     assert shuffled["top1"] < 40.0, shuffled  # chance is 20% (200 test clips)
 
 
+def test_probe_vatt_head_learns_separable_features_not_shuffled_labels():
+    rng = np.random.default_rng(0)
+    train_x, train_y = _blobs(rng, 5, 40, 3)
+    test_x, test_y = train_x + 0.3 * rng.normal(size=train_x.shape), train_y
+    kw = dict(classifier_kind="vatt", epochs=60)
+    good = probe.linear_probe_metrics(train_x, train_y, test_x, test_y, **kw)
+    assert good["top1"] >= 95.0 and good["top5"] == 100.0
+    shuffled = probe.linear_probe_metrics(train_x, rng.permutation(train_y), test_x, test_y, **kw)
+    assert shuffled["top1"] < 40.0, shuffled
+    head = probe.LinearProbe(5, **kw).fit(train_x[:10], train_y[:10]).classifier.model
+    kinds = [type(layer).__name__ for layer in head.layers]
+    assert kinds == ["Dense", "Dropout", "Dense"] and head.layers[1].rate == 0.9
+    assert head.layers[0].units == 128 and head.layers[2].units == 5
+
+
 def test_probe_classes_missing_from_training_get_zero_probability():
     rng = np.random.default_rng(1)
     x, y = _blobs(rng, 3, 10, 1)
@@ -235,7 +250,9 @@ class _FakeModel:
 
 
 def test_triplet_cosines_stay_with_their_clips(tmp_path):
-    from vatt_gh.data import pipeline, synthetic
+    from vatt_gh.data import synthetic
+    from vatt_gh.data.configs import EvalConfig
+    from vatt_gh.data.eval_input import eval_dataset
 
     made = synthetic.write_synthetic(
         str(tmp_path),
@@ -246,7 +263,7 @@ def test_triplet_cosines_stay_with_their_clips(tmp_path):
         frame_size=40,
         num_shards=2,
     )
-    config = pipeline.EvalConfig(
+    config = EvalConfig(
         file_pattern=made["file_pattern"],
         vocab_path=made["vocab_path"],
         num_frames=8,
@@ -263,7 +280,7 @@ def test_triplet_cosines_stay_with_their_clips(tmp_path):
     assert sorted(rows["clip_id"]) == sorted(truth)
     # Independent expectation: each clip's mean pixel, one clip at a time.
     expected = {}
-    for batch in pipeline.eval_dataset(config, 1):
+    for batch in eval_dataset(config, 1):
         expected[batch["clip_id"].numpy()[0].decode()] = float(tf.reduce_mean(batch["video"]))
     for i, clip_id in enumerate(rows["clip_id"]):
         assert rows["cosine"][i] == pytest.approx(expected[clip_id], abs=1e-6), clip_id

@@ -194,11 +194,11 @@ def test_toy_stats_equal_explicit_weight_copies(toy, mode, size):
 @pytest.mark.parametrize(
     "method,kwargs", [("both", {"gamma": -0.5}), ("gradvac", {"phi_hat": 0.3})]
 )
-def test_toy_update_equals_explicit_weight_copies(toy, method, kwargs, size):
+def test_toy_update_equals_explicit_weight_copies(toy, method, kwargs, size, plan):
     model, data = toy
     f_va, f_vt, order = toy_copies_reference(model, data, size)
     update, stats, _ = harmonized_update(
-        toy_loss_fn(model, data), order, model, method, f"group:{size}", **kwargs
+        toy_loss_fn(model, data), order, model, *plan(method, f"group:{size}", **kwargs)
     )
     want = reference_update(f_va, f_vt, method, **kwargs)
     assert rel(flat_grads(dense(update), [v.shape for v in order]), want) < 1e-5
@@ -207,11 +207,11 @@ def test_toy_update_equals_explicit_weight_copies(toy, method, kwargs, size):
     assert np.any(cos < 0)  # the toy has conflicting groups, so weights are not all 1
 
 
-def test_a_group_size_that_does_not_divide_the_batch_is_named(toy):
+def test_a_group_size_that_does_not_divide_the_batch_is_named(toy, plan):
     model, data = toy
     with pytest.raises(ValueError, match="local batch of 6 clips does not split into groups of 4"):
         harmonized_update(
-            toy_loss_fn(model, data), model.trainable_variables, model, "sum", "group:4"
+            toy_loss_fn(model, data), model.trainable_variables, model, *plan("sum", "group:4")
         )
 
 
@@ -277,7 +277,7 @@ def test_groups_are_sums_of_their_clips(micro):
 
 
 @pytest.mark.parametrize("method", ["both", "curriculum", "realign", "gradvac"])
-def test_micro_vatt_update_equals_materialised_weighted_sum(micro, method):
+def test_micro_vatt_update_equals_materialised_weighted_sum(micro, method, plan):
     vatt, batch, variables, f_va, f_vt = micro
     cos = np.sum(f_va * f_vt, 1) / np.linalg.norm(f_va, axis=1) / np.linalg.norm(f_vt, axis=1)
     kwargs = {
@@ -287,7 +287,7 @@ def test_micro_vatt_update_equals_materialised_weighted_sum(micro, method):
         "gradvac": {"phi_hat": 0.2},
     }[method]
     update, stats, _ = harmonized_update(
-        vatt_loss_fn(vatt, batch), variables, vatt, method, "group:1", **kwargs
+        vatt_loss_fn(vatt, batch), variables, vatt, *plan(method, "group:1", **kwargs)
     )
     want = reference_update(f_va, f_vt, method, **kwargs)
     scale = np.linalg.norm(f_va.sum(0) + f_vt.sum(0))
@@ -296,7 +296,7 @@ def test_micro_vatt_update_equals_materialised_weighted_sum(micro, method):
     np.testing.assert_allclose(stats["cosine"], cos, atol=1e-4)
 
 
-def test_word_embedding_update_stays_sparse():
+def test_word_embedding_update_stays_sparse(plan):
     """A trainable word table: its update is an IndexedSlices (rows of the batch's tokens)."""
     vatt = micro_vatt(trainable_word_vectors=True)
     batch = random_batch(B, seed=2)
@@ -305,7 +305,7 @@ def test_word_embedding_update_stays_sparse():
     variables = vatt.trainable_variables
     assert any(v is table for v in variables)
     update, _, _ = harmonized_update(
-        vatt_loss_fn(vatt, batch), variables, vatt, "both", "group:1", gamma=-0.5
+        vatt_loss_fn(vatt, batch), variables, vatt, *plan("both", "group:1", gamma=-0.5)
     )
     (row,) = [u for u, v in zip(update, variables) if v is table]
     assert isinstance(row, tf.IndexedSlices)
@@ -331,7 +331,7 @@ def test_interpolated_positions_equal_materialised():
 
 
 @pytest.mark.slow
-def test_without_coupling_equals_own_loss_terms():
+def test_without_coupling_equals_own_loss_terms(plan):
     """Per-clip losses with no shared negatives and BatchNorm on moving statistics: the
     forward-path gradient is the gradient of the clip's own loss (the 'example' analysis)."""
     vatt = micro_vatt()
@@ -350,8 +350,8 @@ def test_without_coupling_equals_own_loss_terms():
         return l_va, l_vt, None
 
     variables = vatt.trainable_variables
-    fast_u, fast, _ = harmonized_update(loss_fn, variables, vatt, "realign", "group:1")
-    ref_u, ref, _ = own_loss_terms(loss_fn, variables, "realign", "example")
+    fast_u, fast, _ = harmonized_update(loss_fn, variables, vatt, *plan("realign", "group:1"))
+    ref_u, ref, _ = own_loss_terms(loss_fn, variables, *plan("realign", "example"))
     for key in ("dot", "norm_va", "norm_vt", "cosine"):
         assert rel(fast[key], ref[key]) < 1e-4, key
     shapes = [v.shape for v in variables]
@@ -359,8 +359,10 @@ def test_without_coupling_equals_own_loss_terms():
 
 
 @pytest.mark.slow
-def test_with_coupling_the_two_definitions_differ(micro):
+def test_with_coupling_the_two_definitions_differ(micro, plan):
     """Contrastive negatives: forward path ('group:1') != own loss terms ('example')."""
     vatt, batch, variables, f_va, f_vt = micro
-    _, ref, _ = own_loss_terms(vatt_loss_fn(vatt, batch), variables, "sum", "example", chunk_size=2)
+    _, ref, _ = own_loss_terms(
+        vatt_loss_fn(vatt, batch), variables, *plan("sum", "example", chunk_size=2)
+    )
     assert rel(ref["dot"], np.sum(f_va * f_vt, 1)) > 1e-2

@@ -58,9 +58,9 @@ KINDS = ["conflict", "mild_conflict", "agree", "orthogonal", "zero", "none_entri
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("method,kwargs", METHOD_CASES)
-def test_harmonize_matches_numpy(method, kwargs, kind):
+def test_harmonize_matches_numpy(method, kwargs, kind, plan):
     g_va, g_vt = make_pair(kind, seed=KINDS.index(kind))
-    update, stats = hz.harmonize(g_va, g_vt, method, **kwargs)
+    update, stats = hz.harmonize(g_va, g_vt, *plan(method, **kwargs))
     assert [tuple(u.shape) for u in update] == SHAPES
     f_va, f_vt = flat(g_va), flat(g_vt)
     want = np_update(f_va, f_vt, method, **kwargs)
@@ -79,38 +79,52 @@ def test_harmonize_matches_numpy(method, kwargs, kind):
 
 def test_flags_follow_the_paper_rules():
     g_va, g_vt = make_pair("mild_conflict", 1)  # cos in (gamma=-0.3, 0): projected by `both`
-    cos = float(hz.harmonize(g_va, g_vt, "sum")[1]["cosine"])
+    cos = float(hz.harmonize(g_va, g_vt, hz.Harmonization("sum"))[1]["cosine"])
     assert -0.3 < cos < 0
-    assert float(hz.harmonize(g_va, g_vt, "realign")[1]["projected"]) == 1.0
-    assert float(hz.harmonize(g_va, g_vt, "both", gamma=-0.3)[1]["projected"]) == 1.0
-    assert float(hz.harmonize(g_va, g_vt, "both", gamma=-0.3)[1]["dropped"]) == 0.0
-    assert float(hz.harmonize(g_va, g_vt, "both", gamma=cos + 0.01)[1]["dropped"]) == 1.0
-    assert float(hz.harmonize(g_va, g_vt, "both", gamma=cos + 0.01)[1]["projected"]) == 0.0
+    assert float(hz.harmonize(g_va, g_vt, hz.Harmonization("realign"))[1]["projected"]) == 1.0
+    assert (
+        float(hz.harmonize(g_va, g_vt, hz.Harmonization("both"), gamma=-0.3)[1]["projected"]) == 1.0
+    )
+    assert (
+        float(hz.harmonize(g_va, g_vt, hz.Harmonization("both"), gamma=-0.3)[1]["dropped"]) == 0.0
+    )
+    assert (
+        float(hz.harmonize(g_va, g_vt, hz.Harmonization("both"), gamma=cos + 0.01)[1]["dropped"])
+        == 1.0
+    )
+    assert (
+        float(hz.harmonize(g_va, g_vt, hz.Harmonization("both"), gamma=cos + 0.01)[1]["projected"])
+        == 0.0
+    )
     # Cosine exactly 0 keeps the original pair ("zero or positive similarity").
     o_va, o_vt = make_pair("orthogonal", 2)
     for method in ("realign", "both"):
-        update, stats = hz.harmonize(o_va, o_vt, method, gamma=-0.3)
+        update, stats = hz.harmonize(o_va, o_vt, hz.Harmonization(method), gamma=-0.3)
         assert float(stats["projected"]) == 0.0
         np.testing.assert_array_equal(flat(update), flat(o_va) + flat(o_vt))
 
 
 def test_realign_removes_the_conflict():
-    """After Algorithm 1 each projected gradient is orthogonal to the other original one."""
+    """After Algorithm 1 each projected gradient is orthogonal to the other original one: the
+    weights the code returns, read as g_va' = g_va + (beta - 1) g_vt and
+    g_vt' = g_vt + (alpha - 1) g_va, give g_va' . g_vt = 0 and g_vt' . g_va = 0."""
     g_va, g_vt = make_pair("conflict", 3)
     f_va, f_vt = flat(g_va), flat(g_vt)
-    _, stats = hz.harmonize(g_va, g_vt, "realign")
+    assert f_va @ f_vt < 0  # a conflicting pair: realign acts
+    update, stats = hz.harmonize(g_va, g_vt, hz.Harmonization("realign"))
     a, b = float(stats["alpha"]), float(stats["beta"])
-    # update = a g_va + b g_vt = (g_va - d/|g_vt|^2 g_vt) + (g_vt - d/|g_va|^2 g_va)
-    h_va = f_va - (f_va @ f_vt) / (f_vt @ f_vt) * f_vt
-    assert abs(h_va @ f_vt) < 1e-9 * np.linalg.norm(f_va) * np.linalg.norm(f_vt)
-    np.testing.assert_allclose(a * f_va + b * f_vt, np_update(f_va, f_vt, "realign"), rtol=1e-5)
+    new_va, new_vt = f_va + (b - 1.0) * f_vt, f_vt + (a - 1.0) * f_va
+    scale = np.linalg.norm(f_va) * np.linalg.norm(f_vt)
+    assert abs(new_va @ f_vt) < 1e-5 * scale
+    assert abs(new_vt @ f_va) < 1e-5 * scale
+    np.testing.assert_allclose(flat(update), new_va + new_vt, rtol=1e-5, atol=1e-6)
 
 
 def test_gradvac_reaches_its_target_cosine():
     """Wang et al.: the vaccinated g_va' has cosine phi_hat with g_vt."""
     g_va, g_vt = make_pair("conflict", 4)
     phi = 0.3
-    _, stats = hz.harmonize(g_va, g_vt, "gradvac", phi_hat=phi)
+    _, stats = hz.harmonize(g_va, g_vt, hz.Harmonization("gradvac"), phi_hat=phi)
     f_va, f_vt = flat(g_va), flat(g_vt)
     # beta - 1 = c_va: the multiple of g_vt added to g_va.
     new_va = f_va + (float(stats["beta"]) - 1.0) * f_vt
@@ -123,7 +137,7 @@ def test_gradvac_reaches_its_target_cosine():
 
 def test_dropping_everything_gives_zeros_and_says_so():
     g_va, g_vt = make_pair("agree", 5)
-    update, stats = hz.harmonize(g_va, g_vt, "curriculum", gamma=1.0)
+    update, stats = hz.harmonize(g_va, g_vt, hz.Harmonization("curriculum"), gamma=1.0)
     assert all(not np.any(u.numpy()) for u in update)
     assert float(stats["dropped"]) == 1.0
 
@@ -131,20 +145,22 @@ def test_dropping_everything_gives_zeros_and_says_so():
 def test_bad_arguments_are_named():
     g_va, g_vt = make_pair("agree", 6)
     with pytest.raises(ValueError, match="unknown harmonization method 'pcgrad'"):
-        hz.harmonize(g_va, g_vt, "pcgrad")
+        hz.Harmonization("pcgrad")
     with pytest.raises(ValueError, match="needs gamma"):
-        hz.harmonize(g_va, g_vt, "curriculum")
+        hz.harmonize(g_va, g_vt, hz.Harmonization("curriculum"))
     with pytest.raises(ValueError, match="neither loss"):
-        hz.harmonize([None], [None], "sum")
+        hz.harmonize([None], [None], hz.Harmonization())
     with pytest.raises(ValueError, match="does not split into 4"):
         hz.parse_granularity("microbatch:4", 6)
     with pytest.raises(ValueError, match="unknown granularity"):
         hz.parse_granularity("triplet", 6)
     with pytest.raises(ValueError, match="does not split into groups of 4"):
         hz.parse_granularity("group:4", 6)
-    assert hz.parse_granularity("group:2", 6) == ("group", 2)
-    assert hz.parse_granularity("replica", 6) == ("group", 6)
-    assert hz.parse_granularity("microbatch:3", 6) == ("own_loss", 2)
+    assert hz.parse_granularity("group:2", 6)[:2] == ("group", 2)
+    assert hz.parse_granularity("replica", 6)[:2] == ("group", 6)
+    assert hz.parse_granularity("microbatch:3", 6)[:2] == ("own_loss", 2)
+    with pytest.raises(ValueError, match="analysis-only"):
+        hz.Harmonization(granularity="example")
 
 
 @pytest.mark.parametrize("step,want", [(0, -0.3), (250, -0.15), (500, 0.0), (10_000, 0.0)])
@@ -156,7 +172,7 @@ def test_linear_gamma(step, want):
     )
 
 
-def test_weights_match_the_update_for_each_pair():
+def test_weights_match_the_update_for_each_pair(plan):
     """weights() on vectors of (dot, norms) gives, pair by pair, the NumPy update."""
     for method, kwargs in METHOD_CASES:
         pairs = [make_pair(k, 10 + i) for i, k in enumerate(KINDS)]
@@ -164,7 +180,7 @@ def test_weights_match_the_update_for_each_pair():
         dot = np.array([a @ b for a, b in flats], np.float32)
         n_va = np.array([a @ a for a, _ in flats], np.float32)
         n_vt = np.array([b @ b for _, b in flats], np.float32)
-        alpha, beta, *_ = hz.weights(dot, n_va, n_vt, method, **kwargs)
+        alpha, beta, *_ = hz.weights(dot, n_va, n_vt, *plan(method, **kwargs))
         for i, (a, b) in enumerate(flats):
             np.testing.assert_allclose(
                 alpha[i].numpy() * a + beta[i].numpy() * b,
@@ -234,9 +250,9 @@ GRANULAR_METHODS = [
     "granularity,groups",
     [("example", B), ("microbatch:2", 2), ("microbatch:3", 3), ("microbatch:1", 1)],
 )
-def test_granularity_matches_a_python_loop(method, kwargs, granularity, groups):
+def test_granularity_matches_a_python_loop(method, kwargs, granularity, groups, plan):
     variables, loss_fn = toy_problem(seed=groups)
-    update, stats, _ = own_loss_terms(loss_fn, variables, method, granularity, **kwargs)
+    update, stats, _ = own_loss_terms(loss_fn, variables, *plan(method, granularity, **kwargs))
     want = loop_reference(variables, loss_fn, groups, method, **kwargs)
     got = flat([u.numpy() for u in update], [tuple(v.shape) for v in variables])
     rel = np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-12)
@@ -244,12 +260,14 @@ def test_granularity_matches_a_python_loop(method, kwargs, granularity, groups):
     assert stats["cosine"].shape == (groups,)
 
 
-def test_microbatch_extremes_equal_example_and_chunks_change_nothing():
+def test_microbatch_extremes_equal_example_and_chunks_change_nothing(plan):
     variables, loss_fn = toy_problem(seed=7)
     for method, kwargs in GRANULAR_METHODS:
-        uB, sB, _ = own_loss_terms(loss_fn, variables, method, f"microbatch:{B}", **kwargs)
-        ue, se, _ = own_loss_terms(loss_fn, variables, method, "example", **kwargs)
-        uc, sc, _ = own_loss_terms(loss_fn, variables, method, "example", chunk_size=4, **kwargs)
+        uB, sB, _ = own_loss_terms(loss_fn, variables, *plan(method, f"microbatch:{B}", **kwargs))
+        ue, se, _ = own_loss_terms(loss_fn, variables, *plan(method, "example", **kwargs))
+        uc, sc, _ = own_loss_terms(
+            loss_fn, variables, *plan(method, "example", chunk_size=4, **kwargs)
+        )
         for a, b, c in zip(uB, ue, uc):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
             np.testing.assert_allclose(c, b, rtol=1e-5, atol=1e-7)
@@ -257,26 +275,31 @@ def test_microbatch_extremes_equal_example_and_chunks_change_nothing():
         np.testing.assert_allclose(sc["cosine"], se["cosine"], atol=1e-6)
 
 
-def test_example_granularity_drops_only_the_conflicting_examples():
+def test_example_granularity_drops_only_the_conflicting_examples(plan):
     variables, loss_fn = toy_problem(seed=3)
-    _, stats, _ = own_loss_terms(loss_fn, variables, "sum", "example")
+    _, stats, _ = own_loss_terms(loss_fn, variables, *plan("sum", "example"))
     cos = stats["cosine"].numpy()
     gamma = float(np.median(cos))
-    _, stats, _ = own_loss_terms(loss_fn, variables, "curriculum", "example", gamma=gamma)
+    h, _, _ = plan("curriculum", "example")
+    _, stats, _ = own_loss_terms(loss_fn, variables, h, gamma=gamma)
     np.testing.assert_array_equal(stats["dropped"].numpy(), (cos <= gamma).astype(np.float32))
 
 
 # ------------------------------------------------------------------------------------ XLA
 @pytest.mark.parametrize("method,kwargs", METHOD_CASES)
-def test_harmonize_compiles_with_xla(method, kwargs):
+def test_harmonize_compiles_with_xla(method, kwargs, plan):
     g_va, g_vt = make_pair("none_entries", 11)
     gamma = kwargs.get("gamma")
-    kw = {k: v for k, v in kwargs.items() if k != "gamma"}
+    h, _, phi_hat = plan(method, **kwargs)
 
     @tf.function(jit_compile=True)
     def step(a0, b0, a1, b2, gamma_t):
         return hz.harmonize(
-            [a0, a1, None], [b0, None, b2], method, gamma=None if gamma is None else gamma_t, **kw
+            [a0, a1, None],
+            [b0, None, b2],
+            h,
+            gamma=None if gamma is None else gamma_t,
+            phi_hat=phi_hat,
         )
 
     update, stats = step(g_va[0], g_vt[0], g_va[1], g_vt[2], tf.constant(gamma or 0.0))
@@ -285,12 +308,14 @@ def test_harmonize_compiles_with_xla(method, kwargs):
     assert "cosine" in stats
 
 
-def test_example_granularity_compiles_with_xla():
+def test_example_granularity_compiles_with_xla(plan):
     variables, loss_fn = toy_problem(seed=9)
+
+    h, _, _ = plan("both", "example")
 
     @tf.function(jit_compile=True)
     def step(gamma):
-        update, stats, _ = own_loss_terms(loss_fn, variables, "both", "example", gamma=gamma)
+        update, stats, _ = own_loss_terms(loss_fn, variables, h, gamma=gamma)
         return update, stats["cosine"]
 
     update, _ = step(tf.constant(-0.2))

@@ -1,4 +1,4 @@
-"""The package's imports go one way: no cycle, counting function-level imports too.
+"""The package's imports go one way: no cycle, and each module only from the README's lower rows.
 
 Every .py under vatt_gh/ is parsed with `ast` (nothing is imported); each `import vatt_gh.x`
 or `from vatt_gh... import y` anywhere in a file, at module level or inside a function, is an
@@ -114,7 +114,16 @@ def test_the_package_has_no_import_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-RUN = ("loop", "finetuning", "checkpoints", "provision", "summaries", "input_state", "configs")
+RUN = (
+    "loop",
+    "pretraining",
+    "finetuning",
+    "checkpoints",
+    "provision",
+    "summaries",
+    "input_state",
+    "configs",
+)
 LAUNCH = ("cluster", "strategy_flags")
 
 
@@ -138,3 +147,77 @@ def test_evaluation_imports_neither_the_run_nor_the_launch():
         if module.startswith(f"{PACKAGE}.evaluation"):
             found = reachable(graph, module) & banned
             assert not found, f"{module} imports {sorted(found)}"
+
+
+README = os.path.join(os.path.dirname(ROOT), "README.md")
+
+
+def readme_layers(path: str = README) -> list:
+    """The rows of the README's package map, top row first: each a list of top-level names of
+    the package (`tools/` is outside it and left out); `# ...` ends a row's names."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    block = text.split("## Package map", 1)[1].split("```", 2)[1]
+    rows = []
+    for line in block.splitlines():
+        names = [n.rstrip("/") for n in line.split("#", 1)[0].split()]
+        names = [n for n in names if n != "tools"]
+        if names:
+            rows.append(names)
+    return rows
+
+
+def top_level(module: str) -> str:
+    """vatt_gh.data.read -> data; vatt_gh.loop -> loop."""
+    return module.split(".")[1] if module.count(".") else module
+
+
+def layer_violations(graph: dict, rows: list) -> list:
+    """'a -> b' for every import of a module from its own row or a row above (rows[0] is the
+    top): each row may import only from the rows below it."""
+    row_of = {name: i for i, names in enumerate(rows) for name in names}
+    found = []
+    for module, deps in sorted(graph.items()):
+        a = top_level(module)
+        for dep in sorted(deps):
+            b = top_level(dep)
+            if a != b and b != PACKAGE and a != PACKAGE and row_of[b] <= row_of[a]:
+                found.append(f"{module} -> {dep}")
+    return found
+
+
+def test_the_layer_check_fails_on_an_upward_import(tmp_path):
+    package = tmp_path / PACKAGE
+    (package / "data").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "data" / "__init__.py").write_text("")
+    (package / "data" / "read.py").write_text("import os\n")
+    (package / "trainer.py").write_text("from vatt_gh.data import read\n")
+    (package / "loop.py").write_text("from vatt_gh import trainer\n")
+    rows = [["loop"], ["trainer"], ["data"]]
+    assert layer_violations(import_graph(str(package)), rows) == []
+    (package / "data" / "read.py").write_text("def f():\n    from vatt_gh import loop\n")
+    assert layer_violations(import_graph(str(package)), rows) == [
+        "vatt_gh.data.read -> vatt_gh.loop"
+    ]
+    (package / "data" / "read.py").write_text("import os\n")
+    (package / "loop.py").write_text("import os\n")
+    (package / "trainer.py").write_text("from vatt_gh import loop\n")  # same row is upward too
+    rows = [["loop", "trainer"], ["data"]]
+    assert layer_violations(import_graph(str(package)), rows) == ["vatt_gh.trainer -> vatt_gh.loop"]
+
+
+def test_imports_follow_the_readme_layers():
+    """Every module of the package sits in one row of the README's package map and imports
+    only from the rows below its own (function-level imports included)."""
+    rows = readme_layers()
+    listed = [name for names in rows for name in names]
+    assert len(listed) == len(set(listed)), f"a name appears twice in the package map: {rows}"
+    graph = import_graph()
+    modules = {top_level(m) for m in graph if m != PACKAGE}
+    assert modules == set(listed), (
+        f"not in the package map: {sorted(modules - set(listed))}; "
+        f"listed but absent: {sorted(set(listed) - modules)}"
+    )
+    found = layer_violations(graph, rows)
+    assert not found, "imports from the same row or a row above: " + ", ".join(found)

@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vatt_gh.data import pipeline as P
 from vatt_gh.data import schema
 from vatt_gh.data import text as text_lib
+from vatt_gh.data.configs import PretrainConfig, SourceConfig
+from vatt_gh.data.pretrain_input import advance_position, pretrain_examples
+from vatt_gh.data.read import ShardCounts
+from vatt_gh.data.rejects import DataErrors
 
 SR = schema.SAMPLE_RATE
 SIZES = (3, 5, 1, 4, 2, 6, 3, 4)  # records per shard: unequal, so shards drop out of a group
@@ -55,11 +58,11 @@ def _config(vocab, *sources, **kw):
         flip=True,  # random augmentation on: the per-record seeds must follow the position
     )
     defaults.update(kw)
-    return P.PretrainConfig(**defaults)
+    return PretrainConfig(**defaults)
 
 
 def _examples(config, n, position=None, counts=None):
-    ds = P._pretrain_examples(config, P.DataErrors(config.on_error), 0, 1, position, counts)
+    ds = pretrain_examples(config, DataErrors(config.on_error), 0, 1, position, counts)
     return [(int(x["label"]), x["video"].numpy()) for x in ds.take(n)]
 
 
@@ -73,7 +76,7 @@ def _same(a, b):
 def whole(data):
     """The uninterrupted stream: three epochs."""
     _, vocab, pattern = data
-    return _examples(_config(vocab, P.SourceConfig(pattern)), 3 * sum(SIZES))
+    return _examples(_config(vocab, SourceConfig(pattern)), 3 * sum(SIZES))
 
 
 def test_every_epoch_is_every_record_once(whole):
@@ -87,8 +90,8 @@ def test_every_epoch_is_every_record_once(whole):
 @pytest.mark.parametrize("k", [1, 13, 29, 61])  # in blocks, at a block start, epochs 0-2
 def test_resume_from_the_position_is_exact(data, whole, k):
     _, vocab, pattern = data
-    config = _config(vocab, P.SourceConfig(pattern))
-    position = P.advance_position(config, None, k)
+    config = _config(vocab, SourceConfig(pattern))
+    position = advance_position(config, None, k)
     assert position.examples == k and position.sources[0].records == k
     _same(_examples(config, 9, position), whole[k : k + 9])
 
@@ -96,18 +99,18 @@ def test_resume_from_the_position_is_exact(data, whole, k):
 def test_positions_compose(data):
     """Advancing in two hops gives the position of one hop of the same length."""
     _, vocab, pattern = data
-    config = _config(vocab, P.SourceConfig(pattern))
-    one = P.advance_position(config, None, 53)
-    two = P.advance_position(config, P.advance_position(config, None, 21), 32)
+    config = _config(vocab, SourceConfig(pattern))
+    one = advance_position(config, None, 53)
+    two = advance_position(config, advance_position(config, None, 21), 32)
     assert one == two
 
 
 def test_a_late_restart_reads_only_the_open_group(data):
     _, vocab, pattern = data
-    config = _config(vocab, P.SourceConfig(pattern), cycle_length=2)
-    position = P.advance_position(config, None, 5 * sum(SIZES) + 7)  # epoch 5
-    counts = P.ShardCounts()
-    ds = P._pretrain_examples(config, P.DataErrors(), 0, 1, position, counts)
+    config = _config(vocab, SourceConfig(pattern), cycle_length=2)
+    position = advance_position(config, None, 5 * sum(SIZES) + 7)  # epoch 5
+    counts = ShardCounts()
+    ds = pretrain_examples(config, DataErrors(), 0, 1, position, counts)
     next(iter(ds))
     opened = counts._counts
     assert 1 <= len(opened) <= 2 * config.cycle_length < len(SIZES), sorted(opened)
@@ -118,13 +121,13 @@ def test_mixture_resume_is_exact(data):
     root, vocab, pattern = data
     other = _write_shards(root, "b", (4, 2, 5), first_label=1000)
     config = _config(
-        vocab, P.SourceConfig(pattern, weight=2.0), P.SourceConfig(other, weight=1.0), seed=3
+        vocab, SourceConfig(pattern, weight=2.0), SourceConfig(other, weight=1.0), seed=3
     )
     whole = _examples(config, 40)
     labels = np.array([l for l, _ in whole])
     assert 0 < (labels >= 1000).sum() < 40
     for k in (7, 26):
-        position = P.advance_position(config, None, k)
+        position = advance_position(config, None, k)
         assert sum(s.records for s in position.sources) == k
         assert position.sources[1].records == int((labels[:k] >= 1000).sum())
         _same(_examples(config, 40 - k, position), whole[k:])
@@ -138,10 +141,10 @@ def test_skipped_records_keep_positions_exact(data, tmp_path):
         for record in good[:2] + [b"\x0a\xff\xff junk"] + good[2:]:
             writer.write(record)
     schema.write_records(str(tmp_path / "s-01.tfrecord"), [_clip(200 + i) for i in range(3)])
-    config = _config(vocab, P.SourceConfig(str(tmp_path / "s-*.tfrecord")), on_error="skip")
+    config = _config(vocab, SourceConfig(str(tmp_path / "s-*.tfrecord")), on_error="skip")
     whole = _examples(config, 30)
     labels = [l for l, _ in whole]
     assert set(labels) == {100, 101, 102, 103, 104, 200, 201, 202}
     assert len(labels) == 30  # every block of 4 records gave 4 examples
     for k in (3, 14):
-        _same(_examples(config, 30 - k, P.advance_position(config, None, k)), whole[k:])
+        _same(_examples(config, 30 - k, advance_position(config, None, k)), whole[k:])

@@ -149,7 +149,7 @@ def test_losses_compile_with_xla(loss):
     video, text = random_embeddings(4, 3, 8, seed=7)
     mask = np.array([[1, 1, 0], [1, 0, 0], [0, 0, 0], [1, 1, 1]], np.float32)
     if loss == "nce":
-        fn = lambda v, y, m: losses.nce(v, y[:, 0], m[:, 0])  # noqa: E731
+        fn = lambda v, y, m: losses.nce(v, y[:, 0], m[:, 0])
     else:
         fn = losses.mil_nce
     eager = fn(video, text, mask)

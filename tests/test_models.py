@@ -155,11 +155,11 @@ def test_dropout_rates_as_vatt():
         config = block.get_config()
         assert config["attention_dropout"] == config["inner_dropout"] == 0.1
         assert config["output_dropout"] == 0.1
-        assert block._attention_layer._dropout == 0.1  # noqa: SLF001 (the probabilities)
+        assert block._attention_layer._dropout == 0.1
     # q, k, v, o initialised as VATT's Dense(d, d) kernels: Glorot-uniform, limit sqrt(6 / 2d).
-    attention = model.encoders["video"].blocks[0]._attention_layer  # noqa: SLF001
+    attention = model.encoders["video"].blocks[0]._attention_layer
     limit = np.sqrt(6 / (2 * model.vatt_config.hidden_size))
-    for dense in (attention._query_dense, attention._output_dense):  # noqa: SLF001
+    for dense in (attention._query_dense, attention._output_dense):
         kernel = np.abs(dense.kernel.numpy())
         assert 0.9 * limit < kernel.max() <= limit
     assert model.encoders["video"].final_dropout.rate == 0.1

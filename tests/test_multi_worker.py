@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from reference import flat_grads
 from test_fault_tolerance import EVERY, RUN, STEPS, final_state, max_difference, wait_for
-from toy import group_gradients, micro_vatt, random_batch
+from toy import micro_vatt, random_batch, tape_group_gradients
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELPER = os.path.join(REPO, "tests", "multi_worker_helper.py")
@@ -85,7 +85,7 @@ def test_two_workers_apply_the_single_device_update(tmp_path):
         size = int(np.prod(v.shape))
         v.assign(initial[offset : offset + size].reshape(v.shape))
         offset += size
-    ((g_va, g_vt),) = group_gradients(vatt, batch, 1)
+    ((g_va, g_vt),) = tape_group_gradients(vatt, batch, 1)
     want = flat_grads(g_va, shapes) + flat_grads(g_vt, shapes)
     rel = np.linalg.norm((initial - final) - want) / np.linalg.norm(want)
     assert rel < 2e-3, rel  # float32 rounding amplified by VATT's normalisations (test_trainer)

@@ -196,13 +196,11 @@ def test_a_stale_lock_is_taken_over(scratch):
 
 
 def test_a_corrupt_input_position_falls_back_to_counting(scratch, caplog):
-    from vatt_gh.data import pipeline
+    from vatt_gh.data.configs import PretrainConfig
 
     _, model_dir = scratch
     ckpt_dir = os.path.join(model_dir, "checkpoints")
-    state = input_state.InputState(
-        pipeline.PretrainConfig.__new__(pipeline.PretrainConfig), 8, ckpt_dir, "chief"
-    )
+    state = input_state.InputState(PretrainConfig.__new__(PretrainConfig), 8, ckpt_dir, "chief")
     os.makedirs(state.directory)
     for content in ("{not json", '{"step": 5}', '{"pipelines": {"0": 3}}'):
         with open(os.path.join(state.directory, "position-5.json"), "w") as f:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from reference import flat_grads, np_update
-from toy import group_gradients, micro_vatt, random_batch
+from toy import micro_vatt, random_batch, tape_group_gradients
 
 from vatt_gh import group_stats, harmonize, losses, trainer
 
@@ -92,7 +92,7 @@ def test_one_sgd_step_is_the_spec_update(method, granularity, overrides):
     if size == B:  # one group: two plain tapes
         pairs = [
             (flat_grads(a, shapes), flat_grads(b, shapes))
-            for a, b in group_gradients(model.vatt, batch, 1)
+            for a, b in tape_group_gradients(model.vatt, batch, 1)
         ]
     else:
         pairs = forward_path_pairs(model.vatt, batch, size)
@@ -163,12 +163,12 @@ def test_training_rejects_analysis_granularities_and_bad_groups():
 
 def test_a_step_that_drops_everything_leaves_every_variable():
     """Weights, Adam slots and BatchNorm moving statistics stay; the step counter moves."""
-    # gamma = -1.5 at step 0 (every cosine is above it), 1.0 from step 1 (none is): all dropped.
+    # gamma = -1 at step 0 (every cosine is above it), 1.0 from step 1 (none is): all dropped.
     model = make_model(
-        "curriculum", "group:1", tf.keras.optimizers.Adam(1e-2), gamma_start=-1.5, gamma_end=1.0
+        "curriculum", "group:1", tf.keras.optimizers.Adam(1e-2), gamma_start=-1.0, gamma_end=1.0
     )
     model.harmonization = trainer.Harmonization(
-        method="curriculum", granularity="group:1", gamma_start=-1.5, gamma_end=1.0, gamma_steps=1
+        method="curriculum", granularity="group:1", gamma_start=-1.0, gamma_end=1.0, gamma_steps=1
     )
     batch = random_batch(B, seed=2)
     train_fn = model.make_train_function()
@@ -209,7 +209,7 @@ def test_a_nan_clip_skips_the_step_and_leaves_every_variable(method, granularity
 
 
 def test_an_applied_step_moves_the_batchnorm_statistics():
-    model = make_model("both", "group:2", tf.keras.optimizers.SGD(1.0), gamma_start=-1.5)
+    model = make_model("both", "group:2", tf.keras.optimizers.SGD(1.0), gamma_start=-1.0)
     moving = moving_statistics(model)
     (logs,) = run_steps(model, random_batch(B, seed=4))
     assert logs["step_applied"] == 1.0

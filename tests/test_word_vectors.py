@@ -20,7 +20,7 @@ DIM = 4
 
 
 @pytest.fixture()
-def vocab(tmp_path):
+def kitchen_vocab(tmp_path):
     path = str(tmp_path / "vocab.txt")
     text_lib.write_word_vocab(path, ["pan", "egg", "whisk", "zebra"])  # ids 2..5
     return path
@@ -41,10 +41,10 @@ def user_vectors(tmp_path, fmt):
 
 
 @pytest.mark.parametrize("fmt", word_vectors.FORMATS)
-def test_table_rows_follow_the_vocabulary(tmp_path, vocab, fmt):
+def test_table_rows_follow_the_vocabulary(tmp_path, kitchen_vocab, fmt):
     path, words = user_vectors(tmp_path, fmt)
     out = str(tmp_path / "table.npy")
-    report = word_vectors.build_table(vocab, out, rows=10, dim=DIM, vectors_path=path,
+    report = word_vectors.build_table(kitchen_vocab, out, rows=10, dim=DIM, vectors_path=path,
                                       vectors_format=fmt)  # fmt: skip
     table = np.load(out)
     assert table.shape == (10, DIM) and table.dtype == np.float32
@@ -59,7 +59,7 @@ def test_table_rows_follow_the_vocabulary(tmp_path, vocab, fmt):
     found = table[[2, 3, 4]]
     assert not np.allclose(table[[1, 5]], 0.0)
     again = str(tmp_path / "again.npy")
-    word_vectors.build_table(vocab, again, 10, DIM, vectors_path=path, vectors_format=fmt)
+    word_vectors.build_table(kitchen_vocab, again, 10, DIM, vectors_path=path, vectors_format=fmt)
     np.testing.assert_array_equal(np.load(again), table)
     rng = np.random.default_rng(0)
     expected = found.mean(0) + found.std(0) * rng.standard_normal((2, DIM), dtype=np.float32)
@@ -81,7 +81,7 @@ def test_word2vec_on_the_narrations_places_class_words_together(tmp_path):
                        for w in words}  # fmt: skip
     assert set(report.missing) == {"<unk>"} | (set(vocab[2:]) - narration_words)
     table = np.load(out)
-    assert np.all(np.isfinite(table)) and np.abs(table[2 : len(vocab)]).sum(1).min() > 0
+    assert np.all(np.isfinite(table)) and np.abs(table[2 : len(kitchen_vocab)]).sum(1).min() > 0
     again = str(tmp_path / "again.npy")
     word_vectors.build_table(
         data["vocab_path"], again, rows=200, dim=16, narrations=data["file_pattern"], epochs=5
@@ -116,22 +116,28 @@ def test_random_table_of_a_data_dir_is_built_once(tmp_path):
         word_vectors.random_table(data_dir, rows=50, dim=8, norm=float("nan"))
 
 
-def test_bad_input_is_named(tmp_path, vocab):
+def test_bad_input_is_named(tmp_path, kitchen_vocab):
     path, _ = user_vectors(tmp_path, "glove")
     out = str(tmp_path / "t.npy")
     with pytest.raises(ValueError, match="dims, not 7"):
-        word_vectors.build_table(vocab, out, 10, 7, vectors_path=path, vectors_format="glove")
+        word_vectors.build_table(
+            kitchen_vocab, out, 10, 7, vectors_path=path, vectors_format="glove"
+        )
     with pytest.raises(ValueError, match="more than the 3 table rows"):
-        word_vectors.build_table(vocab, out, 3, DIM, vectors_path=path, vectors_format="glove")
+        word_vectors.build_table(
+            kitchen_vocab, out, 3, DIM, vectors_path=path, vectors_format="glove"
+        )
     with pytest.raises(ValueError, match=f"{path}: cannot be read as word2vec_binary"):
-        word_vectors.build_table(vocab, out, 10, DIM, vectors_path=path)
+        word_vectors.build_table(kitchen_vocab, out, 10, DIM, vectors_path=path)
     with pytest.raises(ValueError, match="either a vectors file or narrations"):
-        word_vectors.build_table(vocab, out, 10, DIM)
+        word_vectors.build_table(kitchen_vocab, out, 10, DIM)
     nothing = str(tmp_path / "nothing.txt")
     with open(nothing, "w") as f:
         f.write("oil 1 2 3 4\n")
     with pytest.raises(ValueError, match="none of the 5 vocabulary words"):
-        word_vectors.build_table(vocab, out, 10, DIM, vectors_path=nothing, vectors_format="glove")
+        word_vectors.build_table(
+            kitchen_vocab, out, 10, DIM, vectors_path=nothing, vectors_format="glove"
+        )
     assert not os.path.exists(out)
 
 
@@ -142,12 +148,12 @@ def run_tool(*args):
     )
 
 
-def test_tool_builds_the_table_the_model_loads_frozen(tmp_path, vocab):
+def test_tool_builds_the_table_the_model_loads_frozen(tmp_path, kitchen_vocab):
     path, words = user_vectors(tmp_path, "word2vec_text")
     config = get_config("micro")
     out = str(tmp_path / "table.npy")
     done = run_tool(
-        f"--vocab={vocab}",
+        f"--vocab={kitchen_vocab}",
         f"--vectors={path}",
         "--format=word2vec_text",
         f"--output={out}",

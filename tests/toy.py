@@ -36,7 +36,7 @@ def random_batch(batch_size=4, num_texts=2, seed=0, preset="micro"):
     }
 
 
-def group_gradients(vatt, batch, groups, temperature=0.07):
+def tape_group_gradients(vatt, batch, groups, temperature=0.07):
     """Reference: one full-batch forward, then one tape.gradient per group and per loss of that
     group's share of the global mean losses (docs/harmonization.md, written out directly)."""
     variables = vatt.trainable_variables

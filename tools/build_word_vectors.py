@@ -18,6 +18,8 @@ import sys
 
 from absl import app, flags
 
+from vatt_gh import console
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("vocab", None, "Word vocabulary (tools/build_vocab.py --kind=word).")
 flags.DEFINE_string("output", None, "The .npy table to write.")
@@ -34,14 +36,17 @@ flags.DEFINE_integer("dim", 300, "Vector width: the model's word_dim.")
 flags.DEFINE_integer("epochs", 20, "word2vec training epochs (with --narrations).")
 flags.DEFINE_integer("seed", 0, "Seed of word2vec and of the missing words' initialisation.")
 flags.mark_flags_as_required(["vocab", "output"])
+console.define_verbose_flag()
+flags.adopt_module_key_flags(console)  # --verbose (gensim's progress), listed by --help
 
 
 def main(argv):
     del argv
     if (FLAGS.vectors is None) == (FLAGS.narrations is None):
         raise app.UsageError("give exactly one of --vectors and --narrations")
+    console.quiet(FLAGS.verbose)  # gensim's INFO lines and TensorFlow's log only with --verbose
     # TensorFlow and gensim load here, after the flags: `--help` and usage errors stay instant.
-    from vatt_gh.data import word_vectors  # noqa: PLC0415
+    from vatt_gh.data import word_vectors
 
     try:
         report = word_vectors.build_table(

@@ -5,9 +5,11 @@ r"""Fine-tune a pre-trained video backbone with a linear classifier (paper Table
         --test_pattern=/data/kinetics400/val-*.tfrecord --num_classes=400
 
 The recipe (SGD momentum 0.9, cosine schedule with warm-up, label smoothing 0.1, backbone
-gradients clipped by global norm, DropToken on) is `FinetuneConfig` in
+gradients clipped by global norm, DropToken off: every token, as evaluation) is `FinetuneConfig` in
 vatt_gh/evaluation/finetune.py; change it with --gin_param, e.g.
---gin_param=FinetuneConfig.train_steps=2000. The run is pre-training's loop (vatt_gh/finetuning.py):
+--gin_param=FinetuneConfig.train_steps=2000 (with a warm-up, FinetuneConfig.warmup_steps =
+2500, that fits: a run whose learning rate stays under 1% of the schedule's peak throughout is refused
+before training unless --allow_low_learning_rate). The run is pre-training's loop (vatt_gh/finetuning.py):
 it resumes exactly from --output_dir/checkpoints after a kill, and on SIGTERM saves at the next
 step then exits with code 42. Prints a progress line per summary; reports top-1 / top-5 with
 FinetuneConfig.eval_windows windows per test clip averaged, in --output_dir/metrics-<step>.json
@@ -30,6 +32,12 @@ flags.DEFINE_string("output_dir", None, "Fine-tuning checkpoints, summaries and 
 flags.DEFINE_string("train_pattern", None, "Labelled training records.")
 flags.DEFINE_string("test_pattern", None, "Labelled test records.")
 flags.DEFINE_integer("num_classes", None, "Number of classes (labels in [0, num_classes)).")
+flags.DEFINE_bool(
+    "allow_low_learning_rate",
+    False,
+    "Train even when the schedule keeps the learning rate under 1% of the schedule's peak for the whole "
+    "run (e.g. FinetuneConfig.warmup_steps longer than FinetuneConfig.train_steps).",
+)
 strategy_flags.define_strategy_flags()
 flags.adopt_module_key_flags(strategy_flags)  # listed by --help
 for _name in ("model_dir", "output_dir", "train_pattern", "test_pattern", "num_classes"):
@@ -65,6 +73,7 @@ def run_finetune():
                 FLAGS.num_classes,
                 strategy,
                 checkpoint=FLAGS.checkpoint,
+                allow_low_learning_rate=FLAGS.allow_low_learning_rate,
             )
     except (ConfigError, TrainingError) as e:
         raise run.EvalError(str(e)) from None
@@ -75,12 +84,13 @@ def run_finetune():
 def main(argv):
     del argv
     console.quiet(FLAGS.verbose)
-    from vatt_gh.data import pipeline
+    console.exit_on_sigterm()  # exit 42 until training's pre-emption handler takes over
+    from vatt_gh.data.rejects import BadRecordError
     from vatt_gh.evaluation import run
 
     try:
         metrics = run_finetune()
-    except (run.EvalError, pipeline.BadRecordError) as e:
+    except (run.EvalError, BadRecordError) as e:
         raise SystemExit(f"error: {e}") from None
     print(
         f"\nfine-tuned to step {metrics['step']}: top-1 {metrics['top1']:.2f}%  "

@@ -50,7 +50,7 @@ def inspect():
     import numpy as np
 
     from vatt_gh import configs
-    from vatt_gh.data import pipeline
+    from vatt_gh.data.configs import PretrainConfig
     from vatt_gh.evaluation import conflicts, features, figures, run, summaries
 
     if not 0 < FLAGS.fraction <= 0.5:
@@ -63,7 +63,7 @@ def inspect():
     )
     try:
         vocab = features.resolve_vocab(FLAGS.model_dir, FLAGS.vocab_path)
-        num_captions = pipeline.PretrainConfig().num_captions
+        num_captions = PretrainConfig().num_captions
         config = features.eval_config_for_run(
             FLAGS.pattern, vocab, num_windows=1, num_captions=num_captions
         )
@@ -77,7 +77,7 @@ def inspect():
         raise run.EvalError(f"--pattern: {e}") from None
 
     os.makedirs(FLAGS.output_dir, exist_ok=True)
-    out = lambda name: os.path.join(FLAGS.output_dir, name)  # noqa: E731
+    out = lambda name: os.path.join(FLAGS.output_dir, name)
     conflicts.write_csv(out("cosines.csv"), rows)
     top, bottom = conflicts.select_extremes(rows["cosine"], FLAGS.fraction)
     auc = conflicts.alignment_auc(rows["cosine"], rows["aligned_va"], rows["aligned_vt"])
@@ -132,12 +132,12 @@ def inspect():
 def main(argv):
     del argv
     console.quiet(FLAGS.verbose)
-    from vatt_gh.data import pipeline
+    from vatt_gh.data.rejects import BadRecordError
     from vatt_gh.evaluation import run
 
     try:
         summary = inspect()
-    except (run.EvalError, pipeline.BadRecordError) as e:
+    except (run.EvalError, BadRecordError) as e:
         raise SystemExit(f"error: {e}") from None
     print(
         f"step {summary['step']}: {summary['num_triplets']} triplets, mean cosine "

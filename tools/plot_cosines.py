@@ -7,8 +7,8 @@ Each --run is NAME=MODEL_DIR (or just MODEL_DIR) of a pre-training run; its hist
 `harmonize/cosines` (one per summary step, in MODEL_DIR/train) give one panel: the 5-95% and
 25-75% bands, the median, and the fraction of negative cosines. A point pools consecutive summary
 steps until it holds --min_cosines cosines: with granularity 'replica' on one device a step has a
-single cosine (pre-train with Harmonization.granularity='example' or 'microbatch:K' for the
-per-triplet distribution of the paper). Also writes the percentiles as CSV next to the PNG.
+single cosine (pre-train with Harmonization.granularity='group:1' for one cosine per triplet,
+or 'group:N' for one per N clips; the demo uses 'group:1'). Also writes the percentiles as CSV next to the PNG.
 """
 
 import os

@@ -50,7 +50,7 @@ def run_tsne():
     import numpy as np
 
     from vatt_gh import configs
-    from vatt_gh.data import pipeline
+    from vatt_gh.data.eval_input import eval_dataset
     from vatt_gh.evaluation import features, figures, run
 
     run.check_pattern("pattern", FLAGS.pattern)
@@ -66,7 +66,7 @@ def run_tsne():
     )
     arrays = features.extract(
         model.vatt,
-        pipeline.eval_dataset(config, FLAGS.batch_size),
+        eval_dataset(config, FLAGS.batch_size),
         ("video", "text"),
         FLAGS.max_clips or None,
     )
@@ -106,12 +106,12 @@ def run_tsne():
 def main(argv):
     del argv
     console.quiet(FLAGS.verbose)
-    from vatt_gh.data import pipeline
+    from vatt_gh.data.rejects import BadRecordError
     from vatt_gh.evaluation import run
 
     try:
         n, step, matching, overall, csv_path = run_tsne()
-    except (run.EvalError, pipeline.BadRecordError) as e:
+    except (run.EvalError, BadRecordError) as e:
         raise SystemExit(f"error: {e}") from None
     print(
         f"step {step}: {n} clips; mean video-text cosine {matching:+.3f} for matching pairs, "

@@ -6,8 +6,6 @@
     ckpts.saver.save(checkpoint_number=step)                                  # every N steps
     ckpts.preemption.save_checkpoint_if_preempted(checkpoint_number=step)     # every step
 
-    model, step = load_pretrained(model_dir)      # a pre-training run, for evaluation tools
-
 Before a restore the newest checkpoint is read in full (`verify_checkpoint`); one that fails is
 set aside (renamed to `*.unreadable`, never deleted) and the previous one restored. Leftovers of
 killed runs (`*_temp` folders, old set-aside checkpoints) are removed on start. SIGTERM saves at
@@ -23,10 +21,8 @@ from typing import Callable, List, Optional
 import tensorflow as tf
 from absl import logging
 
-import gin
-from vatt_gh import cluster, run_lock, trainer
+from vatt_gh import cluster, run_lock
 from vatt_gh.errors import PREEMPTED_EXIT_CODE, ConfigError
-from vatt_gh.models import build_vatt, dummy_inputs
 
 
 def dropout_generators(model) -> list:
@@ -317,27 +313,7 @@ def restore_or_start(
     return Checkpoints(checkpoint, manager, saver, preemption)
 
 
-def load_pretrained(model_dir: str, checkpoint: Optional[str] = None, parse_config=True):
-    """(PretrainModel, step) restored from a pre-training run, for evaluation tools.
-
-    Rebuilds the model from `model_dir/operative_config.gin` (unless parse_config is False and
-    gin is already configured) and restores `checkpoint` (default: the newest one) without the
-    optimizer. Raises ConfigError naming what is missing.
-    """
-    if parse_config:
-        config_path = os.path.join(model_dir, "operative_config.gin")
-        if not tf.io.gfile.exists(config_path):
-            raise ConfigError(f"{config_path} not found: is {model_dir!r} a pre-training run?")
-        with gin.unlock_config():
-            gin.parse_config_file(config_path, skip_unknown=True)
-    ckpt_dir = os.path.join(model_dir, "checkpoints")
+def newest_checkpoint(ckpt_dir: str) -> Optional[str]:
+    """The path of the newest checkpoint on disk (by its step), or None."""
     steps = checkpoints_on_disk(ckpt_dir)
-    path = checkpoint or (_path(ckpt_dir, steps[-1]) if steps else None)
-    if not path:
-        raise ConfigError(f"no checkpoint in {os.path.join(model_dir, 'checkpoints')!r}")
-    model = trainer.PretrainModel(build_vatt())
-    model(dummy_inputs(model.vatt.vatt_config), training=False)  # build, then restore in place
-    tf.train.Checkpoint(model=model).restore(
-        path
-    ).expect_partial().assert_existing_objects_matched()
-    return model, checkpoint_step(path)
+    return _path(ckpt_dir, steps[-1]) if steps else None

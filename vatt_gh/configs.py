@@ -3,6 +3,7 @@
     parse_gin(["gin/curriculum.gin", "gin/demo.gin"], ["pretrain.train_steps=40"])
     parse_run(model_dir, checkpoint=None, gin_files=(), gin_params=())   # a run's, then yours
     model, step = open_run(model_dir, checkpoint=None, gin_files=(), gin_params=())
+    model, step = load_pretrained(model_dir)   # gin from the run's operative config, no checks
 
 Imported here, at the top, is every module that registers a gin configurable, so a binding
 for any of them parses whichever tool runs. `parse_gin` raises `LaunchError`; `parse_run` and
@@ -16,10 +17,11 @@ from typing import Optional, Sequence, Tuple
 import tensorflow as tf
 
 import gin
-from vatt_gh import checkpoints, loop, trainer  # noqa: F401  (loop, trainer: gin registration)
+from vatt_gh import checkpoints, pretraining, run_config, trainer  # noqa: F401  (gin registration)
 from vatt_gh.errors import ConfigError, LaunchError
 from vatt_gh.evaluation import finetune  # noqa: F401  (gin registration)
 from vatt_gh.evaluation.run import EvalError
+from vatt_gh.models import build_vatt, dummy_inputs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -50,7 +52,9 @@ def parse_run(
     """Gin of the pre-training run `model_dir`, then the user's files and bindings on top (a
     `--gin_param=EvalConfig.num_windows=2` or a model override applies to the run's config).
     Checks that `checkpoint` (a prefix), if given, exists."""
-    config_path = os.path.join(model_dir or "", "operative_config.gin")
+    # the config that trained the checkpoint (a resume may have recorded another)
+    step = checkpoints.checkpoint_step(checkpoint) if checkpoint else None
+    config_path = run_config.config_path(model_dir, step) if model_dir else ""
     if not model_dir or not tf.io.gfile.exists(config_path):
         raise EvalError(
             f"--model_dir {model_dir!r}: no operative_config.gin (is it a pre-training run?)"
@@ -81,8 +85,39 @@ def open_run(
     `checkpoint`), for evaluation tools; gin as `parse_run` leaves it."""
     parse_run(model_dir, checkpoint, gin_files, gin_params)
     try:
-        return checkpoints.load_pretrained(model_dir, checkpoint, parse_config=False)
+        return load_pretrained(model_dir, checkpoint, parse_config=False)
     except ConfigError as e:
         raise EvalError(str(e)) from None
     except (ValueError, tf.errors.OpError) as e:
         raise EvalError(f"cannot restore {model_dir!r}: {e}") from None
+
+
+def load_pretrained(model_dir: str, checkpoint: Optional[str] = None, parse_config=True):
+    """(PretrainModel, step) restored from a pre-training run, for evaluation tools.
+
+    Rebuilds the model from the operative config that trained the checkpoint
+    (run_config.config_path; unless parse_config is False and gin is already configured) and
+    restores `checkpoint` (default: the newest one) without the optimizer. Raises ConfigError
+    naming what is missing.
+    """
+    if parse_config:
+        step = checkpoints.checkpoint_step(checkpoint) or None
+        config_path = run_config.config_path(model_dir, step)
+        if not tf.io.gfile.exists(config_path):
+            raise ConfigError(f"{config_path} not found: is {model_dir!r} a pre-training run?")
+        with gin.unlock_config():
+            gin.parse_config_file(config_path, skip_unknown=True)
+    path = checkpoint or checkpoints.newest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    if not path:
+        raise ConfigError(f"no checkpoint in {os.path.join(model_dir, 'checkpoints')!r}")
+    # The frozen word table is in the checkpoint: not read from word_vectors_path (which may be
+    # on another machine), and not "random" (no warning: it is restored below).
+    model = trainer.PretrainModel(build_vatt(word_vectors_path=None))
+    for layer in model.vatt.submodules:
+        if getattr(layer, "random_frozen_table", False):
+            layer.random_frozen_table = False
+    model(dummy_inputs(model.vatt.vatt_config), training=False)  # build, then restore in place
+    tf.train.Checkpoint(model=model).restore(
+        path
+    ).expect_partial().assert_existing_objects_matched()
+    return model, checkpoints.checkpoint_step(path)

@@ -7,13 +7,15 @@ Without --verbose a run prints nothing but its own lines. Hidden: TensorFlow's C
 factory registration, CPU feature and TensorRT notices, the tf.data graph rewrites' "Running
 replicate on split optimization", one per input pipeline trace), TensorFlow's Python warnings
 (deprecations, checkpoint restore notes), the tensorflow-addons end-of-life notice, the
-google.api_core Python-version FutureWarning, and absl INFO lines. Warnings and errors of
+google.api_core Python-version FutureWarning (also in child processes, via PYTHONWARNINGS),
+gensim's INFO progress lines, and absl INFO lines. Warnings and errors of
 vatt_gh's own (absl `logging.warning`) still show. `--verbose` shows all of it.
 No TensorFlow here: the C++ log level is read once, when TensorFlow loads.
 """
 
 import logging as py_logging
 import os
+import shlex
 import signal
 import sys
 import warnings
@@ -24,6 +26,12 @@ from absl import logging as absl_logging
 
 from vatt_gh.errors import PREEMPTED_EXIT_CODE
 
+# google.api_core's Python-version and dependency-version notices (FutureWarning), for
+# PYTHONWARNINGS: the modules that issue them.
+API_CORE_WARNINGS = tuple(
+    f"ignore::FutureWarning:google.api_core.{m}"
+    for m in ("_python_version_support", "_python_package_support")
+)
 QUIET_CPP_LEVEL = "3"  # TF_CPP_MIN_LOG_LEVEL: 0 all, 1 no INFO, 2 no WARNING, 3 no ERROR
 
 
@@ -51,6 +59,11 @@ def quiet(verbose: bool = False):
     warnings.filterwarnings("ignore", module=r"tensorflow_addons\.")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\.api_core\.")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    # Child processes (e.g. a Beam runner's workers) start without these filters: they read
+    # PYTHONWARNINGS, whose module field is an exact name.
+    inherited = [w for w in os.environ.get("PYTHONWARNINGS", "").split(",") if w]
+    os.environ["PYTHONWARNINGS"] = ",".join(inherited + [*API_CORE_WARNINGS])
+    py_logging.getLogger("gensim").setLevel(py_logging.WARNING)  # word2vec's INFO progress
 
 
 def say(message: str):
@@ -103,3 +116,15 @@ def exit_on_sigterm(cleanup: Optional[Callable[[], None]] = None):
         os._exit(PREEMPTED_EXIT_CODE)
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def tensorboard_command(logdir: str) -> str:
+    """The command that shows `logdir` in TensorBoard from this Python environment: its own
+    `tensorboard` (e.g. `.venv/bin/tensorboard`, which is not on PATH unless the venv is
+    activated), relative to the working directory when it lies below it."""
+    found = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+    if not os.path.exists(found):
+        return f"tensorboard --logdir={shlex.quote(logdir)}"
+    relative = os.path.relpath(found)
+    path = relative if not relative.startswith("..") else found
+    return f"{shlex.quote(path)} --logdir={shlex.quote(logdir)}"

@@ -1,6 +1,7 @@
 """The errors a run raises with ONE line that names the flag, file or setting at fault.
 
-TensorFlow-free, so a tool can name them before it imports the heavy modules.
+TensorFlow-free, so a tool can name them before it imports the heavy modules. Also here, for
+the same reason: the exit code of a pre-empted run.
 """
 
 # The exit code of a run stopped by SIGTERM (pre-emption): its checkpoint is saved, and

@@ -18,33 +18,34 @@ from typing import Dict, Optional
 import tensorflow as tf
 from absl import logging
 
-from vatt_gh import checkpoints, cluster, console, loop, provision, run_lock
-from vatt_gh.data import pipeline
+from vatt_gh import cluster, configs, console, loop, provision, run_lock
 from vatt_gh.data import text as text_lib
+from vatt_gh.data.configs import EvalConfig, PretrainConfig, SourceConfig
+from vatt_gh.data.eval_input import eval_dataset
 from vatt_gh.errors import ConfigError
 from vatt_gh.evaluation import features, summaries
 from vatt_gh.evaluation.finetune import (
     FinetuneConfig,
     VideoClassifier,
     evaluate_classifier,
-    make_optimizer,
+    finetune_optimizer,
     make_train_step,
 )
 from vatt_gh.models import dummy_inputs
 
 
-def train_data(train_pattern: str, vocab_path: str, seed: int) -> pipeline.PretrainConfig:
+def train_data(train_pattern: str, vocab_path: str, seed: int) -> PretrainConfig:
     """The run's pre-training input (sizes, augmentation) over the labelled training records."""
-    base = pipeline.PretrainConfig()
+    base = PretrainConfig()
     source = (
         dataclasses.replace(
             base.sources[0], file_pattern=train_pattern, weight=1.0, name="finetune"
         )
         if base.sources
-        else pipeline.SourceConfig(file_pattern=train_pattern, name="finetune")
+        else SourceConfig(file_pattern=train_pattern, name="finetune")
     )
     # Records with their own frame rate: bind EvalConfig.fps / EvalConfig.stride for both.
-    eval_base = pipeline.EvalConfig()
+    eval_base = EvalConfig()
     source = dataclasses.replace(source, fps=eval_base.fps, stride=eval_base.stride)
     return dataclasses.replace(
         base,
@@ -57,7 +58,7 @@ def train_data(train_pattern: str, vocab_path: str, seed: int) -> pipeline.Pretr
     )
 
 
-def progress_line(step: int, train_steps: int, values: dict) -> str:
+def finetune_line(step: int, train_steps: int, values: dict) -> str:
     """Fine-tuning's line per summary: the step, the loss, the learning rate and the rate over
     the last window."""
     width = len(str(train_steps))
@@ -77,12 +78,23 @@ def finetune(
     strategy: tf.distribute.Strategy,
     checkpoint: Optional[str] = None,
     config: Optional[FinetuneConfig] = None,
+    allow_low_learning_rate: bool = False,
 ) -> Dict[str, float]:
     """Fine-tunes the backbone of pre-training run `model_dir` (its `checkpoint`, default the
     newest) with a linear classifier; returns the test metrics (with `step` and `start_step`).
     Gin must hold the run's config (configs.parse_run). Resumes from <output_dir>/checkpoints;
-    a run already at FinetuneConfig.train_steps is only scored."""
+    a run already at FinetuneConfig.train_steps is only scored. A schedule that keeps the
+    learning rate near zero for the whole run (warm-up longer than train_steps) is a
+    ConfigError unless `allow_low_learning_rate`."""
     config = config or FinetuneConfig()
+    provision.check_learning_rate(
+        finetune_optimizer(config),  # a throwaway: only its schedule is read
+        config.train_steps,
+        "FinetuneConfig.train_steps",
+        "FinetuneConfig.warmup_steps",
+        config.warmup_steps,
+        allow_low_learning_rate,
+    )
     if config.global_batch_size % strategy.num_replicas_in_sync:
         raise ConfigError(
             f"FinetuneConfig.global_batch_size={config.global_batch_size} "
@@ -125,7 +137,7 @@ def _finetune(
     loop.seed_everything(config.seed)  # before the model: its dropout generators are checkpointed
     with strategy.scope():
         try:
-            pretrained, pretrained_step = checkpoints.load_pretrained(
+            pretrained, pretrained_step = configs.load_pretrained(
                 model_dir, checkpoint, parse_config=False
             )
         except ConfigError:
@@ -137,7 +149,7 @@ def _finetune(
         )
         video = dummy_inputs(pretrained.vatt.vatt_config)["video"]
         strategy.run(lambda: model(video, training=False))  # builds the head and its dropout
-        optimizer = make_optimizer(config)
+        optimizer = finetune_optimizer(config)
     logging.info(
         "fine-tuning from %s (pre-training step %d) on %d replica(s)",
         model_dir,
@@ -150,7 +162,7 @@ def _finetune(
         checkpoint_every=config.checkpoint_every,
         summary_every=config.summary_every,
         keep_checkpoints=config.keep_checkpoints,
-        line=progress_line,
+        line=finetune_line,
     )
     trained = loop.train(
         output_dir,
@@ -164,7 +176,7 @@ def _finetune(
     )
 
     eval_config = features.eval_config_for_run(test_pattern, vocab, num_windows=config.eval_windows)
-    metrics = evaluate_classifier(model, pipeline.eval_dataset(eval_config, config.eval_batch_size))
+    metrics = evaluate_classifier(model, eval_dataset(eval_config, config.eval_batch_size))
     metrics.update(step=trained.step, start_step=trained.start)
     if chief:
         summaries.write_json(os.path.join(output_dir, f"metrics-{trained.step}.json"), metrics)

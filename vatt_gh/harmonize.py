@@ -48,17 +48,39 @@ Grads = Sequence[Optional[tf.Tensor]]
 class Granularity(NamedTuple):
     """What one pair (g_va, g_vt) is: `kind` 'group' (a group's contribution through its own
     forward path) or 'own_loss' (a group's own loss terms through every path, analysis only),
-    and `size`, the clips per group (None: the local batch, known at trace time)."""
+    and `size`, the clips per group (None: from the local batch, known at trace time: 'replica',
+    or `groups` equal groups for 'microbatch:K'). `name` is the string it was parsed from."""
 
     kind: str
     size: Optional[int]
+    groups: Optional[int] = None
+    name: str = ""
+
+    def group_size(self, local_batch: int) -> int:
+        """Clips per group in a local batch of `local_batch` (one-line ValueError unless the
+        groups tile it)."""
+        if self.groups is not None:
+            if local_batch % self.groups:
+                raise ValueError(
+                    f"granularity {self.name!r}: the local batch of {local_batch} "
+                    f"does not split into {self.groups} equal groups"
+                )
+            return local_batch // self.groups
+        if self.size is None:
+            return local_batch
+        if local_batch % self.size:
+            raise ValueError(
+                f"granularity {self.name!r}: the local batch of {local_batch} clips does not "
+                f"split into groups of {self.size} (set Harmonization.granularity or the batch size)"
+            )
+        return self.size
 
 
 def parse_granularity(granularity: str, local_batch: Optional[int] = None) -> Granularity:
     """'group:N' -> groups of N clips; 'replica' -> one group per replica (hardware-dependent);
     'example' / 'microbatch:K' -> own-loss-term groups of 1 / local_batch // K clips.
 
-    With `local_batch` the group size is checked to divide it (one-line ValueError)."""
+    With `local_batch` the size is resolved and checked to tile it (one-line ValueError)."""
 
     def count(prefix):
         try:
@@ -70,42 +92,31 @@ def parse_granularity(granularity: str, local_batch: Optional[int] = None) -> Gr
         return n
 
     if granularity == "replica":
-        return Granularity("group", local_batch)
-    if granularity.startswith("group:"):
-        size = count("group:")
-        if local_batch is not None and local_batch % size:
-            raise ValueError(
-                f"granularity {granularity!r}: the local batch of {local_batch} clips does not "
-                f"split into groups of {size} (set Harmonization.granularity or the batch size)"
-            )
-        return Granularity("group", size)
-    if granularity == "example":
-        return Granularity("own_loss", 1)
-    if granularity.startswith("microbatch:"):
-        groups = count("microbatch:")
-        if local_batch is not None and local_batch % groups:
-            raise ValueError(
-                f"granularity {granularity!r}: the local batch of {local_batch} "
-                f"does not split into {groups} equal groups"
-            )
-        return Granularity("own_loss", None if local_batch is None else local_batch // groups)
-    raise ValueError(
-        f"unknown granularity {granularity!r}; use 'group:N' or 'replica' (training), "
-        "'example' or 'microbatch:K' (analysis only)"
-    )
-
-
-def check_method(method: str, gamma=0.0):
-    if method not in METHODS:
-        raise ValueError(f"unknown harmonization method {method!r}; choose one of {METHODS}")
-    if method in ("curriculum", "both") and gamma is None:
-        raise ValueError(f"method {method!r} needs gamma (see linear_gamma)")
+        parsed = Granularity("group", None, name=granularity)
+    elif granularity.startswith("group:"):
+        parsed = Granularity("group", count("group:"), name=granularity)
+    elif granularity == "example":
+        parsed = Granularity("own_loss", 1, name=granularity)
+    elif granularity.startswith("microbatch:"):
+        parsed = Granularity("own_loss", None, count("microbatch:"), granularity)
+    else:
+        raise ValueError(
+            f"unknown granularity {granularity!r}; use 'group:N' or 'replica' (training), "
+            "'example' or 'microbatch:K' (analysis only)"
+        )
+    if local_batch is not None:
+        parsed = parsed._replace(size=parsed.group_size(local_batch), groups=None)
+    return parsed
 
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class Harmonization:
-    """How g_va and g_vt are combined (docs/harmonization.md)."""
+    """How g_va and g_vt are combined (docs/harmonization.md); checked and parsed once, here.
+
+    `parsed` is the granularity parsed (`Granularity`). `analysis` admits the analysis-only
+    granularities ('example', 'microbatch:K': each clip's own loss terms, for
+    `PretrainModel.gradient_stats` and tools/inspect_conflicts.py); never for training."""
 
     method: str = "sum"  # sum | reweight | realign | curriculum | both | gradvac
     # 'group:N': N consecutive clips of the local batch per pair (gin/base.gin: 'group:8', the
@@ -123,10 +134,16 @@ class Harmonization:
     # Groups per pfor Jacobian (analysis granularities, and layers without a formula in
     # vatt_gh.group_stats): bounds memory to chunk_size x parameters; None = all at once.
     chunk_size: Optional[int] = None
+    analysis: bool = False
+    parsed: Granularity = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        check_method(self.method)
-        if parse_granularity(self.granularity).kind != "group":
+        if self.method not in METHODS:
+            raise ValueError(
+                f"unknown harmonization method {self.method!r}; choose one of {METHODS}"
+            )
+        object.__setattr__(self, "parsed", parse_granularity(self.granularity))
+        if self.parsed.kind != "group" and not self.analysis:
             raise ValueError(
                 f"granularity {self.granularity!r} is analysis-only (each clip's own loss terms, "
                 "tools/inspect_conflicts.py); train with 'group:N' or 'replica'"
@@ -150,6 +167,11 @@ class Harmonization:
                 isinstance(value, bool) or not isinstance(value, int) or value < 1
             ):
                 raise ValueError(f"Harmonization.{name} {value!r} must be a positive integer")
+
+    @property
+    def constant_weights(self) -> bool:
+        """sum / reweight: the weights are constants (one backward pass gives the update)."""
+        return self.method in CONSTANT_WEIGHTS
 
 
 def linear_gamma(step, total_steps, gamma_start=-0.3, gamma_end=0.0):
@@ -178,11 +200,12 @@ def cosine(dot, norm_va_sq, norm_vt_sq):
     return tf.clip_by_value(tf.math.divide_no_nan(dot, denom), -1.0, 1.0)
 
 
-def weights(
-    dot, norm_va_sq, norm_vt_sq, method, gamma=None, reweight=RW_VA, phi_hat=None
-) -> Weights:
-    """(alpha, beta, cos, projected, dropped) of every pair from d, |g_va|^2, |g_vt|^2."""
-    check_method(method, gamma)
+def weights(dot, norm_va_sq, norm_vt_sq, h: Harmonization, gamma=None, phi_hat=None) -> Weights:
+    """(alpha, beta, cos, projected, dropped) of every pair from d, |g_va|^2, |g_vt|^2, by the
+    method of `h`; `gamma` (curriculum / both) and `phi_hat` (gradvac) are this step's."""
+    method = h.method
+    if method in ("curriculum", "both") and gamma is None:
+        raise ValueError(f"method {method!r} needs gamma (see linear_gamma)")
     dot = tf.convert_to_tensor(dot, tf.float32)
     norm_va_sq = tf.convert_to_tensor(norm_va_sq, tf.float32)
     norm_vt_sq = tf.convert_to_tensor(norm_vt_sq, tf.float32)
@@ -192,7 +215,7 @@ def weights(
     if method == "sum":
         return Weights(one, one, cos, zero, zero)
     if method == "reweight":
-        w_va, w_vt = reweight
+        w_va, w_vt = h.reweight
         return Weights(w_va * one, w_vt * one, cos, zero, zero)
 
     # Algorithm 1: g_va - (d/|g_vt|^2) g_vt + g_vt - (d/|g_va|^2) g_va, only when d < 0.
@@ -280,16 +303,9 @@ def _shapes_of(g_va: Grads, g_vt: Grads):
     return shapes
 
 
-def harmonize(
-    g_va: Grads,
-    g_vt: Grads,
-    method: str,
-    gamma=None,
-    reweight=RW_VA,
-    phi_hat=None,
-    gradvac_beta=GRADVAC_BETA,
-):
-    """Algorithms 1-2 on one pair of gradient lists. Returns (update, stats).
+def harmonize(g_va: Grads, g_vt: Grads, h: Harmonization, gamma=None, phi_hat=None):
+    """Algorithms 1-2 on one pair of gradient lists, by the method of `h`. Returns
+    (update, stats).
 
     update: list of dense tensors, one per variable. stats: scalar `cosine`, `dot`, `norm_va`,
     `norm_vt`, `projected`, `dropped`, `alpha`, `beta`, `phi_hat` (after this step's EMA).
@@ -299,8 +315,8 @@ def harmonize(
     total = lambda xs: tf.add_n([tf.reduce_sum(x) for x in xs])
     dot = total([a * b for a, b in zip(g_va, g_vt)])
     nva2, nvt2 = total([a * a for a in g_va]), total([b * b for b in g_vt])
-    w = weights(dot, nva2, nvt2, method, gamma, reweight, phi_hat)
+    w = weights(dot, nva2, nvt2, h, gamma, phi_hat)
     update = [w.alpha * a + w.beta * b for a, b in zip(g_va, g_vt)]
-    stats = statistics(dot, nva2, nvt2, w, 0.0, 0.0, phi_hat, gradvac_beta)
+    stats = statistics(dot, nva2, nvt2, w, 0.0, 0.0, phi_hat, h.gradvac_beta)
     del stats["loss_va"], stats["loss_vt"]
     return update, stats

@@ -1,6 +1,7 @@
 r"""The harmonized update of one replica's local batch, at any granularity, behind one function.
 
-`harmonized_update(loss_fn, variables, model, method, granularity, ...)` -> (update, stats, aux):
+`harmonized_update(loss_fn, variables, model, h, gamma, phi_hat)` -> (update, stats, aux), where
+`h` is the run's `harmonize.Harmonization` (method and granularity, parsed once):
 
 - `group:N` (and `replica` = `group:<local batch>`): each group of N consecutive clips has its
   own pair (G_va,g, G_vt,g), its contribution through its own forward path; the three numbers
@@ -24,45 +25,31 @@ from vatt_gh import group_stats, harmonize
 
 
 def harmonized_update(
-    loss_fn,
-    variables,
-    model,
-    method,
-    granularity,
-    gamma=None,
-    reweight=harmonize.RW_VA,
-    phi_hat=None,
-    gradvac_beta=harmonize.GRADVAC_BETA,
-    chunk_size=None,
-    monitor=True,
-    mode="auto",
+    loss_fn, variables, model, h: harmonize.Harmonization, gamma=None, phi_hat=None, monitor=True
 ):
-    """Returns (update, stats, aux); update: one tensor (or IndexedSlices) per variable."""
-    harmonize.check_method(method, gamma)
+    """Returns (update, stats, aux); update: one tensor (or IndexedSlices) per variable.
+
+    `gamma` and `phi_hat` are this step's curriculum threshold and GradVac target; `monitor`
+    False lets sum / reweight skip the statistics (one backward pass)."""
     variables = list(variables)
-    kind = harmonize.parse_granularity(granularity).kind
-    if kind == "own_loss":
-        return own_loss_terms(
-            loss_fn, variables, method, granularity, gamma, reweight, phi_hat, gradvac_beta,
-            chunk_size,
-        )  # fmt: skip
-    if method in harmonize.CONSTANT_WEIGHTS and not monitor:
-        return _one_backward_pass(loss_fn, variables, method, reweight, phi_hat, gradvac_beta)
+    if h.parsed.kind == "own_loss":
+        return own_loss_terms(loss_fn, variables, h, gamma, phi_hat)
+    if h.constant_weights and not monitor:
+        return _one_backward_pass(loss_fn, variables, h, phi_hat)
 
     fwd = group_stats.forward(loss_fn, variables, model)
-    size = harmonize.parse_granularity(granularity, fwd.batch).size
-    pairs = group_stats.group_pairs(fwd, variables, size, chunk_size, mode)
-    w = harmonize.weights(pairs.dot, pairs.nva, pairs.nvt, method, gamma, reweight, phi_hat)
+    pairs = group_stats.group_pairs(fwd, variables, h.parsed.group_size(fwd.batch), h.chunk_size)
+    w = harmonize.weights(pairs.dot, pairs.nva, pairs.nvt, h, gamma, phi_hat)
     update = pairs.update(tf.stop_gradient(w.alpha), tf.stop_gradient(w.beta))
     loss_va, loss_vt, aux = fwd.out
     stats = harmonize.statistics(
-        pairs.dot, pairs.nva, pairs.nvt, w, loss_va, loss_vt, phi_hat, gradvac_beta
+        pairs.dot, pairs.nva, pairs.nvt, w, loss_va, loss_vt, phi_hat, h.gradvac_beta
     )
     return update, stats, aux
 
 
-def _one_backward_pass(loss_fn, variables, method, reweight, phi_hat, gradvac_beta):
-    w_va, w_vt = reweight if method == "reweight" else (1.0, 1.0)
+def _one_backward_pass(loss_fn, variables, h: harmonize.Harmonization, phi_hat):
+    w_va, w_vt = h.reweight if h.method == "reweight" else (1.0, 1.0)
     with tf.GradientTape() as tape:
         loss_va, loss_vt, aux = loss_fn()
         total = w_va * tf.reduce_sum(loss_va) + w_vt * tf.reduce_sum(loss_vt)
@@ -70,25 +57,16 @@ def _one_backward_pass(loss_fn, variables, method, reweight, phi_hat, gradvac_be
     update = [tf.zeros(v.shape) if g is None else g for g, v in zip(grads, variables)]
     empty = tf.zeros([0])
     w = harmonize.Weights(empty, empty, empty, empty, empty)
-    stats = harmonize.statistics(empty, empty, empty, w, loss_va, loss_vt, phi_hat, gradvac_beta)
+    stats = harmonize.statistics(empty, empty, empty, w, loss_va, loss_vt, phi_hat, h.gradvac_beta)
     return update, stats, aux
 
 
-def own_loss_terms(
-    loss_fn,
-    variables,
-    method,
-    granularity,
-    gamma=None,
-    reweight=harmonize.RW_VA,
-    phi_hat=None,
-    gradvac_beta=harmonize.GRADVAC_BETA,
-    chunk_size=None,
-):
+def own_loss_terms(loss_fn, variables, h: harmonize.Harmonization, gamma=None, phi_hat=None):
     """Analysis granularities 'example' / 'microbatch:K': per-group gradients of the group's
     own loss terms from pfor Jacobians (correct although negatives couple the clips;
-    docs/tensorflow_notes.md). chunk_size=C: C groups' Jacobian rows at a time (memory C x
+    docs/tensorflow_notes.md). h.chunk_size=C: C groups' Jacobian rows at a time (memory C x
     parameters per loss), the update accumulated; same result as unchunked."""
+    granularity, chunk_size = h.granularity, h.chunk_size
     ctx = tf.distribute.get_replica_context()
     if ctx is not None and ctx.num_replicas_in_sync > 1:
         raise ValueError(
@@ -105,7 +83,7 @@ def own_loss_terms(
         batch = loss_va.shape[0]
         if batch is None:
             raise ValueError("own_loss_terms needs a static batch size (drop_remainder=True)")
-        groups = batch // harmonize.parse_granularity(granularity, batch).size
+        groups = batch // h.parsed.group_size(batch)
         # The targets stay on the tapes: (G,) group sums per loss, cut into chunks of groups.
         target_va = tf.reduce_sum(tf.reshape(loss_va, [groups, batch // groups]), axis=1)
         target_vt = tf.reduce_sum(tf.reshape(loss_vt, [groups, batch // groups]), axis=1)
@@ -130,7 +108,7 @@ def own_loss_terms(
         total = lambda xs: tf.add_n([tf.reduce_sum(x, list(range(1, x.shape.rank))) for x in xs])
         dot = total([a * b for a, b in zip(g_va, g_vt)])
         nva2, nvt2 = total([a * a for a in g_va]), total([b * b for b in g_vt])
-        w = harmonize.weights(dot, nva2, nvt2, method, gamma, reweight, phi_hat)
+        w = harmonize.weights(dot, nva2, nvt2, h, gamma, phi_hat)
         chunk_update = [
             tf.tensordot(w.alpha, a, axes=1) + tf.tensordot(w.beta, b, axes=1)
             for a, b in zip(g_va, g_vt)
@@ -140,6 +118,6 @@ def own_loss_terms(
     del tape_va, tape_vt
     dot, nva2, nvt2, *w = (tf.concat([c[j] for c in per_chunk], 0) for j in range(8))
     stats = harmonize.statistics(
-        dot, nva2, nvt2, harmonize.Weights(*w), loss_va, loss_vt, phi_hat, gradvac_beta
+        dot, nva2, nvt2, harmonize.Weights(*w), loss_va, loss_vt, phi_hat, h.gradvac_beta
     )
     return update, stats, aux

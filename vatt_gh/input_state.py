@@ -1,6 +1,6 @@
 """The input position of a pre-training run, saved next to every checkpoint (a few numbers).
 
-Each process saves, for the input pipelines it runs, `pipeline.InputPosition` (examples given,
+Each process saves, for the input pipelines it runs, `InputPosition` (examples given,
 and per source: records consumed, and at the start of the current shuffle block the group of
 shards, the records consumed from each and the shard read next) in
 `<model_dir>/checkpoints/input/<task>/position-<step>.json`, written before the checkpoint of
@@ -18,7 +18,10 @@ from typing import Dict, Optional
 import tensorflow as tf
 from absl import logging
 
-from vatt_gh.data import pipeline
+from vatt_gh.data.configs import PretrainConfig
+from vatt_gh.data.position import InputPosition
+from vatt_gh.data.pretrain_input import advance_position
+from vatt_gh.data.read import ShardCounts
 
 SUBDIR = "input"
 
@@ -28,7 +31,7 @@ class InputState:
 
     def __init__(
         self,
-        config: pipeline.PretrainConfig,
+        config: PretrainConfig,
         global_batch_size: int,
         ckpt_dir: str,
         task: str,
@@ -38,8 +41,8 @@ class InputState:
         self.global_batch_size = global_batch_size
         self.directory = os.path.join(ckpt_dir, SUBDIR, task)
         self.keep = keep
-        self.counts = pipeline.ShardCounts()
-        self._saved: Dict[int, pipeline.InputPosition] = {}  # of step self._step
+        self.counts = ShardCounts()
+        self._saved: Dict[int, InputPosition] = {}  # of step self._step
         self._step = 0
         self._pipelines: Dict[int, int] = {}  # pipeline id -> number of input pipelines
 
@@ -65,8 +68,7 @@ class InputState:
                 with tf.io.gfile.GFile(path) as f:
                     saved = json.load(f)
                 self._saved = {
-                    int(pid): pipeline.InputPosition.from_json(p)
-                    for pid, p in saved["pipelines"].items()
+                    int(pid): InputPosition.from_json(p) for pid, p in saved["pipelines"].items()
                 }
                 logging.info("input position of step %d read from %s", step, path)
             except (ValueError, KeyError, TypeError, AttributeError, tf.errors.OpError) as e:
@@ -86,11 +88,11 @@ class InputState:
                 path,
             )
 
-    def position(self, pipeline_id: int, num_pipelines: int) -> pipeline.InputPosition:
+    def position(self, pipeline_id: int, num_pipelines: int) -> InputPosition:
         """Where pipeline `pipeline_id` starts (the `position_fn` of the input_fn)."""
         self._pipelines[pipeline_id] = num_pipelines
         if pipeline_id not in self._saved:
-            self._saved[pipeline_id] = pipeline.advance_position(
+            self._saved[pipeline_id] = advance_position(
                 self.config,
                 None,
                 self._step * self._per_pipeline(num_pipelines),
@@ -108,7 +110,7 @@ class InputState:
         positions = {}
         for pid, num in sorted(self._pipelines.items()):
             examples = (step - self._step) * self._per_pipeline(num)
-            positions[pid] = pipeline.advance_position(
+            positions[pid] = advance_position(
                 self.config, self._saved[pid], examples, pid, num, self.counts
             )
         self._saved, self._step = positions, step

@@ -1,17 +1,12 @@
-"""The one training loop, and the pre-training run around `PretrainModel`.
+"""The one training loop, of pre-training (vatt_gh/pretraining.py) and fine-tuning.
 
-    pretrain(model_dir, strategy)   # every other setting from gin (gin/base.gin)
     train(run_dir, strategy, model, optimizer, train_fn, data, global_batch_size, LoopConfig(...))
 
 `train` is the loop of pre-training and of fine-tuning (vatt_gh/finetuning.py): exact resume
 from the checkpoint and the input position saved with it (vatt_gh/input_state.py), SIGTERM
 pre-emption, the unreadable-checkpoint fallback (vatt_gh/checkpoints.py), host-side summaries
-(vatt_gh/summaries.py), rejected-record totals, the non-finite stop and progress lines.
-
-Pre-training's summaries are written on the host from values the step returns (so they work on
-TPU): both losses, learning rate, gamma, mean cosine, fractions projected / dropped, gradient
-norms, skipped steps, wall seconds per step since the last summary, and a histogram of the
-cosines of every group of every replica and every step since the previous summary.
+(vatt_gh/summaries.py), rejected-record totals, the non-finite stop and progress lines (the
+run's own `LoopConfig.line`).
 """
 
 import contextlib
@@ -26,34 +21,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-import gin
-from vatt_gh import (
-    checkpoints,
-    cluster,
-    console,
-    harmonize,
-    input_state,
-    provision,
-    run_lock,
-    summaries,
-    trainer,
-)
-from vatt_gh.data import pipeline, word_vectors
-from vatt_gh.errors import ConfigError, TrainingError
-from vatt_gh.models import build_vatt
-
-
-def progress_line(step: int, train_steps: int, values: dict) -> str:
-    """Pre-training's line per summary: the step, both losses, cosine, dropped share, gamma,
-    learning rate, and the rate over the last window (not since the start, which includes
-    tracing)."""
-    width = len(str(train_steps))
-    return (
-        f"step {step:>{width}}/{train_steps}  loss_va {values['loss_va']:.4f}  "
-        f"loss_vt {values['loss_vt']:.4f}  cos {values['cosine']:+.3f}  "
-        f"dropped {values['dropped']:.2f}  gamma {values['gamma']:+.3f}  "
-        f"lr {values['learning_rate']:.1e}  {1.0 / max(values['seconds_per_step'], 1e-9):.1f} steps/s"
-    )
+from vatt_gh import checkpoints, cluster, console, input_state, run_lock, summaries
+from vatt_gh.data.configs import PretrainConfig
+from vatt_gh.data.pretrain_input import make_pretrain_input_fn
+from vatt_gh.data.rejects import DataErrors
+from vatt_gh.errors import TrainingError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,10 +36,10 @@ class LoopConfig:
     checkpoint_every: int
     summary_every: int
     keep_checkpoints: int
+    # The terminal line of a summary: (step, train_steps, the summary's values) -> text.
+    line: Callable[[int, int, dict], str]
     max_nonfinite_in_a_row: int = 10  # steps the train function reports as `nonfinite`
     progress: Optional[bool] = None  # False: no lines on the terminal (the chief's by default)
-    # The terminal line of a summary: (step, train_steps, the summary's values) -> text.
-    line: Callable[[int, int, dict], str] = progress_line
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,13 +53,13 @@ class Trained:
     seconds: float
 
 
-def train(
+def train(  # noqa: C901  (restore, iterate, summaries, checkpoints, stops: read in order)
     run_dir: str,
     strategy: tf.distribute.Strategy,
     model: tf.keras.Model,
     optimizer,
     train_fn: Callable[[object], Dict[str, tf.Tensor]],
-    data: pipeline.PretrainConfig,
+    data: PretrainConfig,
     global_batch_size: int,
     config: LoopConfig,
     verified: bool = False,
@@ -111,7 +83,7 @@ def train(
     chief = cluster.is_chief(strategy)
     say = console.say if chief and config.progress is not False else lambda message: None
     ckpt_dir = os.path.join(run_dir, "checkpoints")
-    data_errors = pipeline.DataErrors(data.on_error)  # rejected records: counts, failure
+    data_errors = DataErrors(data.on_error)  # rejected records: counts, failure
     inputs = input_state.InputState(
         data,
         global_batch_size,
@@ -210,7 +182,7 @@ def _disk_full_as_error(ckpt_dir: str, step: int, writer):
 
 def distribute(strategy, config, global_batch_size, inputs: input_state.InputState, errors):
     """The distributed training dataset, each input pipeline from its saved position."""
-    input_fn = pipeline.make_pretrain_input_fn(
+    input_fn = make_pretrain_input_fn(
         config, global_batch_size, errors, position_fn=inputs.position, counts=inputs.counts
     )
 
@@ -228,170 +200,3 @@ def seed_everything(seed: int):
     """
     tf.keras.backend.experimental.enable_tf_random_generator()
     tf.keras.utils.set_random_seed(seed)
-
-
-def _dummy_batch(element_spec):
-    """Zeros with the per-replica shapes of a batch: builds every variable before training."""
-    return {k: tf.zeros(s.shape, s.dtype) for k, s in element_spec.items()}
-
-
-@gin.configurable(denylist=["model_dir", "strategy"])
-def pretrain(
-    model_dir: str,
-    strategy: Optional[tf.distribute.Strategy] = None,
-    *,
-    train_steps: int = 500_000,
-    global_batch_size: int = 2048,
-    checkpoint_every: int = 5000,
-    summary_every: int = 100,
-    keep_checkpoints: int = 5,
-    synthetic_data: Optional[provision.SyntheticData] = None,
-    xla_math: bool = False,
-    progress: Optional[bool] = None,
-    seed: int = 0,
-    max_nonfinite_in_a_row: int = 10,
-):
-    """Pre-train VATT with the gin-configured harmonization; resumes from model_dir.
-
-    Exact resume: weights, optimizer slots, the step and every random generator are
-    checkpointed, and each process saves its input pipelines' position (a few numbers per
-    source, vatt_gh/input_state.py) with every checkpoint; the pipelines rebuild themselves
-    from it, so a run killed at any moment and restarted ends with the weights of an
-    uninterrupted run, on one worker or several, and a restart costs the same at any step.
-    SIGTERM: a checkpoint at the next step boundary, then exit code 42 (see `train`).
-    Returns the model, or None when the run in model_dir is already complete.
-    """
-    settings = dict(
-        train_steps=train_steps,
-        global_batch_size=global_batch_size,
-        checkpoint_every=checkpoint_every,
-        summary_every=summary_every,
-        keep_checkpoints=keep_checkpoints,
-        max_nonfinite_in_a_row=max_nonfinite_in_a_row,
-        seed=seed,
-    )
-    provision.check_settings(settings)
-    strategy = strategy or tf.distribute.get_strategy()
-    chief = cluster.is_chief(strategy)
-    try:
-        harmonization = trainer.Harmonization()  # gin-configured; validates method/granularity
-    except ValueError as e:
-        raise ConfigError(str(e).splitlines()[0]) from None
-    if global_batch_size % strategy.num_replicas_in_sync:
-        raise ConfigError(
-            f"global_batch_size {global_batch_size} does not split over "
-            f"{strategy.num_replicas_in_sync} replicas"
-        )
-    try:  # groups of N clips must tile each replica's batch
-        harmonize.parse_granularity(
-            harmonization.granularity, global_batch_size // strategy.num_replicas_in_sync
-        )
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    if synthetic_data is None:
-        provision.check_no_placeholders(pipeline.PretrainConfig())
-    created = not tf.io.gfile.exists(model_dir)
-    provision.check_writable(model_dir)
-    try:
-        with run_lock.hold(model_dir, chief):  # one run per directory
-            console.exit_on_sigterm(run_lock.release_held)  # until training's handler
-            return _pretrain(
-                model_dir,
-                strategy,
-                harmonization,
-                synthetic_data,
-                xla_math=xla_math,
-                progress=progress,
-                **settings,
-            )
-    except ConfigError:
-        if created and chief and not tf.io.gfile.listdir(model_dir):
-            tf.io.gfile.rmtree(model_dir)  # nothing of the run was made: leave no trace
-        raise
-
-
-def _pretrain(
-    model_dir,
-    strategy,
-    harmonization,
-    synthetic_data,
-    *,
-    train_steps,
-    global_batch_size,
-    checkpoint_every,
-    summary_every,
-    keep_checkpoints,
-    xla_math,
-    progress,
-    seed,
-    max_nonfinite_in_a_row,
-):
-    chief = cluster.is_chief(strategy)
-    multi_worker = cluster.num_workers(strategy) > 1
-    say = console.say if chief and progress is not False else lambda message: None
-    done = checkpoints.newest_step(os.path.join(model_dir, "checkpoints"), chief)
-    if done >= train_steps:
-        say(f"the run in {model_dir} is already complete ({done}/{train_steps} steps).")
-        return None
-    data = provision.data_config(model_dir, synthetic_data, chief, multi_worker)
-    say(
-        f"{harmonization.method} harmonization ({harmonization.granularity}), global batch "
-        f"{global_batch_size} on {strategy.num_replicas_in_sync} replica(s), "
-        f"{train_steps} steps" + (f", resuming after step {done}" if done else "")
-    )
-    say("building the model and the input pipeline ...")
-
-    overrides = {}
-    if synthetic_data is not None:  # the demo's frozen word table: seeded random vectors
-        sizes = build_vatt().vatt_config  # an unbuilt model: the gin-configured sizes
-        overrides["word_vectors_path"] = word_vectors.random_table(
-            os.path.join(model_dir, "data"),
-            sizes.vocab_size,
-            sizes.word_dim,
-            synthetic_data.word_norm,
-            seed,
-        )
-    seed_everything(seed)
-    with strategy.scope():
-        model = trainer.PretrainModel(
-            build_vatt(**overrides), harmonization, xla_math=xla_math, summary_every=summary_every
-        )
-        local = pipeline.pretrain_dataset(
-            data, global_batch_size // strategy.num_replicas_in_sync
-        ).element_spec
-        strategy.run(lambda: model(_dummy_batch(local), training=False))
-        optimizer = trainer.make_optimizer()
-        model.compile(optimizer=optimizer)
-    if chief:
-        summaries.write_operative_config(model_dir)
-
-    config = LoopConfig(
-        train_steps=train_steps,
-        checkpoint_every=checkpoint_every,
-        summary_every=summary_every,
-        keep_checkpoints=keep_checkpoints,
-        max_nonfinite_in_a_row=max_nonfinite_in_a_row,
-        progress=progress,
-        line=progress_line,
-    )
-    train_fn = model.make_train_function()
-    trained = train(
-        model_dir,
-        strategy,
-        model,
-        optimizer,
-        train_fn,
-        data,
-        global_batch_size,
-        config,
-        verified=True,
-    )
-    if trained.values:
-        start, step, values = trained.start, trained.step, trained.values
-        say(
-            f"done: {step - start} steps in {console.duration(trained.seconds)}"
-            + (f" (steps {start + 1}-{step})" if start else "")
-            + f"; at step {step}: loss_va {values['loss_va']:.4f}, loss_vt "
-            f"{values['loss_vt']:.4f}, cos {values['cosine']:+.3f}"
-        )
-    return model

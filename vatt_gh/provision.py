@@ -1,7 +1,9 @@
 """What a run needs before its first step: settings in range, a run directory, its data.
 
     check_settings(dict(train_steps=..., ...))        # pretrain's numbers and the optimizer's
-    check_no_placeholders(pipeline.PretrainConfig())  # gin/data/*.gin's gs://YOUR_BUCKET paths
+    check_learning_rate(optimizer, train_steps, ...)  # warm-up longer than the run
+    check_no_placeholders(PretrainConfig())          # gin/data/*.gin's gs://YOUR_BUCKET paths
+    check_word_table()                                # the .npy table fits the model's sizes
     check_writable(model_dir)
     config = data_config(model_dir, SyntheticData())  # the demo: records made on first use
 
@@ -16,14 +18,17 @@ import re
 import uuid
 from typing import Dict, Optional
 
+import numpy as np
 import tensorflow as tf
 
 import gin
 from vatt_gh import cluster, console, trainer
-from vatt_gh.data import pipeline, synthetic
-from vatt_gh.data.pipeline import INT, REAL, check_fields
+from vatt_gh.data import synthetic
+from vatt_gh.data.configs import PretrainConfig
+from vatt_gh.data.fields import INT, REAL, check_fields
+from vatt_gh.data.read import list_files
 from vatt_gh.errors import ConfigError
-from vatt_gh.models import build_vatt
+from vatt_gh.models import build_vatt, get_config
 from vatt_gh.models.precision import PRECISIONS
 
 
@@ -89,12 +94,7 @@ def check_settings(run: Dict[str, object]) -> None:
 
     `run`: pretrain's arguments; the optimizer's come from gin (or make_optimizer's defaults).
     """
-    optimizer = {
-        name: p.default
-        for name, p in inspect.signature(trainer.make_optimizer).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
-    optimizer.update(gin.get_bindings(trainer.make_optimizer))
+    optimizer = trainer.optimizer_settings()
     try:
         check_fields(run, [r for r in _RUN_RULES if r[0] in run], "pretrain")
         check_fields(
@@ -112,10 +112,68 @@ def check_settings(run: Dict[str, object]) -> None:
         )
 
 
+# Of the schedule's peak: a run that never gets above it learns next to nothing. (4 steps of the
+# demo's 50-step warm-up reach 6%; 20 steps of gin/base.gin's 10k-step warm-up reach 0.2%.)
+LOW_LEARNING_RATE = 0.01
+
+
+def check_learning_rate(
+    optimizer,
+    train_steps: int,
+    steps_binding: str,
+    warmup_binding: str,
+    warmup_steps: int,
+    allow: bool = False,
+):
+    """ConfigError, before training, when the optimizer's schedule stays at 0, or below
+    LOW_LEARNING_RATE of its own peak, at every one of the run's `train_steps` steps (a warm-up
+    longer than the run: 20 steps of gin/base.gin reach 1e-7), unless `allow` (the tools'
+    --allow_low_learning_rate). The message names the bindings to change."""
+    schedule = (
+        optimizer._learning_rate
+    )  # Keras keeps the schedule here (`learning_rate` is a value)
+    if allow or not callable(schedule):
+        return
+
+    def highest(end):  # the schedule's highest value over steps [0, end), sampled
+        steps = {0, end - 1, min(warmup_steps, end - 1)} | set(range(0, end, max(1, end // 64)))
+        return max(float(schedule(step)) for step in steps)
+
+    top = highest(train_steps)
+    peak = max(top, highest(max(train_steps, warmup_steps + 1)))
+    if top > 0 and top >= LOW_LEARNING_RATE * peak:
+        return
+    cause = (
+        f"{warmup_binding} = {warmup_steps} warms up over more steps than the run has"
+        if warmup_steps >= train_steps
+        else "the schedule keeps it there"
+    )
+    raise ConfigError(
+        f"the learning rate never exceeds {top:.1e} in the run's {train_steps} steps "
+        f"({steps_binding}), under {LOW_LEARNING_RATE:.0%} of the schedule's peak {peak:.1e}: "
+        f"{cause}. Lower {warmup_binding} or raise {steps_binding}, or pass "
+        "--allow_low_learning_rate to train anyway"
+    )
+
+
+def check_pretrain_learning_rate(train_steps: int, allow: bool = False):
+    """check_learning_rate for pre-training: make_optimizer's schedule over pretrain.train_steps
+    (a throwaway optimizer, before anything is built)."""
+    settings = trainer.optimizer_settings()
+    check_learning_rate(
+        trainer.make_optimizer(),
+        train_steps,
+        "pretrain.train_steps",
+        "make_optimizer.warmup_steps",
+        settings["warmup_steps"],
+        allow,
+    )
+
+
 PLACEHOLDER = "YOUR_BUCKET"  # gin/data/*.gin ship with gs://YOUR_BUCKET/... paths
 
 
-def check_no_placeholders(config: pipeline.PretrainConfig):
+def check_no_placeholders(config: PretrainConfig):
     """ConfigError, before any file system or network access, when a data path is still the
     placeholder of gin/data/*.gin: it says how to build the data or run the demo."""
     for source in config.sources:
@@ -141,6 +199,42 @@ def _placeholder_message(path):
     )
 
 
+def check_word_table():
+    """ConfigError, before the model is built, when build_vatt.word_vectors_path's .npy table
+    (only its header is read) is not (vocab_size, word_dim) of the gin-configured model: e.g.
+    the tools' default 65,536 x 300 table with build_vatt.preset = 'tiny' (1,000 x 32). The
+    message names the bindings to change."""
+    bound = dict(gin.get_bindings(build_vatt))
+    preset = bound.pop("preset", inspect.signature(build_vatt).parameters["preset"].default)
+    bound.pop("variant", None)
+    try:
+        config = get_config(preset, **bound)
+    except ValueError as e:
+        raise ConfigError(f"build_vatt: {e}") from None
+    path = config.word_vectors_path
+    if not path or PLACEHOLDER in path:
+        return
+    binding = f"build_vatt.word_vectors_path {path!r}"
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read = {(1, 0): np.lib.format.read_array_header_1_0}.get(
+                version, np.lib.format.read_array_header_2_0
+            )
+            shape = read(f)[0]
+    except (OSError, ValueError, tf.errors.OpError) as e:
+        raise ConfigError(f"{binding} cannot be read as a .npy array: {e}") from None
+    want = (config.vocab_size, config.word_dim)
+    if tuple(shape) != want:
+        raise ConfigError(
+            f"{binding} holds a {tuple(shape)} table but the model (build_vatt.preset = "
+            f"{preset!r}) has (vocab_size, word_dim) = {want}: bind build_vatt.vocab_size = "
+            f"{shape[0]} and build_vatt.word_dim = {shape[-1]} (gin/model/tiny.gin does for the "
+            "tools' default table), or rebuild the table with tools/build_word_vectors.py "
+            f"--vocab_size={want[0]} --dim={want[1]}"
+        )
+
+
 def check_writable(model_dir: str):
     """Create model_dir and prove it can be written, or raise ConfigError naming it."""
     try:
@@ -154,12 +248,12 @@ def check_writable(model_dir: str):
         raise ConfigError(f"--model_dir {model_dir!r} cannot be written: {e}") from None
 
 
-def data_config(
+def data_config(  # noqa: C901  (the three data sources and their checks, read top to bottom)
     model_dir: str,
     synthetic_data: Optional[SyntheticData],
     chief: bool = True,
     multi_worker: bool = False,
-) -> pipeline.PretrainConfig:
+) -> PretrainConfig:
     """The gin-configured PretrainConfig; with `synthetic_data`, pointed at records it makes.
 
     The chief makes them in a temporary folder renamed into place; other workers wait until
@@ -206,14 +300,14 @@ def data_config(
                 ]
             )
     try:
-        config = pipeline.PretrainConfig()  # its fields (and its sources') are checked
+        config = PretrainConfig()  # its fields (and its sources') are checked
     except ValueError as e:
         raise ConfigError(str(e).splitlines()[0]) from None
     if not config.sources:
         raise ConfigError("no data: set PretrainConfig.sources in gin (see gin/data/)")
     for source in config.sources:
         try:
-            pipeline.list_files(source.file_pattern)
+            list_files(source.file_pattern)
         except (ValueError, FileNotFoundError, tf.errors.OpError) as e:
             raise ConfigError(f"data source {source.name or source.file_pattern!r}: {e}") from None
     if not config.vocab_path or not tf.io.gfile.exists(config.vocab_path):

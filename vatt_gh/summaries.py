@@ -1,9 +1,8 @@
-"""Host-side TensorBoard summaries of a training run, and its operative gin config.
+"""Host-side TensorBoard summaries of a training run (its gin config: vatt_gh/run_config.py).
 
     writer = make_writer(model_dir, strategy)       # <model_dir>/train on the one writer
     write_summaries(writer, step, logs)             # logs: numpy values the step returned
     write_data_errors(writer, step, totals)         # data/skipped/<reason>
-    write_operative_config(model_dir)               # <model_dir>/operative_config.gin
 
 Summaries are written on the host from values the step returns, so they work on TPU.
 """
@@ -14,9 +13,8 @@ from typing import Dict
 import numpy as np
 import tensorflow as tf
 
-import gin
 from vatt_gh import cluster
-from vatt_gh.data import pipeline
+from vatt_gh.data.rejects import REASON_NAMES
 
 HISTOGRAMS = ("cosines",)  # gathered over every step since the previous summary
 NOT_SCALARS = HISTOGRAMS + ("step_applied", "nonfinite")
@@ -46,12 +44,6 @@ def write_summaries(writer, step: int, logs: dict):
 def write_data_errors(writer, step: int, totals: Dict[str, int]):
     """`data/skipped/<reason>`: records rejected since the start, per reason (zeros included)."""
     with writer.as_default(step=step):
-        for name in pipeline.REASON_NAMES.values():
+        for name in REASON_NAMES.values():
             tf.summary.scalar(f"data/skipped/{name}", totals.get(name, 0))
     writer.flush()
-
-
-def write_operative_config(model_dir: str):
-    """The gin values the run used, next to it (evaluation tools rebuild the model from it)."""
-    with tf.io.gfile.GFile(os.path.join(model_dir, "operative_config.gin"), "w") as f:
-        f.write(gin.operative_config_str())

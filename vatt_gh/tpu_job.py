@@ -16,13 +16,23 @@ How TensorFlow runs on a TPU VM, as Google's own TF-on-TPU-VM test configuration
   script runs on ONE worker (worker 0) with `--tpu=<TPU name>` and `TPU_LOAD_LIBRARY=0` (the
   client must not grab the local TPU: the runtime on every host serves it). The package is still
   installed on every host: each host's CPU runs its share of the input pipeline.
+
+The environment on each host: the image's own. Google's TensorFlow TPU VM images
+(`tpu-vm-tf-2.15.1-pjrt`, `tpu-vm-tf-2.15.1-pod-pjrt`; https://cloud.google.com/tpu/docs/runtimes)
+are Ubuntu 22.04 with its Python 3.10 and TensorFlow 2.15.1 built for TPU preinstalled. That
+TensorFlow is the only TPU build of 2.15 there is for the host: PyPI's `tensorflow==2.15.1` has
+no TPU support and PyPI's `tensorflow-tpu` starts at 2.16.1, so a Python 3.11 virtualenv would
+lose the TPU. The recipe therefore installs the package into the image's `python3` (setup.py
+accepts 3.10; every pinned package has a cp310 wheel), with the image's TensorFlow pinned so pip
+keeps it. `IMAGES` lists the images the launcher knows; any other `--version` is refused.
 """
 
 import dataclasses
 import os
 import re
 import shlex
-from typing import Callable, Dict, Optional, Sequence
+import subprocess
+from typing import Callable, Dict, List, Optional, Sequence
 
 from vatt_gh.errors import PREEMPTED_EXIT_CODE
 
@@ -35,6 +45,24 @@ SINGLE_HOST_ENV = {
     "TF_PLUGGABLE_DEVICE_LIBRARY_PATH": "/lib/libtpu.so",
 }
 POD_ENV = {"TPU_LOAD_LIBRARY": "0"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Image:
+    """What a TPU VM image ships (Google's Cloud TPU docs, "TPU software versions")."""
+
+    os: str
+    python: str  # the `python3` the recipe installs into
+    tensorflow: str  # preinstalled, built for TPU; must equal setup.py's tensorflow pin
+    pod: bool  # the multi-host (pod slice) variant
+
+
+IMAGES = {
+    "tpu-vm-tf-2.15.1-pjrt": Image("Ubuntu 22.04", "3.10", "2.15.1", pod=False),
+    "tpu-vm-tf-2.15.1-pod-pjrt": Image("Ubuntu 22.04", "3.10", "2.15.1", pod=True),
+}
+# The paths a run reads from the shipped tree: an uncommitted change there is not sent.
+SHIPPED = ("gin", "vatt_gh", "tools", "setup.py")
 
 
 def cores_of(accelerator_type: str) -> int:
@@ -77,7 +105,13 @@ class TpuJob:
             )
         if not self.gin_files:
             raise ValueError("give at least one --gin_file (e.g. gin/curriculum.gin)")
-        pod_image = "-pod" in self.version
+        if self.version not in IMAGES:
+            raise ValueError(
+                f"--version={self.version} is not a TPU VM image this launcher knows: use "
+                + " or ".join(IMAGES)
+                + " (TensorFlow 2.15.1 for TPU, the version setup.py pins)"
+            )
+        pod_image = IMAGES[self.version].pod
         if self.pod and not pod_image:
             raise ValueError(
                 f"--accelerator_type={self.accelerator_type} is a multi-host pod slice but "
@@ -109,12 +143,24 @@ class TpuJob:
     def copy(self):
         return self.gcloud("scp", ARCHIVE, f"{self.name}:vatt-gh.tar.gz", "--worker=all")
 
+    @property
+    def image(self) -> Image:
+        return IMAGES[self.version]
+
+    def assumption(self) -> str:
+        """The line of a dry run that says which image the recipe is for."""
+        image = self.image
+        return (
+            f"# image {self.version}: {image.os}, python3 {image.python} with TensorFlow "
+            f"{image.tensorflow} for TPU preinstalled; the package installs into that python3"
+        )
+
     def install(self):
-        """Unpack and install on every host, keeping the image's TensorFlow."""
+        """Unpack and install on every host into the image's python3, keeping its TensorFlow."""
         remote = (
             f"mkdir -p {REMOTE_DIR} && tar xzf vatt-gh.tar.gz -C {REMOTE_DIR} && "
-            f"cd {REMOTE_DIR} && pip freeze | grep -i '^tensorflow' > /tmp/tf-pins.txt; "
-            "pip install -q -e . -c /tmp/tf-pins.txt"
+            f"cd {REMOTE_DIR} && python3 -m pip freeze | grep -i '^tensorflow==' "
+            "> /tmp/tf-pins.txt; python3 -m pip install -q -e . -c /tmp/tf-pins.txt"
         )
         return self.gcloud("ssh", self.name, "--worker=all", f"--command={remote}")
 
@@ -148,6 +194,30 @@ class JobError(RuntimeError):
     """The job cannot go on (a step failed, or training failed on a healthy VM)."""
 
 
+def uncommitted(repo: str = REPO) -> List[str]:
+    """The files under SHIPPED whose working copy differs from HEAD (changed, staged, deleted
+    or new and not ignored): `git archive HEAD` would not send them."""
+    out = subprocess.run(
+        ["git", "-C", repo, "status", "--porcelain", "--untracked-files=all", "--", *SHIPPED],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode:
+        raise JobError(f"{repo!r} is not a git checkout: {out.stderr.strip()}")
+    return [line[3:] for line in out.stdout.splitlines() if line.strip()]
+
+
+def check_committed(repo: str = REPO):
+    """JobError naming the uncommitted files a run would silently not get."""
+    files = uncommitted(repo)
+    if files:
+        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        raise JobError(
+            f"uncommitted changes in {shown}: the TPU VM gets the last commit (git archive "
+            "HEAD), not them; commit them (or git stash) and launch again"
+        )
+
+
 def run_job(
     job: TpuJob,
     run: Callable[[list], int],
@@ -171,6 +241,8 @@ def run_job(
         must(job.install())
 
     job.check()
+    if dry_run:
+        say(job.assumption())
     must(job.archive())
     provision()
     if dry_run:

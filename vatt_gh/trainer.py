@@ -15,6 +15,8 @@
   5. metrics (every replica's groups) and the cosines of every group (for the histogram)
 """
 
+import dataclasses
+import inspect
 from typing import Optional
 
 import tensorflow as tf
@@ -22,7 +24,7 @@ from official.modeling import optimization  # registers gin configurables: impor
 
 import gin
 from vatt_gh import harmonize, losses
-from vatt_gh.harmonize import Harmonization  # noqa: F401  (gin: configured as Harmonization)
+from vatt_gh.harmonize import Harmonization
 from vatt_gh.harmonized_update import harmonized_update
 
 SUM = tf.distribute.ReduceOp.SUM
@@ -75,6 +77,16 @@ def make_optimizer(
     )
     factory = optimization.OptimizerFactory(config)
     return factory.build_optimizer(factory.build_learning_rate(), use_legacy_optimizer=False)
+
+
+def optimizer_settings() -> dict:
+    """`make_optimizer`'s settings as the next call will see them: its defaults, then gin's."""
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(make_optimizer).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    return {**defaults, **gin.get_bindings(make_optimizer)}
 
 
 def _all_finite(tensors):
@@ -145,7 +157,7 @@ class PretrainModel(tf.keras.Model):
             for name in ("skipped_all_dropped", "skipped_nonfinite")
         }
         self.distribute_reduction_method = "first"  # every returned value is replica-identical
-        self._math = self._harmonized_update
+        self._math = self.compute_update
 
     @property
     def metrics(self):
@@ -160,12 +172,12 @@ class PretrainModel(tf.keras.Model):
         if self.xla_math and strategy.num_replicas_in_sync == 1:
             # Forward, the backward passes and harmonization as one XLA cluster; summaries,
             # the conditional apply and collectives stay outside it (docs/tensorflow_notes.md).
-            self._math = tf.function(self._harmonized_update, jit_compile=True)
+            self._math = tf.function(self.compute_update, jit_compile=True)
 
     def make_train_function(self, force=False):
         """Keras' train function; for `sum` / `reweight` two traces, one that measures the
         cosines (every `monitor_every`-th step, host-side choice) and one that does not."""
-        if self.harmonization.method not in harmonize.CONSTANT_WEIGHTS:
+        if not self.harmonization.constant_weights:
             return super().make_train_function(force)
         if getattr(self, "_dispatch", None) is not None and not force:
             return self._dispatch
@@ -188,7 +200,7 @@ class PretrainModel(tf.keras.Model):
         return harmonize.linear_gamma(step, h.gamma_steps, h.gamma_start, h.gamma_end)
 
     # ------------------------------------------------------------------- the maths (XLA-able)
-    def _loss_fn(self, data):
+    def loss_fn(self, data):
         """loss_fn for `harmonized_update`: per-clip shares of the two global mean losses."""
 
         def loss_fn():
@@ -206,21 +218,18 @@ class PretrainModel(tf.keras.Model):
 
         return loss_fn
 
-    def _harmonized_update(self, data, gamma, monitor=True, method=None, granularity=None):
-        """Forward, the groups' g_va and g_vt, weights, update. Returns (update, stats)."""
-        h = self.harmonization
+    def compute_update(self, data, gamma, monitor=True, harmonization=None):
+        """Forward, the groups' g_va and g_vt, weights, update. Returns (update, stats).
+
+        `harmonization`: another rule than the run's (the analysis of `gradient_stats`)."""
         update, stats, (mean_va, mean_vt) = harmonized_update(
-            self._loss_fn(data),
+            self.loss_fn(data),
             self.trainable_variables,
             self.vatt,
-            method or h.method,
-            granularity or h.granularity,
-            gamma=gamma,
-            reweight=h.reweight,
-            phi_hat=self.phi_hat,
-            gradvac_beta=h.gradvac_beta,
-            chunk_size=h.chunk_size,
-            monitor=monitor,
+            harmonization or self.harmonization,
+            gamma,
+            self.phi_hat,
+            monitor,
         )
         stats.update(mean_va=mean_va, mean_vt=mean_vt)
         return update, stats
@@ -234,7 +243,10 @@ class PretrainModel(tf.keras.Model):
         BatchNorm moving statistics are left as they were."""
         state = forward_state(self.vatt)
         before = [tf.identity(v) for v in state]
-        _, stats = self._harmonized_update(data, None, True, "sum", granularity)
+        analysis = dataclasses.replace(
+            self.harmonization, method="sum", granularity=granularity, analysis=True
+        )
+        _, stats = self.compute_update(data, None, True, analysis)
         with tf.control_dependencies([stats["cosine"]]):
             for v, value in zip(state, before):
                 v.assign(value)

@@ -113,7 +113,7 @@ def video_records(task: VideoTask) -> beam_build.TaskRecords:
         if (k1 - k0) / config.fps < config.min_clip_seconds:
             break
         t0, t1 = k0 / config.fps, k1 / config.fps
-        jpegs = [tf.io.encode_jpeg(f, quality=config.jpeg_quality).numpy() for f in frames[k0:k1]]
+        jpegs = video_io.encode_jpegs(frames[k0:k1], config.jpeg_quality)
         clip_audio = None
         if audio is not None:
             clip_audio = audio[

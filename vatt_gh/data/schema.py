@@ -12,7 +12,9 @@ One clip per record, a DMVR-style `tf.train.SequenceExample`:
 | `synthetic/aligned_va`    | context int64 | synthetic data only: 1 if audio matches the video |
 | `synthetic/aligned_vt`    | context int64 | synthetic data only: 1 if text matches the video  |
 
-A record may lack audio or text (the pipeline masks them), never video. Both the writer
+A pre-training record may lack audio or text (the pipeline masks them), never video. An
+evaluation record may be audio-only (ESC50: no `image/encoded`, its audio and label), written with
+`make_sequence_example(..., audio_only=True)` and read by `EvalConfig(audio_only=True)`. Both the writer
 (`make_sequence_example`) and the parser (`parse_sequence_example`) use the constants below, so the
 two cannot drift apart.
 """
@@ -56,6 +58,7 @@ def make_sequence_example(
     labels: Sequence[int] = (),
     audio_chunk: int = 4800,
     extra_int_context: Optional[Mapping[str, Sequence[int]]] = None,
+    audio_only: bool = False,
 ) -> tf.train.SequenceExample:
     """Serialisable record of one clip.
 
@@ -67,8 +70,12 @@ def make_sequence_example(
       labels: class indices (may be empty).
       audio_chunk: samples per stored chunk (48000 / fps keeps one chunk per frame).
       extra_int_context: further int64 context features, e.g. the synthetic ground truth.
+      audio_only: an evaluation record of audio without frames (ESC50); needs audio.
     """
-    if not jpeg_frames:
+    if audio_only:
+        if jpeg_frames or audio is None or not len(audio):
+            raise ValueError(f"clip {clip_id!r}: an audio-only record has audio and no frames")
+    elif not jpeg_frames:
         raise ValueError(f"clip {clip_id!r}: a record needs at least one video frame")
     seq = tf.train.SequenceExample()
     ctx = seq.context.feature

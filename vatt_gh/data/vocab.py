@@ -10,13 +10,14 @@ from typing import List
 import tensorflow as tf
 from tensorflow_text.tools.wordpiece_vocab import bert_vocab_from_dataset
 
-from vatt_gh.data import pipeline, schema
+from vatt_gh.data import schema
 from vatt_gh.data import text as text_lib
+from vatt_gh.data.read import list_files
 
 
 def captions_dataset(file_pattern: str) -> tf.data.Dataset:
     """All narrations (string scalars) of a record set."""
-    files = pipeline.list_files(file_pattern)
+    files = list_files(file_pattern)
     context = {schema.CAPTION: tf.io.VarLenFeature(tf.string)}
     ds = tf.data.TFRecordDataset(files).map(
         lambda r: (

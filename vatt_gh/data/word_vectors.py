@@ -32,8 +32,9 @@ import numpy as np
 import tensorflow as tf
 from gensim.models import KeyedVectors, Word2Vec
 
-from vatt_gh.data import pipeline, schema
+from vatt_gh.data import schema
 from vatt_gh.data import text as text_lib
+from vatt_gh.data.read import list_files
 
 FORMATS = ("word2vec_binary", "word2vec_text", "glove")
 
@@ -60,7 +61,7 @@ class TableReport:
 
 def narration_words(file_pattern: str) -> Iterator[List[str]]:
     """Every narration of a record set as the tokenizer's words (case-folded, punctuation apart)."""
-    files = pipeline.list_files(file_pattern)
+    files = list_files(file_pattern)
     context = {schema.CAPTION: tf.io.VarLenFeature(tf.string)}
     captions = (
         tf.data.TFRecordDataset(files)

@@ -11,4 +11,6 @@ Modules, one idea each:
   histories   the cosine histograms a pre-training run logged, as percentiles over steps (Fig. 4)
   figures     matplotlib plots (Agg): cosine bands, t-SNE, contact sheets (Figs. 3-5)
   summaries   metrics to JSON and to TensorBoard scalars under eval/
+  benchmark_eval  Table 1's protocol on converted benchmarks: features once, per split / fold
+  table1      Table 1 as markdown: our row beside the paper's own rows
 """

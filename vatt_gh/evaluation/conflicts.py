@@ -20,13 +20,16 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from vatt_gh.data import pipeline, schema
+from vatt_gh.data import schema
+from vatt_gh.data.configs import EvalConfig
+from vatt_gh.data.eval_input import eval_dataset
+from vatt_gh.data.read import list_files
 
 ROW_KEYS = ("cosine", "dot", "norm_va", "norm_vt")
 TRUTH_KEYS = ("label", "aligned_va", "aligned_vt", "audio_mask")
 
 
-def _pretrain_style(batch: dict) -> dict:
+def pretrain_style(batch: dict) -> dict:
     """Eval batch with one window -> the pre-training batch layout `gradient_stats` takes."""
     return {
         "video": batch["video"][:, 0],
@@ -45,7 +48,7 @@ def _fill(batch: dict, filler: dict, batch_size: int) -> dict:
 
 def triplet_cosines(
     model,
-    config: pipeline.EvalConfig,
+    config: EvalConfig,
     batch_size: int,
     max_clips: Optional[int] = None,
     granularity: str = "example",
@@ -67,8 +70,8 @@ def triplet_cosines(
     stats_fn = tf.function(lambda data: model.gradient_stats(data, granularity=granularity))
     chunks: Dict[str, List[np.ndarray]] = {}
     filler, count = None, 0
-    for batch in pipeline.eval_dataset(config, batch_size):
-        data = _pretrain_style(batch)
+    for batch in eval_dataset(config, batch_size):
+        data = pretrain_style(batch)
         real = int(data["video"].shape[0])
         if filler is None:
             filler = data
@@ -105,17 +108,27 @@ def select_extremes(cosines: np.ndarray, fraction: float = 0.05) -> Tuple[np.nda
     return order[::-1][:n], order[:n]
 
 
+def separation_auc(positive, negative) -> Optional[float]:
+    """ROC AUC (scikit-learn) that a `positive` score is HIGHER than a `negative` one, ties 1/2:
+    0.5 = no signal, 1 = perfectly separated, < 0.5 = the wrong way round; None when either
+    side is empty."""
+    from sklearn.metrics import roc_auc_score
+
+    positive, negative = np.asarray(positive, float), np.asarray(negative, float)
+    if not positive.size or not negative.size:
+        return None
+    labels = np.r_[np.ones(positive.size, int), np.zeros(negative.size, int)]
+    return float(roc_auc_score(labels, np.r_[positive, negative]))
+
+
 def alignment_auc(
     cosines: np.ndarray, aligned_va: np.ndarray, aligned_vt: np.ndarray
 ) -> Optional[float]:
     """ROC AUC of the cosine separating aligned triplets (both pairs aligned) from the others;
     None when only one kind is present (e.g. real data, where every flag is 1)."""
-    from sklearn.metrics import roc_auc_score
-
     aligned = (np.asarray(aligned_va) > 0.5) & (np.asarray(aligned_vt) > 0.5)
-    if aligned.all() or not aligned.any():
-        return None
-    return float(roc_auc_score(aligned.astype(int), np.asarray(cosines)))
+    cosines = np.asarray(cosines)
+    return separation_auc(cosines[aligned], cosines[~aligned])
 
 
 def write_csv(path: str, rows: Dict[str, np.ndarray]) -> str:
@@ -142,7 +155,7 @@ def read_clips(file_pattern: str, clip_ids: Sequence[str], num_frames: int = 8) 
     requested clips, read straight from the records (all narrations, in time order)."""
     wanted = set(clip_ids)
     found = {}
-    for path in pipeline.list_files(file_pattern):
+    for path in list_files(file_pattern):
         for record in tf.data.TFRecordDataset(path):
             parsed = schema.parse_sequence_example(record)
             clip_id = parsed["clip_id"].numpy().decode("utf-8")

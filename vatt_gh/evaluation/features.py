@@ -1,7 +1,7 @@
 """Embeddings and pooled features of a record set, through the evaluation pipeline.
 
     config = eval_config_for_run("/data/youcook2/val-*.tfrecord", vocab_path, num_windows=4)
-    arrays = extract(model.vatt, pipeline.eval_dataset(config, batch_size=16))
+    arrays = extract(model.vatt, eval_dataset(config, batch_size=16))
     video = clip_embeddings(arrays["video_vt"])                          # (N, 256), windows averaged
     text = text_embeddings(arrays["text_vt"], arrays["text_mask"])       # (N, 256)
 
@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 import gin
-from vatt_gh.data import pipeline
+from vatt_gh.data.configs import EvalConfig, PretrainConfig
 from vatt_gh.evaluation.retrieval import l2_normalize
 
 # EvalConfig fields taken from the pre-training config unless bound for EvalConfig in gin.
@@ -53,10 +53,10 @@ def resolve_vocab(model_dir: Optional[str], vocab_path: Optional[str] = None) ->
     raise ValueError(f"no vocabulary found (tried {candidates}): pass --vocab_path")
 
 
-def eval_config_for_run(file_pattern: str, vocab_path: str, **overrides) -> pipeline.EvalConfig:
+def eval_config_for_run(file_pattern: str, vocab_path: str, **overrides) -> EvalConfig:
     """EvalConfig for `file_pattern` with the pre-training run's input sizes (see module doc)."""
     try:
-        pretraining = pipeline.PretrainConfig()
+        pretraining = PretrainConfig()
     except (ValueError, TypeError) as e:
         raise ValueError(f"cannot read the run's PretrainConfig from gin: {e}") from None
     fields = {
@@ -66,7 +66,7 @@ def eval_config_for_run(file_pattern: str, vocab_path: str, **overrides) -> pipe
     }
     fields.update(file_pattern=file_pattern, vocab_path=vocab_path)
     fields.update(overrides)
-    return dataclasses.replace(pipeline.EvalConfig(), **fields)
+    return dataclasses.replace(EvalConfig(), **fields)
 
 
 def _encoder(vatt, modalities):

@@ -10,10 +10,10 @@ from typing import Dict, List, Optional
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from vatt_gh.evaluation.histories import CosineHistory  # noqa: E402
+from vatt_gh.evaluation.histories import CosineHistory
 
 
 def _save(fig, path: str) -> str:

@@ -3,12 +3,12 @@
 The VATT recipe (VATT code, `configs/experiment.py` Finetune): SGD with momentum 0.9, learning rate
 0.005 with 2.5k linear warm-up steps then cosine decay over 100k steps, gradients of the backbone
 clipped to global norm 0.75 (the classifier's are not clipped), label smoothing 0.1. The backbone
-runs in training mode, so DropToken stays on. Training clips use the pre-training augmentation
+runs in training mode, with DropToken off (`drop_token`, below). Training clips use the pre-training augmentation
 (random window, scale jitter, crop, flip, colour jitter); test clips are scored on `eval_windows`
 evenly spaced windows (central crop), their softmax probabilities averaged.
 
     classifier = VideoClassifier(model.vatt, num_classes)
-    train_fn = make_train_step(classifier, make_optimizer(config), config, strategy)
+    train_fn = make_train_step(classifier, finetune_optimizer(config), config, strategy)
     metrics = evaluate_classifier(classifier, test_dataset)
 
 The run (checkpoints, resume, pre-emption) is the training loop's: vatt_gh/finetuning.py.
@@ -79,7 +79,7 @@ class VideoClassifier(tf.keras.Model):
         return any(variable is v for v in self.classifier.trainable_variables)
 
 
-def make_optimizer(config: FinetuneConfig):
+def finetune_optimizer(config: FinetuneConfig):
     """SGD with momentum, linear warm-up then cosine decay (tf-models-official factory)."""
     spec = optimization.OptimizationConfig(
         {

@@ -6,7 +6,7 @@ checkpoint). Every failure is an `EvalError` with one line naming the flag or fi
 
 import tensorflow as tf
 
-from vatt_gh.data import pipeline
+from vatt_gh.data.read import list_files
 
 
 class EvalError(ValueError):
@@ -16,7 +16,7 @@ class EvalError(ValueError):
 def check_pattern(flag: str, pattern: str) -> str:
     """The pattern, or EvalError naming the flag when it matches no file."""
     try:
-        pipeline.list_files(pattern)
+        list_files(pattern)
     except (ValueError, FileNotFoundError, tf.errors.OpError) as e:
         raise EvalError(f"--{flag}: {e}") from None
     return pattern

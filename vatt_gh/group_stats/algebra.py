@@ -47,9 +47,9 @@ class Forward:
     out: tuple  # (loss_va, loss_vt, aux) of loss_fn
 
 
-def forward(loss_fn, variables, model, weights=(1.0, 1.0)) -> Forward:
+def forward(loss_fn, variables, model) -> Forward:
     """Forward under two tapes with every variable-owning layer of `model` captured, then one
-    backward pass per loss (`weights` scale the two losses) to the captured outputs.
+    backward pass per loss to the captured outputs.
 
     loss_fn() -> (loss_va (B,), loss_vt (B,), aux): per-clip shares of the two losses."""
     owners = owned_variables(model)
@@ -63,8 +63,8 @@ def forward(loss_fn, variables, model, weights=(1.0, 1.0)) -> Forward:
     with capture_layer_calls(list(owners)) as calls:
         with tf.GradientTape() as tape_va, tf.GradientTape() as tape_vt:
             loss_va, loss_vt, aux = loss_fn()
-            target_va = weights[0] * tf.reduce_sum(loss_va)
-            target_vt = weights[1] * tf.reduce_sum(loss_vt)
+            target_va = tf.reduce_sum(loss_va)
+            target_vt = tf.reduce_sum(loss_vt)
     batch = loss_va.shape[0]
     if batch is None:
         raise ValueError(
