@@ -2,8 +2,10 @@ r"""Cost of a harmonized step relative to VATT's step, side by side in ONE proce
 
     python bench/step_cost.py --rounds=8 --steps=3            # the README table (small, batch 8)
     python bench/step_cost.py --rounds=1 --steps=2 --nomemory --nobreakdown   # quick look
+    python bench/step_cost.py --worker=sum --preset=medium --batch=2 --precision=mixed_bfloat16
+                                        # one configuration's step memory (README, Memory)
 
-VATT's step (ratio 1.00): ONE backward pass of loss_va + loss_vt, then Adam (a plain
+VATT's step (ratio 1.00): ONE backward pass of (loss_va + loss_vt) / 2, then Adam (a plain
 tf.function, no vatt_gh step). Every other row is `PretrainModel.train_step`:
 - `sum` (monitor off): one backward pass of the summed loss through the harmonized step's
   bookkeeping (all-reduce, finiteness check, conditional apply, metrics);
@@ -59,6 +61,9 @@ flags.DEFINE_integer("rounds", 4, "Interleaved rounds over all configurations (r
 flags.DEFINE_bool(
     "trainable_words", False, "A trainable word table (default: frozen, as VATT's word2vec)."
 )
+flags.DEFINE_enum(
+    "precision", "float32", ["float32", "mixed_bfloat16"], "The layers' precision (build_vatt)."
+)
 flags.DEFINE_bool("memory", True, "Measure each configuration's step memory (subprocesses).")
 flags.DEFINE_bool("breakdown", True, "Time the parts of the group step.")
 flags.DEFINE_string("worker", None, "Internal: measure the memory of one configuration.")
@@ -97,7 +102,7 @@ def build(spec, batch, vatt=None):
                 loss = (
                     losses.nce(out["video_va"], out["audio_va"], data["audio_mask"])[0]
                     + losses.mil_nce(out["video_vt"], out["text_vt"], data["text_mask"])[0]
-                )
+                ) / 2  # VATT's objective
             grads = tape.gradient(loss, vatt.trainable_variables)
             optimizer.apply_gradients(zip(grads, vatt.trainable_variables))
             return loss
@@ -123,7 +128,9 @@ def build(spec, batch, vatt=None):
 
 
 def shared_vatt(batch):
-    vatt = build_vatt(FLAGS.preset, trainable_word_vectors=FLAGS.trainable_words)
+    vatt = build_vatt(
+        FLAGS.preset, precision=FLAGS.precision, trainable_word_vectors=FLAGS.trainable_words
+    )
     vatt(batch, training=False)
     return vatt
 
@@ -344,6 +351,7 @@ def main(argv):  # noqa: C901  (one branch per bench mode, each a few lines)
         for spec in specs:
             cmd = [sys.executable, __file__, f"--worker={spec}", f"--batch={FLAGS.batch}"]
             cmd += [f"--preset={FLAGS.preset}", f"--trainable_words={FLAGS.trainable_words}"]
+            cmd += [f"--precision={FLAGS.precision}"]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
             memory[spec] = json.loads(line[-1][7:])["step_mb"] if line else float("nan")

@@ -152,7 +152,7 @@ def main():
         ]
     }
     for method in METHODS:
-        spec = sum(
+        spec = 0.5 * sum(  # halved: VATT's objective is (loss_va + loss_vt) / 2
             np_update(a, b, method, gamma=GAMMA.get(method, -0.2), reweight=(2.5, 0.5), phi_hat=0.0)
             for a, b in pairs
         )

@@ -178,6 +178,7 @@ def test_audio_shortfall_within_tolerance_is_padded(tmp_path, vocab):
         vocab_path=vocab,
         shuffle_buffer=1,
         repeat=False,
+        audio_noise=0.0,  # the padding stays exactly zero
     )
     audio = next(iter(pretrain_dataset(cfg, 1)))["audio"].numpy()[0]
     assert audio.shape == (28800,) and audio[:28700].min() == 1.0 and not audio[28700:].any()
@@ -302,6 +303,10 @@ def test_all_shards_empty_under_repeat_stops(tmp_path, vocab):
         ("num_captions", 1.5),
         ("audio_seconds", 0.0),
         ("scale_jitter", (1.2, 0.8)),
+        ("scale_jitter_prob", 1.5),
+        ("hue", 0.7),
+        ("color_prob", -0.1),
+        ("audio_noise", float("nan")),
     ],
 )
 def test_numeric_data_settings_are_checked(field, value):

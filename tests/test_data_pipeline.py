@@ -43,6 +43,8 @@ def _config(pattern, vocab, **kw):
         brightness=0.0,
         contrast=0.0,
         saturation=0.0,
+        hue=0.0,
+        audio_noise=0.0,  # frames and audio carry their time index exactly
         flip=False,
         num_captions=3,
         max_tokens=4,

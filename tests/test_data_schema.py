@@ -106,4 +106,6 @@ def test_crop_box_eval_is_central_and_train_stays_inside():
         y, x, h, w = augment.crop_box(
             tf.constant([40, 60, 3]), 32, 40, (0.8, 1.2), tf.constant([i, 0], tf.int64)
         ).numpy()
-        assert h == w and 26 <= h <= 40 and 0 <= y <= 40 - h and 0 <= x <= 60 - w
+        # VATT's jitter: independent height / width factors, aspect ratio within 0.8 / 1.2
+        assert 0.8 / 1.2 - 0.05 <= h / w <= 1.2 / 0.8 + 0.05, (h, w)
+        assert 1 <= h <= 40 and 1 <= w <= 60 and 0 <= y <= 40 - h and 0 <= x <= 60 - w

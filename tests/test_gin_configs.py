@@ -33,7 +33,7 @@ SIZE_ONLY = {f"gin/model/{size}.gin" for size in ("small", "base", "medium", "la
 
 def files_for(gin_file):
     """The gin files a user passes to start `gin_file` (its header comment's command)."""
-    if gin_file.startswith("gin/data/") or gin_file.startswith("gin/model/"):
+    if gin_file.startswith(("gin/data/", "gin/model/")) or gin_file == "gin/tpu.gin":
         return ["gin/baseline.gin", gin_file]
     if gin_file == "gin/demo.gin":
         return ["gin/curriculum.gin", gin_file]
@@ -152,6 +152,8 @@ def test_a_longer_audio_window_is_centred_on_the_frames(tmp_path):
         brightness=0.0,
         contrast=0.0,
         saturation=0.0,
+        hue=0.0,
+        audio_noise=0.0,  # frames and audio carry their time index exactly
         audio_seconds=0.64,
         num_captions=1,
         max_tokens=2,

@@ -33,6 +33,7 @@ pytestmark = pytest.mark.usefixtures("clean_gin")
         ("SyntheticData.word_norm = -25.0", "SyntheticData.word_norm = -25.0: must be a number"),
         ("PretrainConfig.num_frames = 0", "PretrainConfig.num_frames = 0: must be"),
         ("PretrainConfig.max_frame_pixels = -1", "PretrainConfig.max_frame_pixels = -1: must"),
+        ("build_vatt.precision = 'float16'", "build_vatt.precision = 'float16': choose one of"),
     ],
 )
 def test_numeric_settings_fail_before_training(tmp_path, binding, message):

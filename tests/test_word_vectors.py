@@ -81,7 +81,7 @@ def test_word2vec_on_the_narrations_places_class_words_together(tmp_path):
                        for w in words}  # fmt: skip
     assert set(report.missing) == {"<unk>"} | (set(vocab[2:]) - narration_words)
     table = np.load(out)
-    assert np.all(np.isfinite(table)) and np.abs(table[2 : len(kitchen_vocab)]).sum(1).min() > 0
+    assert np.all(np.isfinite(table)) and np.abs(table[2 : len(vocab)]).sum(1).min() > 0
     again = str(tmp_path / "again.npy")
     word_vectors.build_table(
         data["vocab_path"], again, rows=200, dim=16, narrations=data["file_pattern"], epochs=5

@@ -18,6 +18,7 @@ package map; tests/test_imports.py checks it, function-level imports included):
                   pass for sum / reweight, own loss terms (analysis only)
   cluster         tf.distribute start-up, the one writer (is_chief), workers, a chief barrier
   tpu_job         the Cloud TPU batch job and its restart policy (no TensorFlow)
+  run_config      each start's operative config; what a resume may not change
   run_lock        one run per run directory: a lock file naming its holder, stale ones taken over
   console         quiet tools, one-line errors, the lines a run prints (no TensorFlow)
   group_stats/    per-group statistics and update from each layer's inputs and output gradients

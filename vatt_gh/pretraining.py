@@ -91,7 +91,7 @@ def pretrain(
     harmonization = _harmonization(global_batch_size, strategy)
     if synthetic_data is None:
         provision.check_no_placeholders(PretrainConfig())
-    provision.check_word_table()
+    provision.check_word_table()  # its .npy header against the model's sizes
     created = not tf.io.gfile.exists(model_dir)
     provision.check_writable(model_dir)
     try:

@@ -29,6 +29,7 @@ from vatt_gh.data.fields import INT, REAL, check_fields
 from vatt_gh.data.read import list_files
 from vatt_gh.errors import ConfigError
 from vatt_gh.models import build_vatt, get_config
+from vatt_gh.models.precision import PRECISIONS
 
 
 @gin.configurable
@@ -101,6 +102,9 @@ def check_settings(run: Dict[str, object]) -> None:
         )
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    precision = gin.get_bindings(build_vatt).get("precision", "float32")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"build_vatt.precision = {precision!r}: choose one of {PRECISIONS}")
     if optimizer.get("end_learning_rate", 0) > optimizer.get("learning_rate", 1):
         raise ConfigError(
             f"make_optimizer.end_learning_rate = {optimizer['end_learning_rate']!r} is above "

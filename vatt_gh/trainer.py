@@ -7,7 +7,8 @@
      (`vatt_gh.harmonized_update` -> `vatt_gh.harmonize.weights`; pure maths: XLA-compilable on
      one device, the TPU stand-in). `sum` / `reweight`: one backward pass of the weighted sum,
      with the cosines measured every `monitor_every` steps only
-  3. all-reduce the replicas' updates (each is its local groups' harmonized contribution)
+  3. all-reduce the replicas' updates (each is its local groups' harmonized contribution),
+     halved: VATT's objective is (loss_va + loss_vt) / 2
   4. apply, unless every group of every replica was dropped or a value is non-finite: then
      every variable stays as it was (weights, optimizer slots, BatchNorm moving statistics,
      GradVac's target) and only the step counter moves
@@ -28,6 +29,19 @@ from vatt_gh.harmonized_update import harmonized_update
 
 SUM = tf.distribute.ReduceOp.SUM
 MEAN = tf.distribute.ReduceOp.MEAN
+# VATT minimises (loss_va + loss_vt) / 2. The harmonized update is a weighted sum of the two
+# losses' gradients (`sum`: g_va + g_vt), so every method's update is scaled by 1/2: `sum` is
+# VATT's step and every method keeps its relation to `sum` (docs/losses.md).
+OBJECTIVE_SCALE = 0.5
+
+
+def _scaled(update, scale):
+    return [
+        tf.IndexedSlices(scale * u.values, u.indices, u.dense_shape)
+        if isinstance(u, tf.IndexedSlices)
+        else scale * u
+        for u in update
+    ]
 
 
 @gin.configurable
@@ -252,7 +266,7 @@ class PretrainModel(tf.keras.Model):
 
         # 3. sum the replicas' harmonized updates; agree on whether to apply
         ctx = tf.distribute.get_replica_context()
-        update = ctx.all_reduce(SUM, update)
+        update = _scaled(ctx.all_reduce(SUM, update), OBJECTIVE_SCALE)  # VATT's (va + vt) / 2
         measured = tf.cast(tf.size(stats["dropped"]), tf.float32)
         kept = tf.reduce_sum(1.0 - stats["dropped"])
         measured, kept = tf.unstack(ctx.all_reduce(SUM, tf.stack([measured, kept])))

@@ -1,4 +1,5 @@
-"""Video and audio pre-processing: clip windows, crops, flips, colour jitter, audio windows.
+"""Video and audio pre-processing: clip windows, crops, flips, colour jitter, audio windows
+and noise (VATT's pre-training recipe; docs/data.md).
 
 Pure functions of tensors. Randomness comes from stateless ops seeded with a `(2,)` seed that the
 pipeline derives from its base seed and the element index, so a pipeline is reproducible.
@@ -45,31 +46,42 @@ def crop_box(
     min_resize: int,
     scale_jitter: Optional[Tuple[float, float]] = None,
     seed: Optional[tf.Tensor] = None,
+    jitter_prob: float = 1.0,
 ) -> tf.Tensor:
-    """Square crop [y, x, side, side] in stored-frame pixels, int32 (4,).
+    """Crop [y, x, height, width] in stored-frame pixels, int32 (4,).
 
-    Equivalent to "resize the short side to `min_resize * z`, then crop `crop_size`", with the zoom
-    `z ~ U(scale_jitter)` in training (z = 1 in evaluation), but cropping first so only the crop is
-    resized. The zoom never asks for more than the whole short side. Random position with a seed,
-    central without.
+    VATT's recipe (DMVR's scale jitter, then "resize the short side to `min_resize`, crop
+    `crop_size`"), cropping first so only the crop is resized: in training, with probability
+    `jitter_prob`, the height and width are scaled by independent factors ~ U(scale_jitter)
+    before the short side is resized, so the crop covers a box of aspect ratio s_w / s_h of
+    the stored frame (scale jitter followed by a fixed short side changes the aspect ratio,
+    not the zoom). Without jitter (or in evaluation) the box is the square of side
+    short * crop_size / min_resize. Random position with a seed, central without.
     """
     height, width = image_shape[0], image_shape[1]
-    short = tf.cast(tf.minimum(height, width), tf.float32)
-    zoom = 1.0
-    if seed is not None and scale_jitter is not None:
+    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    s_h = s_w = tf.constant(1.0)
+    if seed is not None:
         seed, pos_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        zoom = tf.random.stateless_uniform([], seed, scale_jitter[0], scale_jitter[1])
-    side = tf.cast(tf.round(short * (crop_size / min_resize) / zoom), tf.int32)
-    side = tf.clip_by_value(side, 1, tf.minimum(height, width))
+        if scale_jitter is not None:
+            u = tf.random.stateless_uniform([3], seed)
+            jittered = u[0] < jitter_prob
+            low, high = scale_jitter
+            s_h = tf.where(jittered, low + (high - low) * u[1], 1.0)
+            s_w = tf.where(jittered, low + (high - low) * u[2], 1.0)
+    short = tf.minimum(h * s_h, w * s_w)  # the short side after the jitter
+    box = lambda scale, size: tf.clip_by_value(
+        tf.cast(tf.round(crop_size * short / (min_resize * scale)), tf.int32), 1, size
+    )
+    box_h, box_w = box(s_h, height), box(s_w, width)
     if seed is None:
-        y, x = (height - side) // 2, (width - side) // 2
+        y, x = (height - box_h) // 2, (width - box_w) // 2
     else:
-        pos_seed = pos_seed if scale_jitter is not None else seed
         u = tf.random.stateless_uniform([2], pos_seed)
-        y = tf.cast(tf.floor(u[0] * tf.cast(height - side + 1, tf.float32)), tf.int32)
-        x = tf.cast(tf.floor(u[1] * tf.cast(width - side + 1, tf.float32)), tf.int32)
-        y, x = tf.minimum(y, height - side), tf.minimum(x, width - side)
-    return tf.stack([y, x, side, side])
+        y = tf.cast(tf.floor(u[0] * tf.cast(height - box_h + 1, tf.float32)), tf.int32)
+        x = tf.cast(tf.floor(u[1] * tf.cast(width - box_w + 1, tf.float32)), tf.int32)
+        y, x = tf.minimum(y, height - box_h), tf.minimum(x, width - box_w)
+    return tf.stack([y, x, box_h, box_w])
 
 
 def decode_crop_frames(jpegs: tf.Tensor, box: tf.Tensor) -> tf.Tensor:
@@ -97,23 +109,48 @@ def flip_and_color(
     brightness: float,
     contrast: float,
     saturation: float,
+    hue: float = 0.0,
+    color_prob: float = 1.0,
 ) -> tf.Tensor:
-    """The same random flip and colour jitter for every frame of a (T, H, W, 3) clip in [0, 1]."""
-    seeds = tf.random.experimental.stateless_split(seed, 4)
+    """The same random flip and colour jitter for every frame of a (T, H, W, 3) clip in [0, 1].
+
+    Colour jitter as VATT's (DMVR's default colour augmentation), with probability
+    `color_prob`: brightness + U(-b, b), saturation x U(1 - s, 1 + s) (HSV), contrast
+    x U(1 - c, 1 + c) about each frame's mean, hue + U(-hue, hue) (of the colour circle),
+    in that order, then clipped to [0, 1]."""
+    seeds = tf.unstack(tf.random.experimental.stateless_split(seed, 6))
     if flip:
         do_flip = tf.random.stateless_uniform([], seeds[0]) < 0.5
         video = tf.cond(do_flip, lambda: tf.reverse(video, axis=[-2]), lambda: video)
-    if brightness > 0:
-        video = video + tf.random.stateless_uniform([], seeds[1], -brightness, brightness)
-    if contrast > 0:
-        factor = tf.random.stateless_uniform([], seeds[2], 1.0 - contrast, 1.0 + contrast)
-        mean = tf.reduce_mean(video, axis=[-3, -2], keepdims=True)
-        video = (video - mean) * factor + mean
-    if saturation > 0:
-        factor = tf.random.stateless_uniform([], seeds[3], 1.0 - saturation, 1.0 + saturation)
-        gray = tf.image.rgb_to_grayscale(tf.clip_by_value(video, 0.0, 1.0))
-        video = (video - gray) * factor + gray
+
+    def jitter(video):
+        uniform = lambda s, low, high: tf.random.stateless_uniform([], s, low, high)
+        if brightness > 0:
+            video = tf.image.adjust_brightness(video, uniform(seeds[1], -brightness, brightness))
+        if saturation > 0:
+            factor = uniform(seeds[2], 1.0 - saturation, 1.0 + saturation)
+            video = tf.image.adjust_saturation(video, factor)
+        if contrast > 0:
+            video = tf.image.adjust_contrast(
+                video, uniform(seeds[3], 1.0 - contrast, 1.0 + contrast)
+            )
+        if hue > 0:
+            video = tf.image.adjust_hue(video, uniform(seeds[4], -hue, hue))
+        return tf.clip_by_value(video, 0.0, 1.0)
+
+    if max(brightness, contrast, saturation, hue) > 0 and color_prob > 0:
+        do_color = tf.random.stateless_uniform([], seeds[5]) < color_prob
+        video = tf.cond(do_color, lambda: jitter(video), lambda: video)
     return tf.clip_by_value(video, 0.0, 1.0)
+
+
+def add_audio_noise(audio: tf.Tensor, seed: tf.Tensor, gamma: float) -> tf.Tensor:
+    """VATT's audio noise: + N(0, sigma^2) per sample with sigma = gamma * max|audio| (relative
+    to the clip's peak, so a silent or missing waveform stays exactly zero)."""
+    if gamma <= 0:
+        return audio
+    sigma = gamma * tf.reduce_max(tf.abs(audio))
+    return audio + sigma * tf.random.stateless_normal(tf.shape(audio), seed)
 
 
 def to_symmetric(video: tf.Tensor) -> tf.Tensor:

@@ -133,8 +133,9 @@ def finish(
     spec: ClipSpec,
     tokenizer: text_lib.Tokenizer,
     num_captions: int,
-    color: Optional[Tuple[bool, float, float, float]],
+    color: Optional[Tuple[bool, float, float, float, float, float]],
     keep_strings: bool,
+    audio_noise: float = 0.0,
 ) -> dict:
     """augment: frames -> [-1, 1] clip(s), narrations -> token ids + mask; drops bookkeeping."""
     aug_seed, caption_seed = tf.unstack(tf.random.experimental.stateless_split(example["seed"], 2))
@@ -147,6 +148,8 @@ def finish(
         if color is not None:
             video = augment.flip_and_color(video, aug_seed, *color)
         audio = example["audio"][0]  # (S,)
+        noise_seed = tf.random.experimental.stateless_fold_in(aug_seed, 1)
+        audio = augment.add_audio_noise(audio, noise_seed, audio_noise)
     else:
         audio = example["audio"]  # (W, S)
     video = augment.to_symmetric(video)
@@ -178,8 +181,9 @@ def finished(
     spec: ClipSpec,
     tokenizer: text_lib.Tokenizer,
     num_captions: int,
-    color: Optional[Tuple[bool, float, float, float]] = None,
+    color: Optional[Tuple[bool, float, float, float, float, float]] = None,
     keep_strings: bool = False,
+    audio_noise: float = 0.0,
 ) -> tf.data.Dataset:
     """`finish` mapped over a source's clips (parallel, order kept)."""
     return clips.map(
@@ -190,6 +194,7 @@ def finished(
             num_captions=num_captions,
             color=color,
             keep_strings=keep_strings,
+            audio_noise=audio_noise,
         ),
         num_parallel_calls=AUTOTUNE,
         deterministic=True,

@@ -79,12 +79,20 @@ class PretrainConfig:
     sources: Tuple[SourceConfig, ...] = ()
     num_frames: int = 32
     crop_size: int = 224
-    min_resize: int = 256  # crop_size / min_resize of the short side at zoom 1
+    # VATT's recipe (docs/data.md): short side to min_resize, crop crop_size; with probability
+    # scale_jitter_prob the height and width scaled by independent factors ~ U(scale_jitter)
+    # before the short side is resized; colour jitter with probability color_prob; audio noise
+    # of std audio_noise x the clip's peak.
+    min_resize: int = 224
     scale_jitter: Tuple[float, float] = (0.8, 1.2)
+    scale_jitter_prob: float = 0.8
     flip: bool = True
     brightness: float = 32.0 / 255.0  # colour jitter: additive, in [0, 1] pixel units
     contrast: float = 0.4  # multiplicative factor in [1 - c, 1 + c]
     saturation: float = 0.4  # multiplicative factor in [1 - s, 1 + s]
+    hue: float = 0.2  # additive, in turns of the colour circle
+    color_prob: float = 0.8
+    audio_noise: float = 0.01
     sample_rate: int = schema.SAMPLE_RATE
     audio_seconds: Optional[float] = None  # None: the frames' window (sources must agree)
     audio_tolerance_seconds: float = 0.1  # shortfall zero-padded before a record counts as bad
@@ -114,6 +122,10 @@ class PretrainConfig:
                 ("brightness", REAL, 0, 1, False),
                 ("contrast", REAL, 0, 1, False),
                 ("saturation", REAL, 0, 1, False),
+                ("hue", REAL, 0, 0.5, False),
+                ("color_prob", REAL, 0, 1, False),
+                ("scale_jitter_prob", REAL, 0, 1, False),
+                ("audio_noise", REAL, 0, None, False),
                 ("shuffle_buffer", INT, 0, None, False),
                 ("seed", INT, 0, None, False),
             ),
@@ -147,7 +159,7 @@ class EvalConfig:
     num_frames: int = 32
     num_windows: int = 4
     crop_size: int = 224
-    min_resize: int = 256
+    min_resize: int = 224  # VATT: the frame size (the central crop spans the short side)
     sample_rate: int = schema.SAMPLE_RATE
     audio_tolerance_seconds: float = 0.1
     num_captions: int = 1  # central narration(s); 1 = one caption per clip
@@ -193,6 +205,7 @@ class ClipSpec:
     training: bool
     max_frame_pixels: int = MAX_FRAME_PIXELS
     max_audio_amplitude: float = MAX_AUDIO_AMPLITUDE
+    scale_jitter_prob: float = 1.0
     audio_only: bool = False  # evaluation only: the time line is the waveform's
 
 
@@ -222,6 +235,7 @@ def source_specs(config: PretrainConfig) -> List[ClipSpec]:
                 crop_size=config.crop_size,
                 min_resize=config.min_resize,
                 scale_jitter=config.scale_jitter,
+                scale_jitter_prob=config.scale_jitter_prob,
                 sample_rate=config.sample_rate,
                 audio_samples=samples,
                 audio_tolerance=int(round(config.audio_tolerance_seconds * config.sample_rate)),

@@ -121,6 +121,7 @@ def decode(serialized: tf.Tensor, seed: tf.Tensor, spec: ClipSpec) -> dict:
             spec.min_resize,
             spec.scale_jitter,
             crop_seed if spec.training else None,
+            spec.scale_jitter_prob,
         )
         idx = augment.frame_indices(offsets, spec.num_frames, spec.stride, num_stored)  # (W, T)
         frames = augment.decode_crop_frames(tf.gather(parsed["frames"], tf.reshape(idx, [-1])), box)

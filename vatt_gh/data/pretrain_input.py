@@ -113,7 +113,14 @@ def pretrain_examples(
     position = _start(config, position)
     counts = counts if counts is not None else ShardCounts()
     tokenizer = text_lib.Tokenizer(config.vocab_path, config.tokenizer, config.max_tokens)
-    color = (config.flip, config.brightness, config.contrast, config.saturation)
+    color = (
+        config.flip,
+        config.brightness,
+        config.contrast,
+        config.saturation,
+        config.hue,
+        config.color_prob,
+    )
     datasets = []
     seeds = _source_seeds(config, pipeline_id)  # distinct per source and host
     for i, (source, spec) in enumerate(zip(config.sources, specs)):
@@ -130,7 +137,11 @@ def pretrain_examples(
             source=f"source {source.name or source.file_pattern!r}",
             max_bad_in_a_row=config.max_bad_in_a_row,
         )
-        datasets.append(finished(ds, spec, tokenizer, config.num_captions, color))
+        datasets.append(
+            finished(
+                ds, spec, tokenizer, config.num_captions, color, audio_noise=config.audio_noise
+            )
+        )
     if len(datasets) == 1:
         return datasets[0]
     weights = [float(s.weight) for s in config.sources]

@@ -83,18 +83,26 @@ def forward(loss_fn, variables, model) -> Forward:
     return Forward(calls, d_va, d_vt, owners, batch, (loss_va, loss_vt, aux))
 
 
+def _f32(t):
+    return tf.cast(t, tf.float32)
+
+
 def fallback(call, d_va, d_vt, groups, chunk_size, variables):
     """Any layer: re-run its call on the captured inputs; the groups' gradients of
     s_g = sum_{rows of g} <stop_gradient(d), y> from pfor Jacobians, chunk by chunk.
 
     The layer must be deterministic (no dropout inside it) and free of side effects."""
     with tf.GradientTape(persistent=True) as tape:
-        outputs = tf.nest.flatten(call.layer.call(*call.args, **call.kwargs))
+        # Through __call__: under a mixed policy it reads the variables in the compute dtype.
+        outputs = tf.nest.flatten(call.layer(*call.args, **call.kwargs))
 
         def per_group(ds):
             s = tf.add_n(
                 [
-                    tf.reduce_sum(as_groups(tf.stop_gradient(d) * y, groups, 1), [1, 2])
+                    tf.reduce_sum(
+                        as_groups(tf.stop_gradient(tf.cast(d, tf.float32)) * _f32(y), groups, 1),
+                        [1, 2],
+                    )
                     for d, y in zip(ds, outputs)
                 ]
             )  # (G,)

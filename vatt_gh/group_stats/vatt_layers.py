@@ -22,7 +22,9 @@ def positions(call, d_va, d_vt, groups):
     for j, table in enumerate(layer.tables):
         n, length = table.shape[0], tokens.shape[1 + j]
         other = [1 + a for a in range(rank) if a != j]
-        u = lambda d, other=other: as_groups(tf.reduce_sum(d, other), groups, d.shape[-1])
+        u = lambda d, other=other: as_groups(
+            tf.reduce_sum(tf.cast(d, tf.float32), other), groups, d.shape[-1]
+        )
         # The interpolation applied to the identity: column c is the response to table row c.
         m = tf.eye(n) if n == length else interpolate_table(tf.eye(n), length)  # (l, n)
         da, db = u(d_va[0]), u(d_vt[0])

@@ -9,6 +9,24 @@ output, the MLP's hidden layer and output, and after the final norm.
 import tensorflow as tf
 from official.nlp.modeling import layers as nlp_layers
 
+from vatt_gh.models.precision import Float32SoftmaxAttention, policy_scope
+
+
+class EncoderBlock(nlp_layers.TransformerEncoderBlock):
+    """tf-models-official's pre-norm block, its attention softmax in float32 under a mixed
+    policy (its LayerNorms and GELU already are): same variables, same maths in float32.
+
+    Its sub-layers are made when it is first called and take the global policy then: they
+    are made under the block's own policy instead (the one it was constructed with)."""
+
+    def build(self, input_shape):
+        with policy_scope(self.dtype_policy.name):
+            super().build(input_shape)
+        config = self._attention_layer.get_config()
+        for unbuilt in ("query_shape", "key_shape", "value_shape"):
+            config.pop(unbuilt, None)  # not built yet: nothing to restore
+        self._attention_layer = Float32SoftmaxAttention(**config)
+
 
 class TransformerEncoder(tf.keras.layers.Layer):
     """(B, N, D) tokens [+ (B, N, N) attention mask] -> (B, N, D), final-normalised."""
@@ -35,7 +53,7 @@ class TransformerEncoder(tf.keras.layers.Layer):
         # Glorot fans would count the heads (a limit 3-6x smaller): give the limit explicitly.
         limit = (6.0 / (2 * hidden_size)) ** 0.5
         self.blocks = [
-            nlp_layers.TransformerEncoderBlock(
+            EncoderBlock(
                 num_attention_heads=num_heads,
                 inner_dim=mlp_dim,
                 inner_activation="gelu",

@@ -64,7 +64,7 @@ class FactorisedPositionalEmbedding(tf.keras.layers.Layer):
         if None in input_grid:
             raise ValueError(f"{self.name} needs a static token grid, got {tokens.shape}.")
         for axis, (table, length) in enumerate(zip(self.tables, input_grid)):
-            table = interpolate_table(tf.convert_to_tensor(table), length)  # (n_axis, D)
+            table = interpolate_table(tf.cast(table, tf.float32), length)  # (n_axis, D)
             shape = [1] * (rank + 1) + [table.shape[-1]]
             shape[1 + axis] = length
             tokens = tokens + tf.reshape(tf.cast(table, tokens.dtype), shape)

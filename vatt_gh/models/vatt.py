@@ -23,6 +23,7 @@ import gin
 from vatt_gh.models.backbone import AggregationToken, TransformerEncoder, drop_tokens
 from vatt_gh.models.heads import FACHead
 from vatt_gh.models.positional import PositionalEncoding
+from vatt_gh.models.precision import policy_scope
 from vatt_gh.models.presets import VattConfig, get_config
 from vatt_gh.models.tokenizers import AudioTokenizer, Projection, TextTokenizer, VideoTokenizer
 
@@ -135,9 +136,10 @@ class VATT(tf.keras.Model):
         }
 
         # 6. FAC head into the va (video-audio) and vt (video-text) spaces.
-        self.fac_head = FACHead(
-            config.va_dim, config.vt_dim, config.bn_momentum, config.bn_epsilon, name="fac_head"
-        )
+        with policy_scope("float32"):
+            self.fac_head = FACHead(
+                config.va_dim, config.vt_dim, config.bn_momentum, config.bn_epsilon, name="fac_head"
+            )
 
         # DropToken's random stream: a model attribute, so it is checkpointed.
         self.drop_token_generator = tf.random.Generator.from_seed(config.seed)
@@ -260,6 +262,12 @@ def dummy_inputs(config: VattConfig, batch_size: int = 2, num_texts: int = 1):
 
 
 @gin.configurable
-def build_vatt(preset: str = "medium", variant: str = "agnostic", **overrides) -> VATT:
-    """Builds (unbuilt weights) VATT from a size preset with keyword overrides of any field."""
-    return VATT(get_config(preset, **overrides), variant=variant, name=f"vatt_{variant}")
+def build_vatt(
+    preset: str = "medium", variant: str = "agnostic", precision: str = "float32", **overrides
+) -> VATT:
+    """Builds (unbuilt weights) VATT from a size preset with keyword overrides of any field.
+
+    precision: 'float32' or 'mixed_bfloat16' (bfloat16 layers, float32 variables and
+    statistics: `vatt_gh.models.precision`)."""
+    with policy_scope(precision):
+        return VATT(get_config(preset, **overrides), variant=variant, name=f"vatt_{variant}")
