@@ -47,6 +47,18 @@ def run_tool(args, timeout=300, check=True):
     return result
 
 
+def read_scalars(log_dir):
+    """tag -> (step, value) of the last scalar of each tag in a TensorBoard log folder."""
+    import tensorflow as tf
+
+    seen = {}
+    for name in sorted(os.listdir(log_dir)):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(log_dir, name)):
+            for value in event.summary.value:
+                seen[value.tag] = (event.step, float(tf.make_ndarray(value.tensor)))
+    return seen
+
+
 def assert_png(path, min_bytes=2000, min_side=100):
     """A real, non-trivial PNG image: signature, size, decodable with a plausible shape."""
     import matplotlib

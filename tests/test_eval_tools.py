@@ -8,16 +8,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from eval_fixtures import assert_png, run_tool
-
-
-def _scalars(log_dir):
-    seen = {}
-    for name in sorted(os.listdir(log_dir)):
-        for event in tf.compat.v1.train.summary_iterator(os.path.join(log_dir, name)):
-            for value in event.summary.value:
-                seen[value.tag] = (event.step, float(tf.make_ndarray(value.tensor)))
-    return seen
+from eval_fixtures import assert_png, read_scalars, run_tool
 
 
 def test_evaluate_retrieval_and_probes(tiny_run, tmp_path):
@@ -58,7 +49,7 @@ def test_evaluate_retrieval_and_probes(tiny_run, tmp_path):
     assert video["top1"] >= 75.0, video  # 4 classes of distinct colour and shape
     assert video["top5"] == 100.0  # 4 classes: top-5 always holds
     assert "audio" in metrics["labelled"]
-    scalars = _scalars(os.path.join(tiny_run["model_dir"], "eval"))
+    scalars = read_scalars(os.path.join(tiny_run["model_dir"], "eval"))
     assert scalars["eval/synthetic/t2v/R@10"] == (4, pytest.approx(r["t2v/R@10"]))
     assert scalars["eval/labelled/video/top1"] == (4, pytest.approx(video["top1"]))
 
@@ -110,7 +101,7 @@ def test_finetune_beats_chance(tiny_run, tmp_path):
     assert metrics["num_test_clips"] == 32 and metrics["chance"] == 25.0
     assert metrics["top1"] >= 62.5, metrics  # chance is 25%
     assert tf.train.latest_checkpoint(str(out / "checkpoints")).endswith("ckpt-60")
-    assert _scalars(str(out / "eval"))["eval/finetune/top1"][0] == 60
+    assert read_scalars(str(out / "eval"))["eval/finetune/top1"][0] == 60
 
 
 MIRRORED_FINETUNE = """

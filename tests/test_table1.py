@@ -9,20 +9,10 @@ import os
 import benchmark_layouts as layouts
 import numpy as np
 import pytest
-import tensorflow as tf
-from eval_fixtures import run_tool
+from eval_fixtures import read_scalars, run_tool
 
 from vatt_gh.data import benchmark_build, benchmarks
 from vatt_gh.evaluation import table1
-
-
-def _scalars(log_dir):
-    seen = {}
-    for name in sorted(os.listdir(log_dir)):
-        for event in tf.compat.v1.train.summary_iterator(os.path.join(log_dir, name)):
-            for value in event.summary.value:
-                seen[value.tag] = (event.step, float(tf.make_ndarray(value.tensor)))
-    return seen
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +90,7 @@ def test_table1_row_from_the_benchmarks(tiny_run, converted, tmp_path):
     paper = next(line for line in lines if line.startswith("| paper, HT100M: VATT |"))
     assert "| 78.53 | 95.24 | 57.36 |" in paper and paper.rstrip().endswith("| 91.75 |")
     assert "ours (step 4)" in result.stdout and "table1.md" in result.stdout
-    scalars = _scalars(os.path.join(tiny_run["model_dir"], "eval"))
+    scalars = read_scalars(os.path.join(tiny_run["model_dir"], "eval"))
     assert scalars["eval/table1/ucf101/mean/top1"] == (
         4,
         pytest.approx(results["ucf101"]["mean"]["top1"]),
