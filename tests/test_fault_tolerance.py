@@ -415,32 +415,43 @@ def test_sigterm_at_random_moments_always_exits_42_with_a_readable_checkpoint(tm
             cwd=REPO,
         )
 
-    # A first checkpoint in each directory, and the start-up time that sets the window.
-    t0 = time.time()
-    procs = [start(d) for d in dirs]
-    wait_for(os.path.join(dirs[0], "run.lock"), procs[0], others=procs[1:])
-    busy = subprocess.run(
-        command(dirs[0], steps=endless), capture_output=True, text=True, timeout=600, cwd=REPO
-    )
-    for d, p in zip(dirs, procs):
-        wait_for(os.path.join(d, "checkpoints", f"ckpt-{EVERY}.index"), p, others=procs)
-    window = min(time.time() - t0 + 2.0, 60.0)  # start-up, tracing and some steps
-    for p in procs:
-        p.send_signal(signal.SIGTERM)
-        assert p.wait(timeout=300) == 42, p.communicate()[1][-3000:]
-    assert busy.returncode == 1 and "in use by another run" in busy.stderr, busy.stderr[-2000:]
-
-    codes = []
-    for _ in range(10):
+    started = []  # every process, killed at the end whatever happens (they never finish)
+    try:
+        # A first checkpoint in each directory, and the start-up time that sets the window.
+        t0 = time.time()
         procs = [start(d) for d in dirs]
-        time.sleep(rng.uniform(1.0, window))  # from the tool's first line (imports: ~0.3 s)
+        started += procs
+        wait_for(os.path.join(dirs[0], "run.lock"), procs[0], others=procs[1:])
+        busy = subprocess.run(
+            command(dirs[0], steps=endless), capture_output=True, text=True, timeout=600, cwd=REPO
+        )
         for d, p in zip(dirs, procs):
+            wait_for(os.path.join(d, "checkpoints", f"ckpt-{EVERY}.index"), p, others=procs)
+        window = min(time.time() - t0 + 2.0, 60.0)  # start-up, tracing and some steps
+        for p in procs:
             p.send_signal(signal.SIGTERM)
-            _, stderr = p.communicate(timeout=300)
-            codes.append(p.returncode)
-            assert p.returncode == 42, stderr[-3000:]
-            assert "terminate called" not in stderr
-            ckpt_dir = os.path.join(d, "checkpoints")
-            checkpoints.verify_checkpoint(tf.train.latest_checkpoint(ckpt_dir))
-            assert not os.path.exists(os.path.join(d, "run.lock"))
-    assert codes == [42] * 20
+        for p in procs:
+            assert p.wait(timeout=300) == 42, p.communicate()[1][-3000:]
+        assert busy.returncode == 1 and "in use by another run" in busy.stderr, busy.stderr[-2000:]
+
+        codes = []
+        for _ in range(10):
+            procs = [start(d) for d in dirs]
+            started += procs
+            time.sleep(rng.uniform(1.0, window))  # from the tool's first line (imports: ~0.3 s)
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            for d, p in zip(dirs, procs):
+                _, stderr = p.communicate(timeout=300)
+                codes.append(p.returncode)
+                assert p.returncode == 42, stderr[-3000:]
+                assert "terminate called" not in stderr
+                ckpt_dir = os.path.join(d, "checkpoints")
+                checkpoints.verify_checkpoint(tf.train.latest_checkpoint(ckpt_dir))
+                assert not os.path.exists(os.path.join(d, "run.lock"))
+        assert codes == [42] * 20
+    finally:
+        for p in started:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
