@@ -396,6 +396,29 @@ def test_every_checkpoint_damaged_stops_and_touches_nothing_anywhere(
     assert snapshot(str(tmp_path)) == before  # the run directory too: nothing renamed
 
 
+def _start_logged(cmd, log):
+    """A run whose log goes to a file: a pipe nobody reads fills up (--verbose) and stalls it."""
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=f, cwd=REPO)
+    proc.log = log
+    return proc
+
+
+def _log_of(proc):
+    with open(proc.log) as f:
+        return f.read()
+
+
+def _wait_until(path, procs, timeout=600):
+    t0 = time.time()
+    while not os.path.exists(path):
+        alive = all(p.poll() is None for p in procs)
+        if not alive or time.time() - t0 > timeout:
+            logs = "\n".join(_log_of(p)[-2000:] for p in procs)
+            raise AssertionError(f"{path} never appeared\n{logs}")
+        time.sleep(0.05)
+
+
 def test_sigterm_at_random_moments_always_exits_42_with_a_readable_checkpoint(tmp_path):
     """20 signals, each at a random moment of a run's life (start-up, tracing, training,
     saving), two runs at a time: every exit is 42 (never the C++ abort, 134), the newest
@@ -406,14 +429,11 @@ def test_sigterm_at_random_moments_always_exits_42_with_a_readable_checkpoint(tm
     dirs = [str(tmp_path / f"run{i}") for i in range(2)]
     endless = 10_000  # never completes: every segment resumes the same run
 
+    logs = []
+
     def start(model_dir):
-        return subprocess.Popen(
-            command(model_dir, steps=endless),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-        )
+        logs.append(str(tmp_path / f"log{len(logs)}.txt"))
+        return _start_logged(command(model_dir, steps=endless), logs[-1])
 
     started = []  # every process, killed at the end whatever happens (they never finish)
     try:
@@ -421,17 +441,17 @@ def test_sigterm_at_random_moments_always_exits_42_with_a_readable_checkpoint(tm
         t0 = time.time()
         procs = [start(d) for d in dirs]
         started += procs
-        wait_for(os.path.join(dirs[0], "run.lock"), procs[0], others=procs[1:])
+        _wait_until(os.path.join(dirs[0], "run.lock"), procs)
         busy = subprocess.run(
             command(dirs[0], steps=endless), capture_output=True, text=True, timeout=600, cwd=REPO
         )
-        for d, p in zip(dirs, procs):
-            wait_for(os.path.join(d, "checkpoints", f"ckpt-{EVERY}.index"), p, others=procs)
+        for d in dirs:
+            _wait_until(os.path.join(d, "checkpoints", f"ckpt-{EVERY}.index"), procs)
         window = min(time.time() - t0 + 2.0, 60.0)  # start-up, tracing and some steps
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
-            assert p.wait(timeout=300) == 42, p.communicate()[1][-3000:]
+            assert p.wait(timeout=300) == 42, _log_of(p)[-3000:]
         assert busy.returncode == 1 and "in use by another run" in busy.stderr, busy.stderr[-2000:]
 
         codes = []
@@ -442,7 +462,8 @@ def test_sigterm_at_random_moments_always_exits_42_with_a_readable_checkpoint(tm
             for p in procs:
                 p.send_signal(signal.SIGTERM)
             for d, p in zip(dirs, procs):
-                _, stderr = p.communicate(timeout=300)
+                p.wait(timeout=300)
+                stderr = _log_of(p)
                 codes.append(p.returncode)
                 assert p.returncode == 42, stderr[-3000:]
                 assert "terminate called" not in stderr

@@ -207,6 +207,7 @@ def check_word_table():
     bound = dict(gin.get_bindings(build_vatt))
     preset = bound.pop("preset", inspect.signature(build_vatt).parameters["preset"].default)
     bound.pop("variant", None)
+    bound.pop("precision", None)  # build_vatt's own arguments, not config fields
     try:
         config = get_config(preset, **bound)
     except ValueError as e:
