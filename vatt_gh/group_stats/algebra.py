@@ -70,17 +70,25 @@ def forward(loss_fn, variables, model) -> Forward:
         raise ValueError(
             "group statistics need a static batch size (batch with drop_remainder=True)"
         )
+    d_va, d_vt, _, _ = output_cotangents(calls, (tape_va, target_va), (tape_vt, target_vt))
+    return Forward(calls, d_va, d_vt, owners, batch, (loss_va, loss_vt, aux))
+
+
+def output_cotangents(calls, va, vt, extra=()):
+    """Each loss's gradient with respect to every output of every call (per call, a list over
+    its flattened outputs), and with respect to the tensors `extra`. `va`, `vt`: (tape, target).
+    """
     flat = [tf.nest.flatten(c.outputs) for c in calls]
-    sources = [y for ys in flat for y in ys]
+    sources = [y for ys in flat for y in ys] + list(extra)
     zero = tf.UnconnectedGradients.ZERO
-    grads_va = tape_va.gradient(target_va, sources, unconnected_gradients=zero)
-    grads_vt = tape_vt.gradient(target_vt, sources, unconnected_gradients=zero)
+    grads_va = va[0].gradient(va[1], sources, unconnected_gradients=zero)
+    grads_vt = vt[0].gradient(vt[1], sources, unconnected_gradients=zero)
     d_va, d_vt, i = [], [], 0
     for ys in flat:
         d_va.append(grads_va[i : i + len(ys)])
         d_vt.append(grads_vt[i : i + len(ys)])
         i += len(ys)
-    return Forward(calls, d_va, d_vt, owners, batch, (loss_va, loss_vt, aux))
+    return d_va, d_vt, grads_va[i:], grads_vt[i:]
 
 
 def _f32(t):

@@ -20,7 +20,7 @@ from typing import List
 
 import tensorflow as tf
 
-from vatt_gh.group_stats.algebra import Forward
+from vatt_gh.group_stats.algebra import Forward, output_cotangents
 from vatt_gh.group_stats.capture import capture_layer_calls, owned_variables
 from vatt_gh.group_stats.terms import as_groups
 
@@ -138,23 +138,16 @@ def forward(loss_fn, variables, model, statistics: str) -> TopForward:
         for x in tf.nest.flatten((c.args, c.kwargs))
         if isinstance(x, tf.Tensor) and x.dtype.is_floating
     ]
-    flat = [tf.nest.flatten(c.outputs) for c in inner]
-    sources = [y for ys in flat for y in ys] + boundary
-    zero = tf.UnconnectedGradients.ZERO
-    grads_va = tape.gradient(target_va, sources, unconnected_gradients=zero)
-    grads_vt = tape.gradient(target_vt, sources, unconnected_gradients=zero)
-    d_va, d_vt, i = [], [], 0
-    for ys in flat:
-        d_va.append(grads_va[i : i + len(ys)])
-        d_vt.append(grads_vt[i : i + len(ys)])
-        i += len(ys)
+    d_va, d_vt, boundary_va, boundary_vt = output_cotangents(
+        inner, (tape, target_va), (tape, target_vt), boundary
+    )
     fwd = Forward(inner, d_va, d_vt, top_owners, batch, (loss_va, loss_vt, aux))
     return TopForward(
         fwd,
         [v for v in variables if v.ref() in top_refs],
         [v for v in variables if v.ref() not in top_refs],
         boundary,
-        grads_va[i:],
-        grads_vt[i:],
+        boundary_va,
+        boundary_vt,
         tape,
     )
