@@ -318,6 +318,24 @@ def test_mixed_bfloat16_forward_keeps_the_bias_and_softmax_in_float32():
     assert encoder.relative_bias(tf.ones([1, 7])).dtype == tf.float32
 
 
+def test_mixed_bfloat16_ms_step_both_group1_applies_a_finite_update():
+    harmonization = trainer.Harmonization(method="both", granularity="group:1", gamma_steps=10)
+    vatt = micro_vatt(variant="specific", precision="mixed_bfloat16")
+    model = trainer.PretrainModel(vatt, harmonization)
+    batch = random_batch(B, seed=2)
+    model(batch, training=False)
+    model.compile(optimizer=tf.keras.optimizers.SGD(1.0))
+    before = [v.numpy() for v in vatt.trainable_variables]
+    data = iter(tf.data.Dataset.from_tensors(batch).repeat())
+    logs = {k: v.numpy() for k, v in model.make_train_function()(data).items()}
+    assert logs["step_applied"] == 1.0 and np.all(np.isfinite(logs["cosines"]))
+    after = {v.name: v.numpy() for v in vatt.trainable_variables}
+    assert all(np.all(np.isfinite(a)) for a in after.values())
+    table = next(n for n in after if "relative_position_bias" in n)
+    index = [v.name for v in vatt.trainable_variables].index(table)
+    assert np.abs(after[table] - before[index]).sum() > 0
+
+
 def test_top_k_statistics_refuse_the_t5_encoder():
     vatt = micro_vatt(variant="specific")
     batch = random_batch(B, seed=1)
