@@ -58,6 +58,18 @@ def test_heads_statistics_same_update_on_one_device_and_two(report, method):
     np.testing.assert_allclose(r["heads_cosines_two"], r["heads_cosines_one"], atol=2e-4)
 
 
+@pytest.mark.parametrize("method", ["realign", "both"])
+def test_top_layers_statistics_same_update_on_one_device_and_two(report, method):
+    """statistics='top:1' (head, post-projections, the encoder's last layer): one device vs
+    two replicas, the same update and cosines, and cosines that are not the head's."""
+    r = report[f"top1_{method}"]
+    assert r["update_norm"] > 0
+    assert r["rel_two_vs_one"] < TOL, r
+    assert len(r["cosines_two"]) == 4
+    np.testing.assert_allclose(r["cosines_two"], r["cosines_one"], atol=2e-4)
+    assert np.abs(np.subtract(r["cosines_one"], r["heads_cosines"])).max() > 1e-3
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_group_update_is_the_definition(report, method):
     """The update equals the groups' pairs from per-replica tapes (4 replicas of 2 clips)."""
