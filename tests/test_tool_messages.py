@@ -13,7 +13,7 @@ import tensorflow as tf
 import gin
 from vatt_gh import configs, console, trainer
 from vatt_gh.data import synthetic
-from vatt_gh.evaluation.finetune import FinetuneConfig
+from vatt_gh.evaluation.classifier import FinetuneConfig
 from vatt_gh.models import build_vatt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

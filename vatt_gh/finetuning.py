@@ -3,7 +3,7 @@
     configs.parse_run(model_dir)   # gin: the pre-training run's, then the user's
     metrics = finetune(model_dir, output_dir, train_pattern, test_pattern, num_classes, strategy)
 
-The recipe, the classifier and its train step are vatt_gh/evaluation/finetune.py; the run is
+The recipe, the classifier and its train step are vatt_gh/evaluation/classifier.py; the run is
 `loop.train`, the loop of pre-training: exact resume after a kill (checkpoint, random generators
 and the input position), SIGTERM pre-emption (exit code 42), the unreadable-checkpoint fallback,
 host-side summaries, rejected-record totals, progress lines. After training the test clips are
@@ -23,8 +23,8 @@ from vatt_gh.data import text as text_lib
 from vatt_gh.data.configs import EvalConfig, PretrainConfig, SourceConfig
 from vatt_gh.data.eval_input import eval_dataset
 from vatt_gh.errors import ConfigError
-from vatt_gh.evaluation import features, summaries
-from vatt_gh.evaluation.finetune import (
+from vatt_gh.evaluation import features, results
+from vatt_gh.evaluation.classifier import (
     FinetuneConfig,
     VideoClassifier,
     evaluate_classifier,
@@ -179,8 +179,8 @@ def _finetune(
     metrics = evaluate_classifier(model, eval_dataset(eval_config, config.eval_batch_size))
     metrics.update(step=trained.step, start_step=trained.start)
     if chief:
-        summaries.write_json(os.path.join(output_dir, f"metrics-{trained.step}.json"), metrics)
-        summaries.write_scalars(
+        results.write_json(os.path.join(output_dir, f"metrics-{trained.step}.json"), metrics)
+        results.write_scalars(
             os.path.join(output_dir, "eval"),
             trained.step,
             {k: v for k, v in metrics.items() if k not in ("step", "start_step")},
