@@ -1,12 +1,12 @@
 """Every bad-input case under on_error='raise' (fails naming shard and record) and 'skip'
 (the record is skipped and counted; the good records still come out)."""
 
-import dataclasses
 import threading
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny_data import tiny_pretrain_config, write_shard
 
 from vatt_gh.data import schema
 from vatt_gh.data.configs import EvalConfig, PretrainConfig, SourceConfig
@@ -88,22 +88,6 @@ def _bad_records():
     }
 
 
-def _config(pattern, vocab, on_error):
-    return PretrainConfig(
-        sources=(SourceConfig(pattern),),
-        num_frames=4,
-        crop_size=8,
-        min_resize=8,
-        num_captions=1,
-        max_tokens=2,
-        vocab_path=vocab,
-        shuffle_buffer=1,
-        cycle_length=1,
-        repeat=False,
-        on_error=on_error,
-    )
-
-
 def _labels(ds):
     return sorted(int(l) for b in ds for l in b["label"].numpy())
 
@@ -112,13 +96,13 @@ def _labels(ds):
 def test_bad_record_raise_and_skip(tmp_path, vocab, case):
     record, reason = _bad_records()[case]
     path = str(tmp_path / f"{case}.tfrecord")
-    with tf.io.TFRecordWriter(path) as w:
-        for r in [_good(0), _good(1), record, _good(3)]:
-            w.write(r)
+    write_shard(path, [_good(0), _good(1), record, _good(3)])
     with pytest.raises(Exception, match=rf"shard {path} record 2: "):
-        _labels(pretrain_dataset(_config(path, vocab, "raise"), 1))
+        _labels(pretrain_dataset(tiny_pretrain_config(vocab, path, on_error="raise"), 1))
     errors = DataErrors("skip")
-    assert _labels(pretrain_dataset(_config(path, vocab, "skip"), 1, errors)) == [0, 1, 3]
+    assert _labels(
+        pretrain_dataset(tiny_pretrain_config(vocab, path, on_error="skip"), 1, errors)
+    ) == [0, 1, 3]
     assert errors.total == 1 and errors.counts == {REASON_NAMES[reason]: 1}
     assert errors.examples == [(path, 2, REASON_NAMES[reason])]
     assert "skipped 1 record(s)" in errors.summary()
@@ -129,9 +113,7 @@ def test_bad_shard_raise_and_skip(tmp_path, vocab, damage):
     good = str(tmp_path / "a-good.tfrecord")
     bad = str(tmp_path / "b-bad.tfrecord")
     for path, ids in ((good, [10, 11]), (bad, [0, 1, 2, 3])):
-        with tf.io.TFRecordWriter(path) as w:
-            for i in ids:
-                w.write(_good(i))
+        write_shard(path, [_good(i) for i in ids])
     data = bytearray(open(bad, "rb").read())
     size = len(data) // 4  # four records of equal size
     if damage == "truncated":
@@ -141,20 +123,22 @@ def test_bad_shard_raise_and_skip(tmp_path, vocab, damage):
     open(bad, "wb").write(bytes(data))
     pattern = str(tmp_path / "*.tfrecord")
     with pytest.raises(Exception, match=rf"shard {bad} record 2: corrupt or truncated shard"):
-        _labels(pretrain_dataset(_config(pattern, vocab, "raise"), 1))
+        _labels(pretrain_dataset(tiny_pretrain_config(vocab, pattern, on_error="raise"), 1))
     errors = DataErrors("skip")
-    assert _labels(pretrain_dataset(_config(pattern, vocab, "skip"), 1, errors)) == [0, 1, 10, 11]
+    assert _labels(
+        pretrain_dataset(tiny_pretrain_config(vocab, pattern, on_error="skip"), 1, errors)
+    ) == [0, 1, 10, 11]
     assert errors.counts == {REASON_NAMES[CORRUPT_SHARD]: 1}
     assert errors.examples == [(bad, 2, REASON_NAMES[CORRUPT_SHARD])]
 
 
 def test_missing_audio_or_text_is_not_an_error(tmp_path, vocab):
     path = str(tmp_path / "ok.tfrecord")
-    with tf.io.TFRecordWriter(path) as w:
-        w.write(_good(0, audio=None))
-        w.write(_good(1, captions=[]))
+    write_shard(path, [_good(0, audio=None), _good(1, captions=[])])
     errors = DataErrors("raise")
-    batch = next(iter(pretrain_dataset(_config(path, vocab, "raise"), 2, errors)))
+    batch = next(
+        iter(pretrain_dataset(tiny_pretrain_config(vocab, path, on_error="raise"), 2, errors))
+    )
     masks = dict(
         zip(
             batch["label"].numpy(),
@@ -166,29 +150,10 @@ def test_missing_audio_or_text_is_not_an_error(tmp_path, vocab):
 
 def test_audio_shortfall_within_tolerance_is_padded(tmp_path, vocab):
     path = str(tmp_path / "pad.tfrecord")
-    with tf.io.TFRecordWriter(path) as w:  # 6 frames = 28800 samples; 100 missing
-        w.write(_good(0, audio=np.ones(6 * 4800 - 100, np.float32)))
-    cfg = PretrainConfig(
-        sources=(SourceConfig(path),),
-        num_frames=6,
-        crop_size=8,
-        min_resize=8,
-        num_captions=1,
-        max_tokens=2,
-        vocab_path=vocab,
-        shuffle_buffer=1,
-        repeat=False,
-        audio_noise=0.0,  # the padding stays exactly zero
-    )
+    write_shard(path, [_good(0, audio=np.ones(6 * 4800 - 100, np.float32))])  # 6 frames: 100 short
+    cfg = tiny_pretrain_config(vocab, path, num_frames=6, audio_noise=0.0)  # padding stays zero
     audio = next(iter(pretrain_dataset(cfg, 1)))["audio"].numpy()[0]
     assert audio.shape == (28800,) and audio[:28700].min() == 1.0 and not audio[28700:].any()
-
-
-def _write_shard(path, records):
-    with tf.io.TFRecordWriter(str(path)) as w:
-        for r in records:
-            w.write(r)
-    return str(path)
 
 
 def test_hostile_values_are_skipped_counted_and_named(tmp_path, vocab, caplog):
@@ -208,9 +173,9 @@ def test_hostile_values_are_skipped_counted_and_named(tmp_path, vocab, caplog):
     }
     good = [0, 11, 12]
     records = [bad[i][0] if i in bad else _record(i, aligned=(i % 2, 0)) for i in range(13)]
-    path = _write_shard(tmp_path / "hostile.tfrecord", records)
+    path = write_shard(tmp_path / "hostile.tfrecord", records)
     errors = DataErrors("skip", max_examples=1000)
-    batches = list(pretrain_dataset(_config(path, vocab, "skip"), 1, errors))
+    batches = list(pretrain_dataset(tiny_pretrain_config(vocab, path, on_error="skip"), 1, errors))
     assert sorted(int(b["label"][0]) for b in batches) == good
     for b in batches:
         assert np.isfinite(b["audio"].numpy()).all() and np.abs(b["audio"].numpy()).max() <= 10
@@ -232,10 +197,10 @@ def test_hostile_values_are_skipped_counted_and_named(tmp_path, vocab, caplog):
 
 
 def test_header_bomb_raises_naming_record_and_size(tmp_path, vocab):
-    path = _write_shard(tmp_path / "bomb.tfrecord", [_good(0, jpegs=[_bomb()] * 6)])
+    path = write_shard(tmp_path / "bomb.tfrecord", [_good(0, jpegs=[_bomb()] * 6)])
     errors = DataErrors("raise")
     with pytest.raises(Exception, match=rf"shard {path} record 0: .*claims 9000 x 9000"):
-        _labels(pretrain_dataset(_config(path, vocab, "raise"), 1, errors))
+        _labels(pretrain_dataset(tiny_pretrain_config(vocab, path, on_error="raise"), 1, errors))
     assert errors.failure.startswith(f"shard {path} record 0: a JPEG header claims")
     assert "on_error='skip'" in errors.failure and "\n" not in errors.failure
 
@@ -263,9 +228,9 @@ def test_all_records_bad_under_skip_stops_with_one_line_and_few_warnings(tmp_pat
     rejected records in a row, and one log line per shard and reason (then 10, 100...)."""
     records = [_good(i, captions=[" "]) for i in range(30)]
     for name in ("a", "b"):
-        _write_shard(tmp_path / f"{name}.tfrecord", records)
-    cfg = dataclasses.replace(
-        _config(str(tmp_path / "*.tfrecord"), vocab, "skip"), repeat=True, max_bad_in_a_row=50
+        write_shard(tmp_path / f"{name}.tfrecord", records)
+    cfg = tiny_pretrain_config(
+        vocab, str(tmp_path / "*.tfrecord"), on_error="skip", repeat=True, max_bad_in_a_row=50
     )
     errors = DataErrors("skip")
     labels, error = _iterate_with_timeout(pretrain_dataset(cfg, 1, errors))
@@ -279,8 +244,8 @@ def test_all_records_bad_under_skip_stops_with_one_line_and_few_warnings(tmp_pat
 
 def test_all_shards_empty_under_repeat_stops(tmp_path, vocab):
     for name in ("a", "b"):
-        _write_shard(tmp_path / f"{name}.tfrecord", [])
-    cfg = dataclasses.replace(_config(str(tmp_path / "*.tfrecord"), vocab, "skip"), repeat=True)
+        write_shard(tmp_path / f"{name}.tfrecord", [])
+    cfg = tiny_pretrain_config(vocab, str(tmp_path / "*.tfrecord"), on_error="skip", repeat=True)
     errors = DataErrors("skip")
     labels, error = _iterate_with_timeout(pretrain_dataset(cfg, 1, errors))
     assert labels == [] and error is not None
