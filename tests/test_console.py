@@ -7,7 +7,7 @@ from vatt_gh import console, pretraining
 from vatt_gh.evaluation import results
 
 
-def test_one_line_folds_gin_errors():
+def test_one_line_folds_gin_errors(clean_gin):
     @gin.configurable("console_test_fn")
     def fn(a=1):
         raise ValueError("the message")
@@ -24,7 +24,6 @@ def test_one_line_folds_gin_errors():
         "Configurable 'console_test_fn' doesn't have a parameter named 'b'. "
         "(in bindings string line 1: console_test_fn.b = 3)"
     )
-    gin.clear_config()
 
 
 def test_duration():
