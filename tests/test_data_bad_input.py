@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 import tensorflow as tf
-from tiny_data import tiny_pretrain_config, write_shard
+from tiny_data import grey_jpeg, tiny_pretrain_config, write_shard
 
 from vatt_gh.data import schema
 from vatt_gh.data.configs import EvalConfig, PretrainConfig, SourceConfig
@@ -27,12 +27,8 @@ from vatt_gh.data.rejects import (
 SR = schema.SAMPLE_RATE
 
 
-def _jpeg(value=100):
-    return tf.io.encode_jpeg(np.full((8, 8, 3), value, np.uint8)).numpy()
-
-
 def _good(i, **kw):
-    args = dict(jpegs=[_jpeg()] * 6, audio=np.zeros(6 * 4800, np.float32), captions=["w0"])
+    args = dict(jpegs=[grey_jpeg(100)] * 6, audio=np.zeros(6 * 4800, np.float32), captions=["w0"])
     args.update(kw)
     return schema.make_sequence_example(
         f"c{i}", args["jpegs"], args["audio"], args["captions"], [i]
@@ -41,7 +37,7 @@ def _good(i, **kw):
 
 def _bomb(height=9000, width=9000):
     """A small JPEG whose header (SOF0) claims height x width pixels."""
-    data = bytearray(_jpeg())
+    data = bytearray(grey_jpeg(100))
     i = data.index(b"\xff\xc0")
     data[i + 5 : i + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
     return bytes(data)
@@ -49,7 +45,7 @@ def _bomb(height=9000, width=9000):
 
 def _record(i, aligned=(1, 1), labels=None, **kw):
     """A good record with its synthetic aligned flags (and labels) set to anything."""
-    args = dict(jpegs=[_jpeg()] * 6, audio=np.zeros(6 * 4800, np.float32), captions=["w0"])
+    args = dict(jpegs=[grey_jpeg(100)] * 6, audio=np.zeros(6 * 4800, np.float32), captions=["w0"])
     args.update(kw)
     return schema.make_sequence_example(
         f"c{i}",
@@ -73,7 +69,7 @@ def _bad_records():
     no_video.context.feature[schema.CLIP_ID].bytes_list.value.append(b"nv")
     return {
         "undecodable_jpeg": (
-            _good(2, jpegs=[_jpeg()] * 3 + [b"\xff\xd8\xff" + b"junk" * 10] * 3),
+            _good(2, jpegs=[grey_jpeg(100)] * 3 + [b"\xff\xd8\xff" + b"junk" * 10] * 3),
             UNDECODABLE,
         ),
         "not_a_proto": (b"\x0a\xff\xff\xff\xff garbage", UNDECODABLE),
@@ -81,7 +77,7 @@ def _bad_records():
         "empty_caption": (_good(2, captions=["w0", "  "]), EMPTY_CAPTION),
         "short_audio": (_good(2, audio=np.zeros(2 * 4800, np.float32)), SHORT_AUDIO),
         # Hostile input: a decompression bomb, NaN audio, NUL-only text, an aligned flag of 7.
-        "jpeg_header_bomb": (_good(2, jpegs=[_jpeg()] * 5 + [_bomb()]), FRAME_TOO_LARGE),
+        "jpeg_header_bomb": (_good(2, jpegs=[grey_jpeg(100)] * 5 + [_bomb()]), FRAME_TOO_LARGE),
         "nan_audio": (_good(2, audio=_audio_with(np.nan)), BAD_AUDIO),
         "nul_caption": (_good(2, captions=["w0", "\x00\x00"]), EMPTY_CAPTION),
         "aligned_flag_7": (_record(2, aligned=(7, 1)), BAD_FLAG),

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from tiny_data import tiny_pretrain_config, write_shard
+from tiny_data import grey_jpeg, tiny_pretrain_config, write_shard
 
 from vatt_gh.data import schema
 from vatt_gh.data.configs import EvalConfig, PretrainConfig, SourceConfig, audio_samples_for
@@ -16,13 +16,9 @@ from vatt_gh.data.pretrain_input import make_pretrain_input_fn, pretrain_dataset
 SR = schema.SAMPLE_RATE
 
 
-def _gray_jpeg(value, size=8):
-    return tf.io.encode_jpeg(np.full((size, size, 3), value, np.uint8), quality=100).numpy()
-
-
 def _clip(clip_id, num_frames, fps, label, captions=(), audio=True):
     """Frame i is gray level 20 + 10 i; the audio is a ramp: sample j holds j / 48000 (its time)."""
-    frames = [_gray_jpeg(20 + 10 * i) for i in range(num_frames)]
+    frames = [grey_jpeg(20 + 10 * i, quality=100) for i in range(num_frames)]
     wave = np.arange(int(num_frames / fps * SR), dtype=np.float64) / SR if audio else None
     return schema.make_sequence_example(
         clip_id, frames, wave, list(captions), [label], audio_chunk=int(SR / fps)

@@ -6,8 +6,7 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
-from tiny_data import tiny_pretrain_config, write_shard
+from tiny_data import grey_jpeg, tiny_pretrain_config, write_shard
 
 from vatt_gh.data import schema
 from vatt_gh.data import text as text_lib
@@ -21,7 +20,7 @@ SIZES = (3, 5, 1, 4, 2, 6, 3, 4)  # records per shard: unequal, so shards drop o
 
 
 def _clip(label, value=100):
-    frames = [tf.io.encode_jpeg(np.full((8, 8, 3), value, np.uint8)).numpy()] * 6
+    frames = [grey_jpeg(value)] * 6
     return schema.make_sequence_example(
         f"c{label}", frames, np.zeros(6 * 4800, np.float32), ["w0 w1"], [label]
     )

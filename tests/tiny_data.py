@@ -4,9 +4,16 @@ path = write_shard(tmp_path / "a.tfrecord", records)   # SequenceExamples or raw
 config = tiny_pretrain_config(vocab, path, on_error="skip")
 """
 
+import numpy as np
 import tensorflow as tf
 
 from vatt_gh.data.configs import PretrainConfig, SourceConfig
+
+
+def grey_jpeg(value, size=8, quality=95) -> bytes:
+    """A `size` x `size` JPEG of one grey `value` (quality 95: tf.io.encode_jpeg's default)."""
+    image = np.full((size, size, 3), value, np.uint8)
+    return tf.io.encode_jpeg(image, quality=quality).numpy()
 
 
 def write_shard(path, records) -> str:
