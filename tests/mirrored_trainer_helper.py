@@ -31,12 +31,12 @@ from reference import flat_grads, np_update  # noqa: E402
 from toy import micro_vatt, random_batch  # noqa: E402
 
 from vatt_gh import losses, trainer  # noqa: E402
+from vatt_gh.harmonize import METHODS  # noqa: E402
 
 B = 8
 # curriculum at 0.3: drops the groups whose cosine is at or below it (2 of the 4 groups of
 # this batch: 0.12 and 0.24; kept 0.37 and 0.38); the other methods' gamma at -0.2
 GAMMA = {"curriculum": 0.3}
-METHODS = ("sum", "reweight", "realign", "curriculum", "both", "gradvac")
 
 
 def build(strategy, method, weights, batch, granularity="group:2", **overrides):

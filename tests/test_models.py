@@ -476,7 +476,7 @@ def test_presets_and_overrides():
         build_vatt("tiny", "shared")
 
 
-def test_build_vatt_is_gin_configurable():
+def test_build_vatt_is_gin_configurable(clean_gin):
     with gin.unlock_config():
         gin.parse_config(
             [
@@ -485,10 +485,7 @@ def test_build_vatt_is_gin_configurable():
                 "build_vatt.num_layers = 2",
             ]
         )
-    try:
-        model = build_vatt()
-    finally:
-        gin.clear_config()
+    model = build_vatt()
     assert model.variant == "specific" and model.vatt_config.num_layers == 2
     assert model.vatt_config.hidden_size == PRESETS["micro"].hidden_size
 

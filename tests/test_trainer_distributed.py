@@ -9,10 +9,11 @@ import sys
 import numpy as np
 import pytest
 
+from vatt_gh.harmonize import METHODS
+
 pytestmark = pytest.mark.slow  # in `make test-slow` (CI runs both)
 
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mirrored_trainer_helper.py")
-METHODS = ["sum", "reweight", "realign", "curriculum", "both", "gradvac"]
 # Relative tolerance of an update against another path's: VATT's normalisations (LayerNorm
 # over the positional tables, BatchNorm over a few clips, temperature 0.07) amplify float32
 # rounding to 5e-5..1.2e-4 here; a wrong weight or group moves an update by more than 1e-1.
