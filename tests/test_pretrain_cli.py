@@ -217,3 +217,26 @@ def test_an_unknown_strategy_is_one_line():
 
     with pytest.raises(LaunchError, match=r"^--strategy='gpu_cluster': choose one of \("):
         cluster.make_strategy("gpu_cluster")
+
+
+def test_heads_statistics_end_to_end(tmp_path):
+    """tools/pretrain.py with both at group:1 and statistics='heads': it trains, TensorBoard
+    names the statistics, the histogram holds every clip's cosine, the config records it."""
+    model_dir = str(tmp_path / "heads")
+    proc = pretrain(
+        model_dir,
+        "--gin_file=gin/both.gin",
+        "--gin_file=gin/demo.gin",
+        *SMALL,
+        "--gin_param=Harmonization.statistics='heads'",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = read_events(os.path.join(model_dir, "train"))
+    (setting,) = events["harmonize/settings"].values()
+    assert "statistics 'heads'" in setting.item().decode()
+    for step in (2, STEPS):
+        assert np.isfinite(events["train/loss_vt"][step])
+        assert events["harmonize/cosines"][step][:, 2].sum() == 16  # 8 clips x 2 steps
+    operative = open(os.path.join(model_dir, "operative_config.gin")).read()
+    assert "Harmonization.statistics = 'heads'" in operative
+    assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith(f"-{STEPS}")
