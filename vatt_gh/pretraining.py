@@ -98,15 +98,17 @@ def pretrain(
         with run_lock.hold(model_dir, chief):  # one run per directory
             console.exit_on_sigterm(run_lock.release_held)  # until training's handler
             return _pretrain(
-                model_dir,
-                strategy,
-                harmonization,
-                config,
-                global_batch_size,
-                synthetic_data,
-                xla_math,
-                seed,
-                allow_config_change,
+                _Run(
+                    model_dir=model_dir,
+                    strategy=strategy,
+                    harmonization=harmonization,
+                    config=config,
+                    global_batch_size=global_batch_size,
+                    synthetic_data=synthetic_data,
+                    xla_math=xla_math,
+                    seed=seed,
+                    allow_config_change=allow_config_change,
+                )
             )
     except ConfigError:
         if created and chief and not tf.io.gfile.listdir(model_dir):
@@ -114,18 +116,30 @@ def pretrain(
         raise
 
 
-def _pretrain(
-    model_dir: str,
-    strategy,
-    harmonization: trainer.Harmonization,
-    config: loop.LoopConfig,
-    global_batch_size: int,
-    synthetic_data: Optional[provision.SyntheticData],
-    xla_math: bool,
-    seed: int,
-    allow_config_change: bool,
-):
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """One pre-training run's settings, checked by `pretrain` before the directory is locked."""
+
+    model_dir: str
+    strategy: tf.distribute.Strategy
+    harmonization: trainer.Harmonization
+    config: loop.LoopConfig
+    global_batch_size: int
+    synthetic_data: Optional[provision.SyntheticData]
+    xla_math: bool
+    seed: int
+    allow_config_change: bool
+
+
+def _pretrain(run: _Run):
     """The run, its directory locked: data, model, `loop.train`, the footer."""
+    model_dir, strategy, harmonization, config = (
+        run.model_dir,
+        run.strategy,
+        run.harmonization,
+        run.config,
+    )
+    global_batch_size, synthetic_data = run.global_batch_size, run.synthetic_data
     train_steps = config.train_steps
     chief = cluster.is_chief(strategy)
     multi_worker = cluster.num_workers(strategy) > 1
@@ -142,13 +156,13 @@ def _pretrain(
     )
     say("building the model and the input pipeline ...")
 
-    word_table = _demo_word_table(model_dir, synthetic_data, seed)
-    loop.seed_everything(seed)
+    word_table = _demo_word_table(model_dir, synthetic_data, run.seed)
+    loop.seed_everything(run.seed)
     with strategy.scope():
         model = trainer.PretrainModel(
             build_vatt(**word_table),
             harmonization,
-            xla_math=xla_math,
+            xla_math=run.xla_math,
             summary_every=config.summary_every,
         )
         local = pretrain_dataset(
@@ -159,7 +173,7 @@ def _pretrain(
         model.compile(optimizer=optimizer)
     # This start's operative config kept (numbered on a resume that changes it); a resume that
     # changes the method, model, granularity or data stops here unless allowed.
-    run_config.record(model_dir, done, allow_config_change, write=chief)
+    run_config.record(model_dir, done, run.allow_config_change, write=chief)
 
     train_fn = model.make_train_function()
     trained = loop.train(
