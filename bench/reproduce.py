@@ -84,6 +84,12 @@ flags.DEFINE_list(
     "Harmonization.granularity values of the effect study.",
 )
 flags.DEFINE_bool("ablation", True, "Table 2: curriculum gamma_start ablation.")
+flags.DEFINE_list(
+    "statistics",
+    ["all"],
+    "Harmonization.statistics values of the effect study; each one but 'all' adds runs of the "
+    "harmonizing methods (not sum) at every granularity, paired by seed with 'all'.",
+)
 flags.DEFINE_enum("word_table", "frozen", lib.WORD_TABLES, "Word table of the effect study.")
 flags.DEFINE_enum("variant", "agnostic", lib.VARIANTS, "VATT variant of the effect study.")
 flags.DEFINE_integer("num_classes", 16, "Latent classes of the synthetic sets.")
@@ -108,6 +114,13 @@ flags.DEFINE_string(
 )
 flags.DEFINE_list("signal_word_tables", list(lib.WORD_TABLES), "Word tables of the signal study.")
 flags.DEFINE_list("signal_variants", list(lib.VARIANTS), "VATT variants of the signal study.")
+flags.DEFINE_list(
+    "signal_statistics",
+    ["heads", "top:1", "top:2"],
+    "Top parts S whose per-triplet statistics the signal runs record beside the parts, for the "
+    "agreement of S's cosines and decisions with all weights' ('top:K' deeper than the model: "
+    "skipped).",
+)
 flags.DEFINE_string("preset", "tiny", "build_vatt.preset.")
 flags.DEFINE_multi_string("gin_param", [], "More bindings for every run (e.g. model sizes).")
 flags.DEFINE_bool("keep_checkpoints", False, "Keep each run's checkpoints.")
@@ -163,6 +176,17 @@ def _ints(name, values):
         raise app.UsageError(f"--{name}: {values!r} are not integers") from None
 
 
+def _check_statistics():
+    from vatt_gh.harmonize import Harmonization
+
+    for name in ("statistics", "signal_statistics"):
+        for value in getattr(FLAGS, name):
+            try:
+                Harmonization(statistics=value)
+            except ValueError as e:
+                raise app.UsageError(f"--{name}: {e}") from None
+
+
 def setting_from_flags() -> lib.Setting:
     for name in (
         "steps",
@@ -187,6 +211,7 @@ def setting_from_flags() -> lib.Setting:
         unknown = [v for v in getattr(FLAGS, name) if v not in known]
         if unknown:
             raise app.UsageError(f"--{name}: unknown {unknown}; choose from {list(known)}")
+    _check_statistics()
     return lib.Setting(
         steps=FLAGS.steps,
         batch=FLAGS.batch,
@@ -195,6 +220,7 @@ def setting_from_flags() -> lib.Setting:
         methods=tuple(FLAGS.methods),
         granularities=tuple(FLAGS.granularities),
         ablation=FLAGS.ablation,
+        statistics=tuple(FLAGS.statistics),
         word_table=FLAGS.word_table,
         variant=FLAGS.variant,
         num_classes=FLAGS.num_classes,
@@ -214,6 +240,7 @@ def setting_from_flags() -> lib.Setting:
         signal_granularity=FLAGS.signal_granularity,
         signal_word_tables=tuple(FLAGS.signal_word_tables),
         signal_variants=tuple(FLAGS.signal_variants),
+        signal_statistics=tuple(FLAGS.signal_statistics),
         effect=FLAGS.effect,
         preset=FLAGS.preset,
         extra_gin=tuple(FLAGS.gin_param),
@@ -299,6 +326,143 @@ def run_all(runs, setting: lib.Setting, results_dir: str) -> list:
     return failed
 
 
+def signal_text(signal, setting: lib.Setting, results_dir: str, summary: dict, figures: list):
+    """The signal study's sections (and figures, appended to `figures`)."""
+    text = []
+    summary["signal"] = lib.signal_summary(signal)
+    steps = sorted({int(k.rsplit("|", 1)[1]) for k in summary["signal"]})
+    text += [
+        "## Where the signal is: ROC AUC of cos(g_va, g_vt), aligned vs misaligned",
+        "",
+        f"`sum` pre-trained {setting.signal_steps} steps on the "
+        f"{100 * max(setting.levels):.0f}% set; at each checkpoint the first "
+        f"{setting.signal_clips} training clips' per-triplet gradients, materialised, "
+        "per variable. AUC > 0.5: aligned triplets have the higher cosine. Columns: "
+        "aligned vs triplets whose text only / audio only / both are wrong.",
+        "",
+    ]
+    for step in steps:
+        text += [f"### Step {step}", "", lib.signal_table(summary["signal"], step), ""]
+    combos = [(v, w) for v in setting.signal_variants for w in setting.signal_word_tables]
+    figures.append(
+        lib.signal_figure(
+            summary["signal"],
+            os.path.join(results_dir, "signal_auc_settings.png"),
+            [(v, w, d, "all") for v, w in combos for d in lib.DEFINITIONS],
+            f"Does cos(g_va, g_vt) mark misaligned triplets? All weights, "
+            f"{setting.signal_clips} training clips",
+        )
+    )
+    v, w = combos[0]
+    figures.append(
+        lib.signal_figure(
+            summary["signal"],
+            os.path.join(results_dir, "signal_auc_weights.png"),
+            [(v, w, d, f) for d in lib.DEFINITIONS for f in lib.FILTERS],
+            f"Which weights carry the signal? VATT-{'MA' if v == 'agnostic' else 'MS'}, "
+            f"{w} word table, {setting.signal_clips} training clips",
+        )
+    )
+    kinds_rows = []
+    last = steps[-1]
+    for key in sorted(summary["signal"]):
+        variant, words, definition, name, at = key.split("|")
+        if int(at) != last or name != "all":
+            continue
+        cells = summary["signal"][key]
+        kinds_rows.append(
+            f"| {variant} | {words} | {definition} | "
+            + " | ".join(lib.fmt(cells.get(k), 2) for k in lib.synthetic_kinds())
+            + " |"
+        )
+    text += [
+        f"### By misalignment kind (step {last}, all weights)",
+        "",
+        "| variant | word table | definition | " + " | ".join(lib.synthetic_kinds()) + " |",
+        "|" + " --- |" * (3 + len(lib.synthetic_kinds())),
+        *kinds_rows,
+        "",
+    ]
+    if any(r.get("top_names") for r in signal):
+        summary["agreement"] = lib.agreement_summary(signal)
+        text += [
+            "## Statistics from a top part S: agreement with all weights",
+            "",
+            "Per triplet (own path, group:1: what `Harmonization.statistics` harmonizes "
+            "with), the cosine over S's variables against the one over all weights, from "
+            "the same measurement: Spearman correlation; the fraction of triplets whose "
+            "decision under `both` (drop: cos <= gamma, project: gamma < cos < 0, sum: "
+            "cos >= 0) differs, at the paper's gammas; the fraction each drops at the "
+            "middle gamma; the ROC AUC aligned vs misaligned from each cosine.",
+            "",
+            lib.agreement_table(summary["agreement"]),
+            "",
+        ]
+    return text
+
+
+def effect_text(effect, setting: lib.Setting, results_dir: str, summary: dict, figures: list):
+    """The effect study's sections (and figures, appended to `figures`)."""
+    text = []
+    summary["effect"] = lib.effect_summary(effect)
+    keys = list(summary["effect"])
+    main_rows = [k for k in keys if "(" not in k]
+    ablation_rows = [
+        k
+        for k in keys
+        if "(" in k
+        or (
+            k.endswith("|curriculum")
+            and k.startswith(f"{max(setting.levels)}|{setting.granularities[0]}|")
+        )
+    ]
+    ceiling = next((c["ceiling"] for c in summary["effect"].values() if c.get("ceiling")), None)
+    text += [
+        "## Training effect: held-out retrieval and probes",
+        "",
+        f"{setting.steps} steps per run, word table {setting.word_table}, VATT "
+        f"{setting.variant}; the same seeds (init and data order) for every method. Held "
+        f"out: {setting.test_clips} clean clips (retrieval, probe test), "
+        f"{setting.probe_train_clips} clean clips to fit the probes. Paired: method minus "
+        "`sum` at the same level, granularity and seed. Class-oracle ceiling of the "
+        "retrieval (a narration names only its class): "
+        + (", ".join(f"{k[4:]} {v:.1f}" for k, v in ceiling.items()) if ceiling else "n/a")
+        + ".",
+        "",
+        lib.effect_table(summary["effect"], main_rows),
+        "",
+    ]
+    if any(" [" in k for k in main_rows):
+        text += [
+            "## Statistics from a top part S: effect on training",
+            "",
+            "Each row: the run with `Harmonization.statistics` = S minus the same method "
+            "over all weights, same level, granularity and seed.",
+            "",
+            lib.statistics_table(summary["effect"]),
+            "",
+        ]
+    if ablation_rows:
+        text += [
+            "## Table 2 ablation: curriculum (gamma_start, gamma_end)",
+            "",
+            lib.effect_table(summary["effect"], ablation_rows),
+            "",
+        ]
+    for column in ("t2v R@5", "t2v R@10"):
+        tag = column.split()[-1].replace("@", "")
+        figures.append(
+            lib.effect_figure(
+                {k: summary["effect"][k] for k in main_rows},
+                os.path.join(results_dir, f"effect_{tag}.png"),
+                column,
+                f"Does harmonization beat sum? Text-to-video {column.split()[-1]}, "
+                f"{setting.test_clips} clean held-out clips, {setting.steps} steps",
+            )
+        )
+    return text
+
+
 def write_outputs(runs, setting: lib.Setting, results_dir: str, seconds: float):
     results = [
         json.load(open(lib.result_path(results_dir, r)))
@@ -329,107 +493,9 @@ def write_outputs(runs, setting: lib.Setting, results_dir: str, seconds: float):
     summary = {}
     figures = []
     if signal:
-        summary["signal"] = lib.signal_summary(signal)
-        steps = sorted({int(k.rsplit("|", 1)[1]) for k in summary["signal"]})
-        text += [
-            "## Where the signal is: ROC AUC of cos(g_va, g_vt), aligned vs misaligned",
-            "",
-            f"`sum` pre-trained {setting.signal_steps} steps on the "
-            f"{100 * max(setting.levels):.0f}% set; at each checkpoint the first "
-            f"{setting.signal_clips} training clips' per-triplet gradients, materialised, "
-            "per variable. AUC > 0.5: aligned triplets have the higher cosine. Columns: "
-            "aligned vs triplets whose text only / audio only / both are wrong.",
-            "",
-        ]
-        for step in steps:
-            text += [f"### Step {step}", "", lib.signal_table(summary["signal"], step), ""]
-        combos = [(v, w) for v in setting.signal_variants for w in setting.signal_word_tables]
-        figures.append(
-            lib.signal_figure(
-                summary["signal"],
-                os.path.join(results_dir, "signal_auc_settings.png"),
-                [(v, w, d, "all") for v, w in combos for d in lib.DEFINITIONS],
-                f"Does cos(g_va, g_vt) mark misaligned triplets? All weights, "
-                f"{setting.signal_clips} training clips",
-            )
-        )
-        v, w = combos[0]
-        figures.append(
-            lib.signal_figure(
-                summary["signal"],
-                os.path.join(results_dir, "signal_auc_weights.png"),
-                [(v, w, d, f) for d in lib.DEFINITIONS for f in lib.FILTERS],
-                f"Which weights carry the signal? VATT-{'MA' if v == 'agnostic' else 'MS'}, "
-                f"{w} word table, {setting.signal_clips} training clips",
-            )
-        )
-        kinds_rows = []
-        last = steps[-1]
-        for key in sorted(summary["signal"]):
-            variant, words, definition, name, at = key.split("|")
-            if int(at) != last or name != "all":
-                continue
-            cells = summary["signal"][key]
-            kinds_rows.append(
-                f"| {variant} | {words} | {definition} | "
-                + " | ".join(lib.fmt(cells.get(k), 2) for k in lib.synthetic_kinds())
-                + " |"
-            )
-        text += [
-            f"### By misalignment kind (step {last}, all weights)",
-            "",
-            "| variant | word table | definition | " + " | ".join(lib.synthetic_kinds()) + " |",
-            "|" + " --- |" * (3 + len(lib.synthetic_kinds())),
-            *kinds_rows,
-            "",
-        ]
+        text += signal_text(signal, setting, results_dir, summary, figures)
     if effect:
-        summary["effect"] = lib.effect_summary(effect)
-        keys = list(summary["effect"])
-        main_rows = [k for k in keys if "(" not in k]
-        ablation_rows = [
-            k
-            for k in keys
-            if "(" in k
-            or (
-                k.endswith("|curriculum")
-                and k.startswith(f"{max(setting.levels)}|{setting.granularities[0]}|")
-            )
-        ]
-        ceiling = next((c["ceiling"] for c in summary["effect"].values() if c.get("ceiling")), None)
-        text += [
-            "## Training effect: held-out retrieval and probes",
-            "",
-            f"{setting.steps} steps per run, word table {setting.word_table}, VATT "
-            f"{setting.variant}; the same seeds (init and data order) for every method. Held "
-            f"out: {setting.test_clips} clean clips (retrieval, probe test), "
-            f"{setting.probe_train_clips} clean clips to fit the probes. Paired: method minus "
-            "`sum` at the same level, granularity and seed. Class-oracle ceiling of the "
-            "retrieval (a narration names only its class): "
-            + (", ".join(f"{k[4:]} {v:.1f}" for k, v in ceiling.items()) if ceiling else "n/a")
-            + ".",
-            "",
-            lib.effect_table(summary["effect"], main_rows),
-            "",
-        ]
-        if ablation_rows:
-            text += [
-                "## Table 2 ablation: curriculum (gamma_start, gamma_end)",
-                "",
-                lib.effect_table(summary["effect"], ablation_rows),
-                "",
-            ]
-        for column in ("t2v R@5", "t2v R@10"):
-            tag = column.split()[-1].replace("@", "")
-            figures.append(
-                lib.effect_figure(
-                    {k: summary["effect"][k] for k in main_rows},
-                    os.path.join(results_dir, f"effect_{tag}.png"),
-                    column,
-                    f"Does harmonization beat sum? Text-to-video {column.split()[-1]}, "
-                    f"{setting.test_clips} clean held-out clips, {setting.steps} steps",
-                )
-            )
+        text += effect_text(effect, setting, results_dir, summary, figures)
     if missing:
         text += [f"NOT RUN (no result): {len(missing)} runs: " + ", ".join(missing), ""]
     text += ["Figures: " + ", ".join(os.path.basename(p) for p in figures), ""]

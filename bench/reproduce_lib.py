@@ -54,6 +54,10 @@ FILTER_PARTS = {
     "heads": ("head",),  # the FAC head
 }
 MODALITIES = ("text", "audio", "both")  # what is wrong in a misaligned triplet
+# The paper's curriculum thresholds (start, middle, end of gamma's schedule) at which the
+# decisions of `both` (drop / project / sum) from S's cosine are compared with all weights'.
+AGREEMENT_GAMMAS = (-0.3, -0.15, 0.0)
+DECISIONS = ("drop", "project", "sum")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +72,8 @@ class Setting:
     methods: Sequence[str] = STUDY_METHODS
     granularities: Sequence[str] = ("group:8", "group:1")
     ablation: bool = True  # Table 2 at the most misaligned level, granularity granularities[0]
+    # Harmonization.statistics values; each one but 'all' adds runs of every harmonizing method
+    statistics: Sequence[str] = ("all",)
     word_table: str = "frozen"
     variant: str = "agnostic"
     # the data
@@ -90,6 +96,9 @@ class Setting:
     signal_granularity: str = "group:1"  # what `sum` monitors (its training is the same)
     signal_word_tables: Sequence[str] = WORD_TABLES
     signal_variants: Sequence[str] = VARIANTS
+    # the top parts S whose (dot, |g_va|^2, |g_vt|^2) are recorded beside the parts ('top:K'
+    # deeper than the encoder is skipped)
+    signal_statistics: Sequence[str] = ("heads", "top:1", "top:2")
     effect: bool = True
     preset: str = "tiny"
     extra_gin: Sequence[str] = ()  # more --gin_param bindings for every run
@@ -109,6 +118,7 @@ class Run:
     word_table: str = "frozen"
     variant: str = "agnostic"
     gamma_start: Optional[float] = None  # ablation only
+    statistics: str = "all"  # Harmonization.statistics
 
 
 def level_tag(level: float) -> str:
@@ -117,6 +127,21 @@ def level_tag(level: float) -> str:
 
 def _gran_tag(granularity: str) -> str:
     return granularity.replace(":", "")
+
+
+def _statistics_tag(statistics: str) -> str:
+    return "" if statistics == "all" else "-" + statistics.replace(":", "")
+
+
+def _trained(setting: Setting, g: int) -> List[tuple]:
+    """(method, statistics) of the effect runs at the g-th granularity: the constant-weight
+    methods train the same at every granularity and use no statistics, so once, at the first."""
+    return [
+        (method, statistics)
+        for method in setting.methods
+        for statistics in setting.statistics
+        if method not in CONSTANT_WEIGHT_LABELS or (g == 0 and statistics == "all")
+    ]
 
 
 def plan(setting: Setting) -> List[Run]:
@@ -145,17 +170,17 @@ def plan(setting: Setting) -> List[Run]:
     common = dict(word_table=setting.word_table, variant=setting.variant)
     for level in sorted(setting.levels, reverse=True):
         for g, granularity in enumerate(setting.granularities):
-            for method in setting.methods:
-                if method in CONSTANT_WEIGHT_LABELS and g > 0:
-                    continue  # the same training at every granularity: run once
+            for method, statistics in _trained(setting, g):
                 runs += [
                     Run(
-                        f"{level_tag(level)}-{_gran_tag(granularity)}-{method}-s{seed}",
+                        f"{level_tag(level)}-{_gran_tag(granularity)}-{method}"
+                        f"{_statistics_tag(statistics)}-s{seed}",
                         "effect",
                         method,
                         level,
                         seed,
                         granularity,
+                        statistics=statistics,
                         **common,
                     )
                     for seed in setting.seeds
@@ -297,6 +322,8 @@ def run_spec(run: Run, setting: Setting, results_dir: str) -> dict:
     params += word_table_bindings(run.word_table, write_word_vectors(results_dir, setting))
     if run.gamma_start is not None:
         params += [f"Harmonization.gamma_start={run.gamma_start}", "Harmonization.gamma_end=0.0"]
+    if run.statistics != "all":
+        params.append(f"Harmonization.statistics='{run.statistics}'")
     params += list(setting.extra_gin)
     return dict(
         run=dataclasses.asdict(run),
@@ -308,6 +335,7 @@ def run_spec(run: Run, setting: Setting, results_dir: str) -> dict:
         test_pattern=pattern(paths["test"]),
         probe_train_pattern=pattern(paths["probe_train"]),
         signal_clips=setting.signal_clips,
+        signal_statistics=list(setting.signal_statistics),
         batch=setting.batch,
         num_windows=setting.num_windows,
         num_classes=setting.num_classes,
@@ -383,9 +411,29 @@ def part_of(name: str) -> str:
     return "tokenizers"  # tokenizers, positional embeddings, aggregation tokens
 
 
-def make_part_stats(model):
+def top_parts(vatt, statistics: Sequence[str]) -> Dict[str, list]:
+    """{statistics: S's variables} (`group_stats.top_variables`, the very set the run's
+    `Harmonization.statistics` takes its cosines over) for each of `statistics` the model has
+    (a 'top:K' deeper than its encoder is left out)."""
+    from vatt_gh import group_stats
+
+    out = {}
+    for name in statistics:
+        try:
+            out[name] = group_stats.top_variables(vatt, vatt.trainable_variables, name)
+        except ValueError:
+            continue
+    return out
+
+
+def make_part_stats(model, statistics: Sequence[str] = ()):
     """A pre-training batch -> {definition: (B, len(PARTS), 3)} per-triplet
     (g_va . g_vt, |g_va|^2, |g_vt|^2) summed over each PART's variables; nothing applied.
+    Under 'top', per definition (B, len(S), 3): the same sums over each top part S of
+    `top_parts(model.vatt, statistics)` (its keys, in order), from the same measurement: at
+    group:1 the own-path sums over S are exactly the statistics a run with
+    `Harmonization.statistics` = S harmonizes with (both are the per-variable group_stats terms
+    of S's variables, whose output gradients do not depend on the layers below).
 
     own_path: each clip's contribution through its own forward path (what group:1 harmonizes),
     per variable from `vatt_gh.group_stats`' per-layer statistics at group size 1 (no
@@ -401,10 +449,18 @@ def make_part_stats(model):
     variables = list(model.trainable_variables)
     parts = [PARTS.index(part_of(v.name)) for v in variables]
     zero = tf.UnconnectedGradients.ZERO
+    tops = top_parts(model.vatt, statistics)
+    in_top = np.array(  # (V, S): 1 where the variable is in S
+        [[float(any(v is t for t in top)) for top in tops.values()] for v in variables],
+        np.float32,
+    ).reshape(len(variables), len(tops))
 
     def to_parts(per_var):  # (V, B, 3) -> (B, P, 3)
         per_var = tf.convert_to_tensor(per_var)
         return tf.transpose(tf.math.unsorted_segment_sum(per_var, parts, len(PARTS)), [1, 0, 2])
+
+    def to_tops(per_var):  # (V, B, 3) -> (B, S, 3)
+        return tf.einsum("vbk,vs->bsk", tf.convert_to_tensor(per_var), in_top)
 
     def triple(a, b):  # a trainable word table's gradients are IndexedSlices
         a, b = tf.convert_to_tensor(a), tf.convert_to_tensor(b)
@@ -426,11 +482,17 @@ def make_part_stats(model):
             g_vt = tape.gradient(vt, variables, unconnected_gradients=zero)
             own_loss.append(tf.stack([triple(a, b) for a, b in zip(g_va, g_vt)]))
         del tape
+        own_loss = tf.transpose(tf.stack(own_loss), [1, 0, 2])
         return {
             "own_path": to_parts(own_path).numpy(),
-            "own_loss": to_parts(tf.transpose(tf.stack(own_loss), [1, 0, 2])).numpy(),
+            "own_loss": to_parts(own_loss).numpy(),
+            "top": {
+                "own_path": to_tops(own_path).numpy(),
+                "own_loss": to_tops(own_loss).numpy(),
+            },
         }
 
+    stats.top_names = list(tops)
     return stats
 
 
@@ -460,21 +522,24 @@ def signal_along_training(model, spec: dict) -> dict:
         if int(b["video"].shape[0]) == spec["batch"]
     ]
     clip_ids = [c.decode("utf-8") for b in batches for c in b["clip_id"].numpy()]
-    stats_fn = make_part_stats(model)
+    stats_fn = make_part_stats(model, spec.get("signal_statistics", ()))
     ckpt_dir = os.path.join(spec["model_dir"], "checkpoints")
     checkpoints = list(tf.train.get_checkpoint_state(ckpt_dir).all_model_checkpoint_paths)
     along = []
     for path in checkpoints:
         tf.train.Checkpoint(model=model).restore(path).expect_partial()
         per_def = {d: [] for d in DEFINITIONS}
+        per_top = {d: [] for d in DEFINITIONS}
         for batch in batches:
             out = stats_fn(conflicts.pretrain_style(batch))
             for d in DEFINITIONS:
                 per_def[d].append(out[d])
+                per_top[d].append(out["top"][d])
         along.append(
             {
                 "step": int(path.rsplit("-", 1)[-1]),
                 "parts": {d: np.concatenate(v).tolist() for d, v in per_def.items()},
+                "top": {d: np.concatenate(v).tolist() for d, v in per_top.items()},
             }
         )
     return {
@@ -483,6 +548,7 @@ def signal_along_training(model, spec: dict) -> dict:
             for c in clip_ids
         ],
         "part_names": list(PARTS),
+        "top_names": stats_fn.top_names,
         "along_training": along,
     }
 
@@ -523,6 +589,112 @@ def signal_aucs(result: dict) -> List[dict]:
                     row[k] = auc(cos[aligned], cos[kinds == k])
                 rows.append(row)
     return rows
+
+
+# ---------------------------------------------- agreement of S's statistics with all weights'
+def spearman(a: np.ndarray, b: np.ndarray) -> Optional[float]:
+    """Spearman's rank correlation (ties: mid-ranks); None when either side is constant."""
+    from scipy import stats
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    return float(stats.spearmanr(a, b).statistic)
+
+
+def decisions(stats: np.ndarray, gamma: float) -> np.ndarray:
+    """(N, 3) (dot, |g_va|^2, |g_vt|^2) -> (N,) index into DECISIONS of what `both` does with
+    each triplet at threshold gamma (`harmonize.weights`: drop when cos <= gamma, project when
+    gamma < cos < 0, sum when cos >= 0)."""
+    from vatt_gh import harmonize
+
+    dot, nva, nvt = np.asarray(stats, np.float32).T
+    w = harmonize.weights(dot, nva, nvt, harmonize.Harmonization(method="both"), gamma)
+    dropped, projected = w.dropped.numpy() > 0.5, w.projected.numpy() > 0.5
+    return np.where(dropped, 0, np.where(projected, 1, 2))
+
+
+def agreement_rows(result: dict) -> List[dict]:
+    """One row per (checkpoint step, definition, top part S): the per-triplet cosine over S
+    against the one over all weights: Spearman correlation, the fraction of triplets whose
+    decision under `both` differs at each of AGREEMENT_GAMMAS, the fraction dropped by each at
+    the middle gamma, and the ROC AUC aligned vs misaligned from each cosine."""
+    from vatt_gh.data import synthetic
+
+    names = result.get("top_names", [])
+    modality = np.array([synthetic.kind_modality(c["kind"]) for c in result["clips"]])
+    aligned = modality == "aligned"
+    middle = AGREEMENT_GAMMAS[len(AGREEMENT_GAMMAS) // 2]
+    rows = []
+    for point in result["along_training"]:
+        for definition, parts in point["parts"].items():
+            full = np.asarray(parts).sum(axis=1)  # (N, 3) over every part
+            cos_all = filter_cosines(np.asarray(parts), "all")
+            for j, name in enumerate(names):
+                top = np.asarray(point["top"][definition])[:, j]  # (N, 3) over S
+                cos_top = top[:, 0] / np.maximum(np.sqrt(top[:, 1] * top[:, 2]), 1e-30)
+                row = {
+                    "step": point["step"],
+                    "definition": definition,
+                    "statistics": name,
+                    "spearman": spearman(cos_top, cos_all),
+                    "auc S": auc(cos_top[aligned], cos_top[~aligned]),
+                    "auc all": auc(cos_all[aligned], cos_all[~aligned]),
+                    f"dropped all {middle:g}": float(np.mean(decisions(full, middle) == 0)),
+                    f"dropped S {middle:g}": float(np.mean(decisions(top, middle) == 0)),
+                }
+                if row["auc S"] is not None and row["auc all"] is not None:
+                    row["auc S - all"] = row["auc S"] - row["auc all"]
+                for gamma in AGREEMENT_GAMMAS:
+                    row[f"differ {gamma:g}"] = float(
+                        np.mean(decisions(top, gamma) != decisions(full, gamma))
+                    )
+                rows.append(row)
+    return rows
+
+
+def agreement_summary(results: List[dict]) -> Dict[str, dict]:
+    """{'<variant>|<word table>|<definition>|<S>|<step>': {column: interval over seeds}}."""
+    cells: Dict[str, Dict[str, list]] = {}
+    for r in results:
+        run = r["run"]
+        for row in agreement_rows(r):
+            key = "|".join(
+                [run["variant"], run["word_table"], row["definition"], row["statistics"]]
+                + [str(row["step"])]
+            )
+            cell = cells.setdefault(key, {})
+            for k, v in row.items():
+                if k not in ("step", "definition", "statistics"):
+                    cell.setdefault(k, []).append(v)
+    return {key: {k: interval(v) for k, v in cell.items()} for key, cell in cells.items()}
+
+
+def agreement_table(summary: Dict[str, dict], definition: str = "own_path") -> str:
+    """A row per (variant, word table, S, step) of one definition; 'mean [95% t-interval]'."""
+    middle = AGREEMENT_GAMMAS[len(AGREEMENT_GAMMAS) // 2]
+    columns = [("spearman", "Spearman S vs all", 2)]
+    columns += [(f"differ {g:g}", f"decision differs, gamma {g:g}", 3) for g in AGREEMENT_GAMMAS]
+    columns += [
+        (f"dropped all {middle:g}", f"dropped (all), gamma {middle:g}", 3),
+        (f"dropped S {middle:g}", f"dropped (S), gamma {middle:g}", 3),
+        ("auc S", "AUC from S", 2),
+        ("auc all", "AUC from all", 2),
+        ("auc S - all", "AUC S - all (paired)", 2),
+    ]
+    headers = ["VATT", "word table", "S", "step", "seeds"] + [h for _, h, _ in columns]
+    lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
+    order = lambda k: (k.split("|")[:3], k.split("|")[3], int(k.split("|")[4]))
+    for key in sorted(summary, key=order):
+        variant, words, d, name, step = key.split("|")
+        if d != definition:
+            continue
+        cells = summary[key]
+        n = max((c["n"] for c in cells.values() if c), default=0)
+        row = [{"agnostic": "MA", "specific": "MS"}[variant], words, f"`{name}`", step, str(n)]
+        row += [fmt(cells.get(k), digits) for k, _, digits in columns]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------- the effect study
@@ -605,6 +777,8 @@ PAIRED = ("t2v R@5", "t2v R@10")  # the paired differences to sum shown in the t
 def row_label(run: dict) -> str:
     if run.get("gamma_start") is not None:
         return f"curriculum ({run['gamma_start']:+.1f}, 0)"
+    if run.get("statistics", "all") != "all":
+        return f"{run['method']} [{run['statistics']}]"
     return run["method"]
 
 
@@ -638,6 +812,15 @@ def effect_summary(results: List[dict]) -> Dict[str, dict]:
                 and _get(getters[h], base[s]) is not None
             ]
             cells[f"diff {h}"] = interval(diffs) if label != "sum" else None
+        if " [" in label:  # statistics from S: paired with the same method over all weights
+            full = groups.get((level, granularity, label.split(" [")[0]), {})
+            for h in getters:
+                pairs = [
+                    (_get(getters[h], by_seed[s]), _get(getters[h], full[s]))
+                    for s in by_seed
+                    if s in full
+                ]
+                cells[f"vs all {h}"] = interval([a - b for a, b in pairs if None not in (a, b)])
         cells["seeds"] = sorted(by_seed)
         ceiling = [r.get("retrieval_ceiling") for r in by_seed.values()]
         cells["ceiling"] = ceiling[0] if ceiling else None
@@ -657,6 +840,23 @@ def effect_table(summary: Dict[str, dict], keys: Sequence[str]) -> str:
         row = [f"{100 * float(level):.0f}%", f"`{granularity}`", label, str(len(cells["seeds"]))]
         row += [fmt(cells.get(h), digits[h]) for h, _, _ in EFFECT_COLUMNS]
         row += [fmt(cells.get(f"diff {h}"), 1) if label != "sum" else "-" for h in PAIRED]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def statistics_table(summary: Dict[str, dict]) -> str:
+    """The rows whose statistics come from a top part S: each column's paired difference to
+    the same method, level, granularity and seed with statistics over all weights."""
+    headers = ["misaligned", "granularity", "method [S]", "seeds"]
+    headers += [f"{h}: S - all (paired)" for h, _, _ in EFFECT_COLUMNS]
+    digits = {h: d for h, _, d in EFFECT_COLUMNS}
+    lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
+    for key, cells in summary.items():
+        level, granularity, label = key.split("|", 2)
+        if " [" not in label:
+            continue
+        row = [f"{100 * float(level):.0f}%", f"`{granularity}`", label, str(len(cells["seeds"]))]
+        row += [fmt(cells.get(f"vs all {h}"), digits[h]) for h, _, _ in EFFECT_COLUMNS]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
