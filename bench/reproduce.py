@@ -59,7 +59,10 @@ import subprocess
 import sys
 import time
 
-import reproduce_lib as lib  # this script's folder is on the path
+import reproduce_figures as plots  # this script's folder is on the path
+import reproduce_run as worker
+import reproduce_study as study
+import reproduce_tables as tables
 from absl import app, flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,7 +80,7 @@ flags.DEFINE_integer("steps", 200, "Pre-training steps per effect run.")
 flags.DEFINE_integer("batch", 16, "Global batch size.")
 flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds of the effect study.")
 flags.DEFINE_list("levels", ["0.0", "0.4"], "Misaligned fractions of the training sets.")
-flags.DEFINE_list("methods", list(lib.STUDY_METHODS), "Methods of the effect study.")
+flags.DEFINE_list("methods", list(study.STUDY_METHODS), "Methods of the effect study.")
 flags.DEFINE_list(
     "granularities",
     ["group:8", "group:1"],
@@ -90,8 +93,8 @@ flags.DEFINE_list(
     "Harmonization.statistics values of the effect study; each one but 'all' adds runs of the "
     "harmonizing methods (not sum) at every granularity, paired by seed with 'all'.",
 )
-flags.DEFINE_enum("word_table", "frozen", lib.WORD_TABLES, "Word table of the effect study.")
-flags.DEFINE_enum("variant", "agnostic", lib.VARIANTS, "VATT variant of the effect study.")
+flags.DEFINE_enum("word_table", "frozen", study.WORD_TABLES, "Word table of the effect study.")
+flags.DEFINE_enum("variant", "agnostic", study.VARIANTS, "VATT variant of the effect study.")
 flags.DEFINE_integer("num_classes", 16, "Latent classes of the synthetic sets.")
 flags.DEFINE_list("kinds", [], "Misalignment kinds of the training sets (default: every kind).")
 flags.DEFINE_integer(
@@ -112,8 +115,8 @@ flags.DEFINE_integer("signal_clips", 64, "Training clips whose gradients are mea
 flags.DEFINE_string(
     "signal_granularity", "group:1", "Granularity `sum` monitors in the signal runs."
 )
-flags.DEFINE_list("signal_word_tables", list(lib.WORD_TABLES), "Word tables of the signal study.")
-flags.DEFINE_list("signal_variants", list(lib.VARIANTS), "VATT variants of the signal study.")
+flags.DEFINE_list("signal_word_tables", list(study.WORD_TABLES), "Word tables of the signal study.")
+flags.DEFINE_list("signal_variants", list(study.VARIANTS), "VATT variants of the signal study.")
 flags.DEFINE_list(
     "signal_statistics",
     ["heads", "top:1", "top:2"],
@@ -187,7 +190,7 @@ def _check_statistics():
                 raise app.UsageError(f"--{name}: {e}") from None
 
 
-def setting_from_flags() -> lib.Setting:
+def setting_from_flags() -> study.Setting:
     for name in (
         "steps",
         "batch",
@@ -204,15 +207,15 @@ def setting_from_flags() -> lib.Setting:
     if FLAGS.signal_checkpoints < 1 or FLAGS.signal_clips < FLAGS.batch:
         raise app.UsageError("--signal_checkpoints >= 1 and --signal_clips >= --batch needed")
     for name, known in (
-        ("methods", lib.METHOD_GIN),
-        ("signal_word_tables", lib.WORD_TABLES),
-        ("signal_variants", lib.VARIANTS),
+        ("methods", study.METHOD_GIN),
+        ("signal_word_tables", study.WORD_TABLES),
+        ("signal_variants", study.VARIANTS),
     ):
         unknown = [v for v in getattr(FLAGS, name) if v not in known]
         if unknown:
             raise app.UsageError(f"--{name}: unknown {unknown}; choose from {list(known)}")
     _check_statistics()
-    return lib.Setting(
+    return study.Setting(
         steps=FLAGS.steps,
         batch=FLAGS.batch,
         seeds=_ints("seeds", FLAGS.seeds),
@@ -248,11 +251,11 @@ def setting_from_flags() -> lib.Setting:
     )
 
 
-def make_data(results_dir: str, setting: lib.Setting):
+def make_data(results_dir: str, setting: study.Setting):
     """Every synthetic set, unless already there (metadata.json marks a finished set)."""
     from vatt_gh.data import synthetic
 
-    for job in lib.data_jobs(results_dir, setting):
+    for job in study.data_jobs(results_dir, setting):
         meta_path = os.path.join(job["out_dir"], "metadata.json")
         if not os.path.exists(meta_path):
             print(f"writing {job['num_clips']} clips to {job['out_dir']}", flush=True)
@@ -272,7 +275,7 @@ def make_data(results_dir: str, setting: lib.Setting):
                     f"{meta_path}: {key}={meta.get(key)!r} but this benchmark asks for "
                     f"{job[key]!r}; use another --results_dir"
                 )
-    lib.write_word_vectors(results_dir, setting)
+    study.write_word_vectors(results_dir, setting)
 
 
 def child_env() -> dict:
@@ -285,8 +288,8 @@ def child_env() -> dict:
     return env
 
 
-def launch(run: lib.Run, setting: lib.Setting, results_dir: str) -> subprocess.Popen:
-    spec = lib.run_spec(run, setting, results_dir)
+def launch(run: study.Run, setting: study.Setting, results_dir: str) -> subprocess.Popen:
+    spec = study.run_spec(run, setting, results_dir)
     os.makedirs(spec["model_dir"], exist_ok=True)
     spec_path = os.path.join(spec["model_dir"], "spec.json")
     with open(spec_path, "w") as f:
@@ -301,9 +304,9 @@ def launch(run: lib.Run, setting: lib.Setting, results_dir: str) -> subprocess.P
     )
 
 
-def run_all(runs, setting: lib.Setting, results_dir: str) -> list:
+def run_all(runs, setting: study.Setting, results_dir: str) -> list:
     """At most --parallel subprocesses at a time; returns the names of failed runs."""
-    pending = [r for r in runs if not os.path.exists(lib.result_path(results_dir, r))]
+    pending = [r for r in runs if not os.path.exists(study.result_path(results_dir, r))]
     print(f"{len(runs)} runs, {len(runs) - len(pending)} already done", flush=True)
     active, failed, start = {}, [], time.time()
     while pending or active:
@@ -315,7 +318,7 @@ def run_all(runs, setting: lib.Setting, results_dir: str) -> list:
             if process.poll() is None:
                 continue
             del active[name]
-            ok = process.returncode == 0 and os.path.exists(lib.result_path(results_dir, run))
+            ok = process.returncode == 0 and os.path.exists(study.result_path(results_dir, run))
             if not ok:
                 failed.append(name)
             print(
@@ -326,10 +329,10 @@ def run_all(runs, setting: lib.Setting, results_dir: str) -> list:
     return failed
 
 
-def signal_text(signal, setting: lib.Setting, results_dir: str, summary: dict, figures: list):
+def signal_text(signal, setting: study.Setting, results_dir: str, summary: dict, figures: list):
     """The signal study's sections (and figures, appended to `figures`)."""
     text = []
-    summary["signal"] = lib.signal_summary(signal)
+    summary["signal"] = tables.signal_summary(signal)
     steps = sorted({int(k.rsplit("|", 1)[1]) for k in summary["signal"]})
     text += [
         "## Where the signal is: ROC AUC of cos(g_va, g_vt), aligned vs misaligned",
@@ -342,23 +345,23 @@ def signal_text(signal, setting: lib.Setting, results_dir: str, summary: dict, f
         "",
     ]
     for step in steps:
-        text += [f"### Step {step}", "", lib.signal_table(summary["signal"], step), ""]
+        text += [f"### Step {step}", "", tables.signal_table(summary["signal"], step), ""]
     combos = [(v, w) for v in setting.signal_variants for w in setting.signal_word_tables]
     figures.append(
-        lib.signal_figure(
+        plots.signal_figure(
             summary["signal"],
             os.path.join(results_dir, "signal_auc_settings.png"),
-            [(v, w, d, "all") for v, w in combos for d in lib.DEFINITIONS],
+            [(v, w, d, "all") for v, w in combos for d in study.DEFINITIONS],
             f"Does cos(g_va, g_vt) mark misaligned triplets? All weights, "
             f"{setting.signal_clips} training clips",
         )
     )
     v, w = combos[0]
     figures.append(
-        lib.signal_figure(
+        plots.signal_figure(
             summary["signal"],
             os.path.join(results_dir, "signal_auc_weights.png"),
-            [(v, w, d, f) for d in lib.DEFINITIONS for f in lib.FILTERS],
+            [(v, w, d, f) for d in study.DEFINITIONS for f in study.FILTERS],
             f"Which weights carry the signal? VATT-{'MA' if v == 'agnostic' else 'MS'}, "
             f"{w} word table, {setting.signal_clips} training clips",
         )
@@ -372,19 +375,19 @@ def signal_text(signal, setting: lib.Setting, results_dir: str, summary: dict, f
         cells = summary["signal"][key]
         kinds_rows.append(
             f"| {variant} | {words} | {definition} | "
-            + " | ".join(lib.fmt(cells.get(k), 2) for k in lib.synthetic_kinds())
+            + " | ".join(tables.fmt(cells.get(k), 2) for k in tables.synthetic_kinds())
             + " |"
         )
     text += [
         f"### By misalignment kind (step {last}, all weights)",
         "",
-        "| variant | word table | definition | " + " | ".join(lib.synthetic_kinds()) + " |",
-        "|" + " --- |" * (3 + len(lib.synthetic_kinds())),
+        "| variant | word table | definition | " + " | ".join(tables.synthetic_kinds()) + " |",
+        "|" + " --- |" * (3 + len(tables.synthetic_kinds())),
         *kinds_rows,
         "",
     ]
     if any(r.get("top_names") for r in signal):
-        summary["agreement"] = lib.agreement_summary(signal)
+        summary["agreement"] = tables.agreement_summary(signal)
         text += [
             "## Statistics from a top part S: agreement with all weights",
             "",
@@ -395,16 +398,16 @@ def signal_text(signal, setting: lib.Setting, results_dir: str, summary: dict, f
             "cos >= 0) differs, at the paper's gammas; the fraction each drops at the "
             "middle gamma; the ROC AUC aligned vs misaligned from each cosine.",
             "",
-            lib.agreement_table(summary["agreement"]),
+            tables.agreement_table(summary["agreement"]),
             "",
         ]
     return text
 
 
-def effect_text(effect, setting: lib.Setting, results_dir: str, summary: dict, figures: list):
+def effect_text(effect, setting: study.Setting, results_dir: str, summary: dict, figures: list):
     """The effect study's sections (and figures, appended to `figures`)."""
     text = []
-    summary["effect"] = lib.effect_summary(effect)
+    summary["effect"] = tables.effect_summary(effect)
     keys = list(summary["effect"])
     main_rows = [k for k in keys if "(" not in k]
     ablation_rows = [
@@ -429,7 +432,7 @@ def effect_text(effect, setting: lib.Setting, results_dir: str, summary: dict, f
         + (", ".join(f"{k[4:]} {v:.1f}" for k, v in ceiling.items()) if ceiling else "n/a")
         + ".",
         "",
-        lib.effect_table(summary["effect"], main_rows),
+        tables.effect_table(summary["effect"], main_rows),
         "",
     ]
     if any(" [" in k for k in main_rows):
@@ -439,20 +442,20 @@ def effect_text(effect, setting: lib.Setting, results_dir: str, summary: dict, f
             "Each row: the run with `Harmonization.statistics` = S minus the same method "
             "over all weights, same level, granularity and seed.",
             "",
-            lib.statistics_table(summary["effect"]),
+            tables.statistics_table(summary["effect"]),
             "",
         ]
     if ablation_rows:
         text += [
             "## Table 2 ablation: curriculum (gamma_start, gamma_end)",
             "",
-            lib.effect_table(summary["effect"], ablation_rows),
+            tables.effect_table(summary["effect"], ablation_rows),
             "",
         ]
     for column in ("t2v R@5", "t2v R@10"):
         tag = column.split()[-1].replace("@", "")
         figures.append(
-            lib.effect_figure(
+            plots.effect_figure(
                 {k: summary["effect"][k] for k in main_rows},
                 os.path.join(results_dir, f"effect_{tag}.png"),
                 column,
@@ -463,11 +466,11 @@ def effect_text(effect, setting: lib.Setting, results_dir: str, summary: dict, f
     return text
 
 
-def write_outputs(runs, setting: lib.Setting, results_dir: str, seconds: float):
+def write_outputs(runs, setting: study.Setting, results_dir: str, seconds: float):
     results = [
-        json.load(open(lib.result_path(results_dir, r)))
+        json.load(open(study.result_path(results_dir, r)))
         for r in runs
-        if os.path.exists(lib.result_path(results_dir, r))
+        if os.path.exists(study.result_path(results_dir, r))
     ]
     signal = [r for r in results if r["run"]["study"] == "signal"]
     effect = [r for r in results if r["run"]["study"] == "effect"]
@@ -520,7 +523,7 @@ def main(argv):
     del argv
     if FLAGS.worker_spec:
         with open(FLAGS.worker_spec) as f:
-            lib.execute(json.load(f))
+            worker.execute(json.load(f))
         return
     start = time.time()
     results_dir = os.path.abspath(FLAGS.results_dir)
@@ -528,7 +531,7 @@ def main(argv):
     setting = setting_from_flags()
     os.makedirs(results_dir, exist_ok=True)
     make_data(results_dir, setting)
-    runs = lib.plan(setting)
+    runs = study.plan(setting)
     failed = run_all(runs, setting, results_dir)
     write_outputs(runs, setting, results_dir, time.time() - start)
     if failed:

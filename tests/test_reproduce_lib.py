@@ -1,6 +1,8 @@
-"""bench/reproduce_lib's statistics against independent references: the t-interval against the
-formula with a tabulated quantile, the AUC against sklearn, the retrieval ceiling against a
-simulated class oracle, the variable filters against a loop, and the plan's run counts."""
+"""bench/reproduce_study, _run and _tables against independent references: the t-interval
+against the formula with a tabulated quantile, the AUC against sklearn, the retrieval ceiling
+against a simulated class oracle, the variable filters, the decisions of `both` and the
+agreement rows against loops, Spearman against hand-computed ranks, the statistics of a top
+part S against a step with Harmonization.statistics = S, and the plan's run counts."""
 
 import os
 
@@ -8,16 +10,18 @@ import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import reproduce_lib as lib  # noqa: E402
+import reproduce_run as worker  # noqa: E402
+import reproduce_study as study  # noqa: E402
+import reproduce_tables as tables  # noqa: E402
 
 
 def test_interval_is_the_student_t_interval():
     values = [1.0, 2.0, 4.0, 7.0, 11.0]
-    out = lib.interval(values)
+    out = tables.interval(values)
     half = 2.7764451 * np.std(values, ddof=1) / np.sqrt(5)  # t_{0.975, 4} from a table
     assert out["n"] == 5 and abs(out["mean"] - 5.0) < 1e-12
     assert abs(out["lo"] - (5.0 - half)) < 1e-5 and abs(out["hi"] - (5.0 + half)) < 1e-5
-    assert lib.interval([3.0])["lo"] is None and lib.interval([None, float("nan")]) is None
+    assert tables.interval([3.0])["lo"] is None and tables.interval([None, float("nan")]) is None
 
 
 def test_auc_matches_sklearn_with_ties():
@@ -28,8 +32,8 @@ def test_auc_matches_sklearn_with_ties():
     misaligned = np.round(rng.normal(0.0, 0.5, 25), 1)
     labels = np.r_[np.ones(40), np.zeros(25)]
     expected = roc_auc_score(labels, np.r_[aligned, misaligned])
-    assert abs(lib.auc(aligned, misaligned) - expected) < 1e-12
-    assert lib.auc(aligned, []) is None
+    assert abs(tables.auc(aligned, misaligned) - expected) < 1e-12
+    assert tables.auc(aligned, []) is None
 
 
 def test_retrieval_ceiling_against_a_simulated_oracle():
@@ -42,28 +46,30 @@ def test_retrieval_ceiling_against_a_simulated_oracle():
             rank = 1 + int(np.flatnonzero(rng.permutation(same) == q)[0])
             for k in hits:
                 hits[k].append(rank <= k)
-    ceiling = lib.retrieval_ceiling(labels)
+    ceiling = worker.retrieval_ceiling(labels)
     for k in hits:
         assert abs(ceiling[f"t2v/R@{k}"] - 100 * np.mean(hits[k])) < 1.5
 
 
 def test_filters_sum_the_named_parts():
     rng = np.random.default_rng(2)
-    parts = np.abs(rng.normal(size=(7, len(lib.PARTS), 3)))
-    parts[..., 0] = rng.normal(size=(7, len(lib.PARTS)))
-    for name, chosen in lib.FILTER_PARTS.items():
-        dot = sum(parts[:, lib.PARTS.index(p), 0] for p in chosen)
-        nva = sum(parts[:, lib.PARTS.index(p), 1] for p in chosen)
-        nvt = sum(parts[:, lib.PARTS.index(p), 2] for p in chosen)
-        np.testing.assert_allclose(lib.filter_cosines(parts, name), dot / np.sqrt(nva * nvt))
-    assert lib.part_of("vatt_agnostic/fac_head/video_va/kernel:0") == "head"
-    assert lib.part_of("vatt_agnostic/text_tokenizer/word_embedding/embeddings:0") == "word_table"
-    assert lib.part_of("vatt_agnostic/encoder/layer_0/attention/kernel:0") == "encoder"
+    parts = np.abs(rng.normal(size=(7, len(study.PARTS), 3)))
+    parts[..., 0] = rng.normal(size=(7, len(study.PARTS)))
+    for name, chosen in study.FILTER_PARTS.items():
+        dot = sum(parts[:, study.PARTS.index(p), 0] for p in chosen)
+        nva = sum(parts[:, study.PARTS.index(p), 1] for p in chosen)
+        nvt = sum(parts[:, study.PARTS.index(p), 2] for p in chosen)
+        np.testing.assert_allclose(tables.filter_cosines(parts, name), dot / np.sqrt(nva * nvt))
+    assert worker.part_of("vatt_agnostic/fac_head/video_va/kernel:0") == "head"
+    assert (
+        worker.part_of("vatt_agnostic/text_tokenizer/word_embedding/embeddings:0") == "word_table"
+    )
+    assert worker.part_of("vatt_agnostic/encoder/layer_0/attention/kernel:0") == "encoder"
 
 
 def test_plan_counts_and_sum_runs_once_per_level_and_seed():
-    setting = lib.Setting(granularities=("group:8", "group:1"))
-    runs = lib.plan(setting)
+    setting = study.Setting(granularities=("group:8", "group:1"))
+    runs = study.plan(setting)
     signal = [r for r in runs if r.study == "signal"]
     effect = [r for r in runs if r.study == "effect"]
     assert len(signal) == 2 * 2 * 3  # variants x word tables x seeds
@@ -76,10 +82,10 @@ def test_plan_counts_and_sum_runs_once_per_level_and_seed():
 def test_spearman_against_hand_computed_ranks():
     # b's ranks with mid-ranks for the tie: 1, 2, 3.5, 5, 3.5; a's: 1..5. Pearson of the
     # ranks: sum of products of deviations 8, sums of squares 10 and 9.5.
-    assert abs(lib.spearman([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]) - 8 / np.sqrt(95)) < 1e-12
+    assert abs(tables.spearman([1, 2, 3, 4, 5], [5, 6, 7, 8, 7]) - 8 / np.sqrt(95)) < 1e-12
     # No ties: 1 - 6 sum d^2 / (n (n^2 - 1)); d = (0, 2, -1, -1, 0) -> 1 - 36 / 120
-    assert abs(lib.spearman([0.1, 0.2, 0.3, 0.4, 0.5], [1, 4, 2, 3, 9]) - 0.7) < 1e-12
-    assert lib.spearman([1, 1, 1], [1, 2, 3]) is None and lib.spearman([1], [2]) is None
+    assert abs(tables.spearman([0.1, 0.2, 0.3, 0.4, 0.5], [1, 4, 2, 3, 9]) - 0.7) < 1e-12
+    assert tables.spearman([1, 1, 1], [1, 2, 3]) is None and tables.spearman([1], [2]) is None
 
 
 def decision_loop(stats, gamma):
@@ -100,10 +106,10 @@ def random_stats(rng, n):
 
 def test_decisions_match_a_loop_over_triplets():
     stats = random_stats(np.random.default_rng(3), 200)
-    for gamma in lib.AGREEMENT_GAMMAS:
-        got = [lib.DECISIONS[i] for i in lib.decisions(stats, gamma)]
+    for gamma in study.AGREEMENT_GAMMAS:
+        got = [study.DECISIONS[i] for i in tables.decisions(stats, gamma)]
         assert got == decision_loop(stats, gamma)
-    assert set(decision_loop(stats, -0.15)) == set(lib.DECISIONS)  # every branch exercised
+    assert set(decision_loop(stats, -0.15)) == set(study.DECISIONS)  # every branch exercised
 
 
 def test_agreement_rows_against_a_loop():
@@ -114,7 +120,7 @@ def test_agreement_rows_against_a_loop():
     rng = np.random.default_rng(4)
     n = 40
     kinds = ["aligned" if i % 2 else "swap_text" for i in range(n)]
-    parts = np.stack([random_stats(rng, n) / len(lib.PARTS) for _ in lib.PARTS], 1)
+    parts = np.stack([random_stats(rng, n) / len(study.PARTS) for _ in study.PARTS], 1)
     top = np.stack([parts[:, 0], random_stats(rng, n)], 1)  # S1 = the head part; S2 made up
     result = {
         "clips": [{"kind": k} for k in kinds],
@@ -123,7 +129,7 @@ def test_agreement_rows_against_a_loop():
             {"step": 7, "parts": {"own_path": parts.tolist()}, "top": {"own_path": top.tolist()}}
         ],
     }
-    rows = lib.agreement_rows(result)
+    rows = tables.agreement_rows(result)
     assert [(r["step"], r["statistics"]) for r in rows] == [(7, "heads"), (7, "top:1")]
     full = parts.sum(axis=1)
     cos = lambda s: s[:, 0] / np.sqrt(s[:, 1] * s[:, 2])
@@ -132,7 +138,7 @@ def test_agreement_rows_against_a_loop():
     for j, row in enumerate(rows):
         s = top[:, j]
         assert abs(row["spearman"] - np.corrcoef(ranks(cos(s)), ranks(cos(full)))[0, 1]) < 1e-9
-        for gamma in lib.AGREEMENT_GAMMAS:
+        for gamma in study.AGREEMENT_GAMMAS:
             differ = np.mean(
                 [a != b for a, b in zip(decision_loop(s, gamma), decision_loop(full, gamma))]
             )
@@ -144,7 +150,7 @@ def test_agreement_rows_against_a_loop():
 
 
 def test_plan_with_statistics_pairs_each_harmonizing_run(tmp_path):
-    setting = lib.Setting(
+    setting = study.Setting(
         methods=("sum", "both"),
         granularities=("group:1",),
         statistics=("all", "heads"),
@@ -152,7 +158,7 @@ def test_plan_with_statistics_pairs_each_harmonizing_run(tmp_path):
         ablation=False,
         signal=False,
     )
-    runs = lib.plan(setting)
+    runs = study.plan(setting)
     # per level: sum, both over all weights, both over the heads; 3 seeds each
     assert len(runs) == 2 * 3 * 3 and len({r.name for r in runs}) == len(runs)
     assert {(r.method, r.statistics) for r in runs} == {
@@ -161,10 +167,10 @@ def test_plan_with_statistics_pairs_each_harmonizing_run(tmp_path):
         ("both", "heads"),
     }
     heads = next(r for r in runs if r.statistics == "heads")
-    spec = lib.run_spec(heads, setting, str(tmp_path))
+    spec = study.run_spec(heads, setting, str(tmp_path))
     assert "Harmonization.statistics='heads'" in spec["gin_params"]
     full = next(r for r in runs if r.method == "both" and r.statistics == "all")
-    params = lib.run_spec(full, setting, str(tmp_path))["gin_params"]
+    params = study.run_spec(full, setting, str(tmp_path))["gin_params"]
     assert not any(p.startswith("Harmonization.statistics") for p in params)
 
 
@@ -177,13 +183,13 @@ def test_effect_summary_pairs_s_with_all_weights_by_seed():
     r5 = {("sum", "all"): [10, 20, 30], ("both", "all"): [12, 25, 31]}
     r5[("both", "heads")] = [11, 27, 35]
     results = [result(m, s, i, v) for (m, s), vs in r5.items() for i, v in enumerate(vs)]
-    summary = lib.effect_summary(results)
+    summary = tables.effect_summary(results)
     cell = summary["0.4|group:1|both [heads]"]
     diffs = np.subtract(r5[("both", "heads")], r5[("both", "all")])  # -1, 2, 4
     assert abs(cell["vs all t2v R@5"]["mean"] - diffs.mean()) < 1e-12
     assert abs(cell["diff t2v R@5"]["mean"] - np.mean([1, 7, 5])) < 1e-12  # minus sum
     assert "vs all t2v R@5" not in summary["0.4|group:1|both"]
-    assert "| 40% | `group:1` | both [heads] | 3 |" in lib.statistics_table(summary)
+    assert "| 40% | `group:1` | both [heads] | 3 |" in tables.statistics_table(summary)
 
 
 def test_top_statistics_are_the_ones_a_run_with_s_harmonizes_with():
@@ -201,9 +207,9 @@ def test_top_statistics_are_the_ones_a_run_with_s_harmonizes_with():
     model = trainer.PretrainModel(micro_vatt(num_layers=2), Harmonization())
     batch = random_batch(8, seed=1)
     model(batch, training=False)
-    stats = lib.make_part_stats(model, ("heads", "top:1", "top:3"))
+    stats = worker.make_part_stats(model, ("heads", "top:1", "top:3"))
     assert stats.top_names == ["heads", "top:1"]
-    tops = lib.top_parts(model.vatt, ("heads", "top:1"))
+    tops = worker.top_parts(model.vatt, ("heads", "top:1"))
     named = {
         "heads": ("/fac_head/",),
         "top:1": ("/fac_head/", "_post_projection/", "/encoder/final_norm/", "/encoder/layer_1/"),
@@ -222,4 +228,4 @@ def test_top_statistics_are_the_ones_a_run_with_s_harmonizes_with():
         s = out["top"]["own_path"][:, j]
         np.testing.assert_allclose(s[:, 0] / np.sqrt(s[:, 1] * s[:, 2]), step["cosine"], atol=1e-5)
     heads = out["top"]["own_path"][:, 0]
-    np.testing.assert_allclose(heads, out["own_path"][:, lib.PARTS.index("head")], rtol=1e-6)
+    np.testing.assert_allclose(heads, out["own_path"][:, study.PARTS.index("head")], rtol=1e-6)

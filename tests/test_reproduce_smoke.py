@@ -19,7 +19,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_reproduce_quick(tmp_path):
-    import reproduce_lib as lib
+    import reproduce_study as study
+    import reproduce_tables as tables
     from sklearn.metrics import roc_auc_score
 
     from vatt_gh.data import synthetic
@@ -71,23 +72,23 @@ def test_reproduce_quick(tmp_path):
     kinds = np.array([c["kind"] for c in signal["clips"]])
     aligned = np.array([synthetic.kind_modality(k) == "aligned" for k in kinds])
     for point in signal["along_training"]:
-        for definition in lib.DEFINITIONS:
+        for definition in study.DEFINITIONS:
             parts = np.asarray(point["parts"][definition])  # (clips, parts, 3)
-            assert parts.shape == (16, len(lib.PARTS), 3) and np.isfinite(parts).all()
+            assert parts.shape == (16, len(study.PARTS), 3) and np.isfinite(parts).all()
             assert (parts[..., 1:] >= 0).all()  # squared norms
-            head = parts[:, lib.PARTS.index("head")]
+            head = parts[:, study.PARTS.index("head")]
             assert (head[:, 1] > 0).all() and (head[:, 2] > 0).all()  # both losses reach it
-            word = parts[:, lib.PARTS.index("word_table")]
+            word = parts[:, study.PARTS.index("word_table")]
             assert (word == 0).all()  # frozen: not among the trainable variables
             top = np.asarray(point["top"][definition])  # (clips, S, 3)
             np.testing.assert_allclose(top[:, 0], head, rtol=1e-6)  # 'heads' = the head part
             # top:1 of a one-layer model: the head, the encoder and the post-projections (the
             # last in the 'tokenizers' part): its squared norms lie between the two parts' and all
-            inner = parts[:, [lib.PARTS.index("head"), lib.PARTS.index("encoder")]].sum(axis=1)
+            inner = parts[:, [study.PARTS.index("head"), study.PARTS.index("encoder")]].sum(axis=1)
             slack = 1e-5 * parts.sum(axis=1)[:, 1:]
             assert (top[:, 1, 1:] >= inner[:, 1:] - slack).all()
             assert (top[:, 1, 1:] <= parts.sum(axis=1)[:, 1:] + slack).all()
-            cos = lib.filter_cosines(parts, "all")
+            cos = tables.filter_cosines(parts, "all")
             total = parts.sum(axis=1)
             np.testing.assert_allclose(
                 cos, total[:, 0] / np.sqrt(total[:, 1] * total[:, 2]), rtol=1e-6
@@ -95,6 +96,6 @@ def test_reproduce_quick(tmp_path):
             assert np.all(np.abs(cos) <= 1 + 1e-6)
             if aligned.any() and not aligned.all():
                 expected = roc_auc_score(aligned.astype(int), cos)
-                assert abs(lib.auc(cos[aligned], cos[~aligned]) - expected) < 1e-9
+                assert abs(tables.auc(cos[aligned], cos[~aligned]) - expected) < 1e-9
     for name in ("signal_auc_settings.png", "signal_auc_weights.png", "effect_R5.png"):
         assert (results / name).stat().st_size > 1000
