@@ -4,6 +4,7 @@ r"""The paper's claims on synthetic triplets whose misalignment we know (issue 1
     python bench/reproduce.py --quick --results_dir=/tmp/rq         # CI-sized smoke test
     python bench/reproduce.py --noeffect ...                        # the signal study only
     python bench/reproduce.py --nosignal --granularities=group:8,group:1 ...   # effect only
+    python bench/reproduce.py --tables_only ...                     # tables from what exists
 
 Data: synthetic triplets (`vatt_gh.data.synthetic`), 16 latent classes, the 40% set misaligned
 with every kind cycled (class swaps of audio / text / both, the neighbouring clip's narration,
@@ -26,14 +27,19 @@ ceiling 59%). The trainable-table runs start from the same vectors.
    its own forward path (group:1) and its own loss terms through every path (materialised, one
    backward pass per clip and loss). The cosine over all weights / the backbone / the encoder /
    the heads is a sum over parts, and its ROC AUC (aligned vs text-wrong / audio-wrong /
-   both-wrong, and per kind) is averaged over seeds with a 95% t-interval.
+   both-wrong, and per kind) is averaged over seeds with a 95% t-interval. The same sums over
+   each top part S of `--signal_statistics` (the variables `Harmonization.statistics` = S takes
+   its cosines over) give the agreement of S's per-triplet cosine with all weights': Spearman
+   correlation, the fraction of triplets whose `both` decision (drop / project / sum) differs
+   at gamma -0.3, -0.15 and 0, and the AUC from each.
 2. Training effect (`--effect`): `sum`, `realign`, `curriculum`, `both` at each
    `--granularities` value, at 0% and 40% misaligned, `--seeds` seeds (same init and data order
    for every method); held-out text-to-video retrieval (with its class-oracle ceiling: a
    narration names only its class) and linear probes, mean and 95% t-interval, and the paired
    difference to `sum` seed by seed with its interval. `sum` trains the same at any granularity,
    so it runs once per level and seed. Plus Table 2's curriculum (gamma_start, 0) ablation at
-   40% with the same seeds, at the first granularity.
+   40% with the same seeds, at the first granularity. `--statistics=all,heads` adds runs of
+   the harmonizing methods with `Harmonization.statistics='heads'`, paired by seed with 'all'.
 
 Each run is a fresh subprocess (`--worker_spec`); runs whose result.json exists are not
 repeated (an interrupted study resumes; re-running writes the tables from what exists and lists
@@ -128,6 +134,11 @@ flags.DEFINE_string("preset", "tiny", "build_vatt.preset.")
 flags.DEFINE_multi_string("gin_param", [], "More bindings for every run (e.g. model sizes).")
 flags.DEFINE_bool("keep_checkpoints", False, "Keep each run's checkpoints.")
 flags.DEFINE_integer("parallel", 2, "Runs at a time.")
+flags.DEFINE_bool(
+    "tables_only",
+    False,
+    "Run nothing: write the tables from the results that exist (the missing runs are listed).",
+)
 flags.DEFINE_integer("threads_per_run", 1, "TF intra/inter-op threads per run (0: TF default).")
 flags.DEFINE_string("worker_spec", None, "Internal: run the one job described by this JSON.")
 FLAGS = flags.FLAGS
@@ -532,7 +543,7 @@ def main(argv):
     os.makedirs(results_dir, exist_ok=True)
     make_data(results_dir, setting)
     runs = study.plan(setting)
-    failed = run_all(runs, setting, results_dir)
+    failed = [] if FLAGS.tables_only else run_all(runs, setting, results_dir)
     write_outputs(runs, setting, results_dir, time.time() - start)
     if failed:
         raise SystemExit(f"{len(failed)} run(s) failed, see runs/<name>/log.txt: {failed}")
