@@ -1,7 +1,9 @@
 """One worker of a 2-worker MultiWorkerMirroredStrategy step (TF_CONFIG from the caller).
 
 Each worker feeds its half of a fixed global batch; one SGD(1) step at method `sum`. The
-chief writes the initial and final trainable weights to OUT/{initial,final}.npy.
+chief writes the initial and final trainable weights to OUT/{initial,final}.npy and the
+non-trainable ones it started from (the frozen word table, BatchNorm statistics) to
+OUT/initial_frozen.npy, so the reference runs the same network.
 """
 
 import json
@@ -30,6 +32,7 @@ def main(out_dir):
         strategy.run(lambda: model({k: v[:half] for k, v in batch.items()}, training=False))
         model.compile(optimizer=tf.keras.optimizers.SGD(1.0))
     initial = np.concatenate([v.numpy().ravel() for v in model.vatt.trainable_variables])
+    frozen = np.concatenate([v.numpy().ravel() for v in model.vatt.non_trainable_variables])
 
     def input_fn(context):  # worker i reads the i-th half
         i = context.input_pipeline_id
@@ -42,6 +45,7 @@ def main(out_dir):
     if json.loads(os.environ["TF_CONFIG"])["task"]["index"] == 0:
         np.save(os.path.join(out_dir, "initial.npy"), initial)
         np.save(os.path.join(out_dir, "final.npy"), final)
+        np.save(os.path.join(out_dir, "initial_frozen.npy"), frozen)
         np.save(os.path.join(out_dir, "cosines.npy"), logs["cosines"].numpy())
 
 

@@ -122,6 +122,18 @@ def test_dry_run_prints_the_recipe(shape, dry_run):
         "--gin_param=TRAIN_STEPS=1000",
     ):
         assert part in pretrain, part
+    # bfloat16 layers on TPU: gin/tpu.gin after the user's files, before their --gin_param
+    gin = [a for a in pretrain if a.startswith(("--gin_file=", "--gin_param="))]
+    assert gin.index("--gin_file=gin/tpu.gin") == gin.index("--gin_file=gin/both.gin") + 1
+    assert all(a.startswith("--gin_param=") for a in gin[gin.index("--gin_file=gin/tpu.gin") + 1 :])
+
+
+def test_tpu_gin_is_added_once():
+    job = tpu_job.TpuJob("n", "z", "gs://b/r", gin_files=("gin/both.gin", "gin/tpu.gin"))
+    assert job.gin_files_on_tpu() == ["gin/both.gin", "gin/tpu.gin"]
+    job = tpu_job.TpuJob("n", "z", "gs://b/r", gin_files=("gin/both.gin",))
+    assert job.gin_files_on_tpu() == ["gin/both.gin", "gin/tpu.gin"]
+    assert os.path.isfile(os.path.join(REPO, tpu_job.TPU_GIN))
 
 
 @pytest.mark.parametrize(

@@ -39,6 +39,7 @@ from vatt_gh.errors import PREEMPTED_EXIT_CODE
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REMOTE_DIR = "~/vatt-gh"
 ARCHIVE = "/tmp/vatt-gh.tar.gz"
+TPU_GIN = "gin/tpu.gin"  # added to every TPU launch (gin_files_on_tpu)
 LOST = ("PREEMPTED", "TERMINATED", "MISSING")  # VM states after which it must be recreated
 SINGLE_HOST_ENV = {
     "NEXT_PLUGGABLE_DEVICE_USE_C_API": "true",
@@ -168,6 +169,14 @@ class TpuJob:
         """The TPU runtime's environment for the training process (see the module docstring)."""
         return dict(POD_ENV if self.pod else SINGLE_HOST_ENV)
 
+    def gin_files_on_tpu(self) -> List[str]:
+        """The user's gin files, then gin/tpu.gin (bfloat16 layers, float32 statistics: what
+        makes the paper's clips per core fit) unless given; a --gin_param still overrides it."""
+        files = list(self.gin_files)
+        if not any(os.path.basename(f) == os.path.basename(TPU_GIN) for f in files):
+            files.append(TPU_GIN)
+        return files
+
     def train(self):
         """Training, started once, on worker 0."""
         pretrain = [
@@ -176,7 +185,7 @@ class TpuJob:
             "--strategy=tpu",
             f"--tpu={self.name if self.pod else 'local'}",
             f"--model_dir={self.model_dir}",
-            *[f"--gin_file={f}" for f in self.gin_files],
+            *[f"--gin_file={f}" for f in self.gin_files_on_tpu()],
             *[f"--gin_param={p}" for p in self.gin_params],
         ]
         env = [f"{k}={shlex.quote(v)}" for k, v in self.environment().items()]
