@@ -34,6 +34,7 @@ paper's 8 clips per TPU v3 core, for VATT's step and the group:8 / group:1 steps
 
 import json
 import math
+import resource
 import subprocess
 import sys
 import threading
@@ -164,7 +165,18 @@ def worker(spec):
         run()
     running[0] = False
     thread.join()
-    print("RESULT " + json.dumps(dict(spec=spec, step_mb=(peak[0] - traced) / 2**20)))
+    whole = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # KiB on Linux
+    print(
+        "RESULT "
+        + json.dumps(
+            dict(
+                spec=spec,
+                step_mb=(peak[0] - traced) / 2**20,
+                traced_mb=traced / 2**20,
+                peak_rss_mb=whole,
+            )
+        )
+    )
 
 
 def _median_ms(fn, steps):

@@ -8,7 +8,8 @@
 - skipped steps under 2 replicas (one NaN clip; every group dropped): every variable unchanged,
   BatchNorm moving statistics included;
 - the analysis-only own-loss-term granularity raises at once under 2 replicas;
-- every method with `statistics='heads'`: one device against 2 replicas.
+- every method with `statistics='heads'`, realign and both with 'top:1': one device against 2
+  replicas.
 Logical devices must be configured before any TensorFlow op, hence a process of its own; and
 two MirroredStrategies over different device sets cannot share a process (their collectives
 clash: "joining a group with size 2, but that group has size 4"), so the 4-replica reference
@@ -30,12 +31,12 @@ from reference import flat_grads, np_update  # noqa: E402
 from toy import micro_vatt, random_batch  # noqa: E402
 
 from vatt_gh import losses, trainer  # noqa: E402
+from vatt_gh.harmonize import METHODS  # noqa: E402
 
 B = 8
 # curriculum at 0.3: drops the groups whose cosine is at or below it (2 of the 4 groups of
 # this batch: 0.12 and 0.24; kept 0.37 and 0.38); the other methods' gamma at -0.2
 GAMMA = {"curriculum": 0.3}
-METHODS = ("sum", "reweight", "realign", "curriculum", "both", "gradvac")
 
 
 def build(strategy, method, weights, batch, granularity="group:2", **overrides):
@@ -178,6 +179,17 @@ def main():
             heads_cosines_one=heads1["cosines"],
             heads_cosines_two=heads2["cosines"],
             dropped_heads=[heads1["dropped"], heads2["dropped"]],
+        )
+    # statistics='top:1' (the head, post-projections and the encoder's last layer): same check.
+    for method in ("realign", "both"):
+        (t1, _), top1 = one_step(single, method, weights, batch, statistics="top:1")
+        (t2, _), top2 = one_step(two, method, weights, batch, statistics="top:1")
+        report[f"top1_{method}"] = dict(
+            rel_two_vs_one=float(np.linalg.norm(t2 - t1) / scale),
+            update_norm=float(np.linalg.norm(w0 - t2)),
+            cosines_one=top1["cosines"],
+            cosines_two=top2["cosines"],
+            heads_cosines=report[method]["heads_cosines_one"],
         )
     # Skipped steps under 2 replicas: a NaN clip on replica 1; every group dropped.
     nan_batch = dict(batch)

@@ -4,10 +4,10 @@ import pytest
 
 import gin
 from vatt_gh import console, pretraining
-from vatt_gh.evaluation import summaries
+from vatt_gh.evaluation import results
 
 
-def test_one_line_folds_gin_errors():
+def test_one_line_folds_gin_errors(clean_gin):
     @gin.configurable("console_test_fn")
     def fn(a=1):
         raise ValueError("the message")
@@ -24,7 +24,6 @@ def test_one_line_folds_gin_errors():
         "Configurable 'console_test_fn' doesn't have a parameter named 'b'. "
         "(in bindings string line 1: console_test_fn.b = 3)"
     )
-    gin.clear_config()
 
 
 def test_duration():
@@ -67,7 +66,7 @@ def test_evaluation_tables():
         "v2t/median_rank": 11.0,
         "v2t/mean_rank": 12.0,
     }
-    assert summaries.retrieval_table("youcook2", retrieval).splitlines() == [
+    assert results.retrieval_table("youcook2", retrieval).splitlines() == [
         "youcook2: zero-shot retrieval, 32 clips, 2 windows per clip averaged",
         "  recall in %     R@1   R@5  R@10  median rank  mean rank",
         "  text -> video  33.3  50.0  83.9          5.5        7.1",
@@ -79,7 +78,7 @@ def test_evaluation_tables():
         )
         for m, t in (("video", 87.5), ("audio", 62.5))
     }
-    assert summaries.probe_table("ucf", probe).splitlines() == [
+    assert results.probe_table("ucf", probe).splitlines() == [
         "ucf: linear probe on frozen features, 32 training / 8 test clips, chance 25.0%",
         "  accuracy in %  top-1  top-5  train top-1",
         "  video           87.5  100.0        100.0",

@@ -1,12 +1,12 @@
 """Every bad-input case under on_error='raise' (fails naming shard and record) and 'skip'
 (the record is skipped and counted; the good records still come out)."""
 
-import dataclasses
 import threading
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny_data import grey_jpeg, tiny_pretrain_config, write_shard
 
 from vatt_gh.data import schema
 from vatt_gh.data.configs import EvalConfig, PretrainConfig, SourceConfig
@@ -27,12 +27,8 @@ from vatt_gh.data.rejects import (
 SR = schema.SAMPLE_RATE
 
 
-def _jpeg(value=100):
-    return tf.io.encode_jpeg(np.full((8, 8, 3), value, np.uint8)).numpy()
-
-
 def _good(i, **kw):
-    args = dict(jpegs=[_jpeg()] * 6, audio=np.zeros(6 * 4800, np.float32), captions=["w0"])
+    args = dict(jpegs=[grey_jpeg(100)] * 6, audio=np.zeros(6 * 4800, np.float32), captions=["w0"])
     args.update(kw)
     return schema.make_sequence_example(
         f"c{i}", args["jpegs"], args["audio"], args["captions"], [i]
@@ -41,7 +37,7 @@ def _good(i, **kw):
 
 def _bomb(height=9000, width=9000):
     """A small JPEG whose header (SOF0) claims height x width pixels."""
-    data = bytearray(_jpeg())
+    data = bytearray(grey_jpeg(100))
     i = data.index(b"\xff\xc0")
     data[i + 5 : i + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
     return bytes(data)
@@ -49,7 +45,7 @@ def _bomb(height=9000, width=9000):
 
 def _record(i, aligned=(1, 1), labels=None, **kw):
     """A good record with its synthetic aligned flags (and labels) set to anything."""
-    args = dict(jpegs=[_jpeg()] * 6, audio=np.zeros(6 * 4800, np.float32), captions=["w0"])
+    args = dict(jpegs=[grey_jpeg(100)] * 6, audio=np.zeros(6 * 4800, np.float32), captions=["w0"])
     args.update(kw)
     return schema.make_sequence_example(
         f"c{i}",
@@ -73,7 +69,7 @@ def _bad_records():
     no_video.context.feature[schema.CLIP_ID].bytes_list.value.append(b"nv")
     return {
         "undecodable_jpeg": (
-            _good(2, jpegs=[_jpeg()] * 3 + [b"\xff\xd8\xff" + b"junk" * 10] * 3),
+            _good(2, jpegs=[grey_jpeg(100)] * 3 + [b"\xff\xd8\xff" + b"junk" * 10] * 3),
             UNDECODABLE,
         ),
         "not_a_proto": (b"\x0a\xff\xff\xff\xff garbage", UNDECODABLE),
@@ -81,27 +77,11 @@ def _bad_records():
         "empty_caption": (_good(2, captions=["w0", "  "]), EMPTY_CAPTION),
         "short_audio": (_good(2, audio=np.zeros(2 * 4800, np.float32)), SHORT_AUDIO),
         # Hostile input: a decompression bomb, NaN audio, NUL-only text, an aligned flag of 7.
-        "jpeg_header_bomb": (_good(2, jpegs=[_jpeg()] * 5 + [_bomb()]), FRAME_TOO_LARGE),
+        "jpeg_header_bomb": (_good(2, jpegs=[grey_jpeg(100)] * 5 + [_bomb()]), FRAME_TOO_LARGE),
         "nan_audio": (_good(2, audio=_audio_with(np.nan)), BAD_AUDIO),
         "nul_caption": (_good(2, captions=["w0", "\x00\x00"]), EMPTY_CAPTION),
         "aligned_flag_7": (_record(2, aligned=(7, 1)), BAD_FLAG),
     }
-
-
-def _config(pattern, vocab, on_error):
-    return PretrainConfig(
-        sources=(SourceConfig(pattern),),
-        num_frames=4,
-        crop_size=8,
-        min_resize=8,
-        num_captions=1,
-        max_tokens=2,
-        vocab_path=vocab,
-        shuffle_buffer=1,
-        cycle_length=1,
-        repeat=False,
-        on_error=on_error,
-    )
 
 
 def _labels(ds):
@@ -112,13 +92,13 @@ def _labels(ds):
 def test_bad_record_raise_and_skip(tmp_path, vocab, case):
     record, reason = _bad_records()[case]
     path = str(tmp_path / f"{case}.tfrecord")
-    with tf.io.TFRecordWriter(path) as w:
-        for r in [_good(0), _good(1), record, _good(3)]:
-            w.write(r)
+    write_shard(path, [_good(0), _good(1), record, _good(3)])
     with pytest.raises(Exception, match=rf"shard {path} record 2: "):
-        _labels(pretrain_dataset(_config(path, vocab, "raise"), 1))
+        _labels(pretrain_dataset(tiny_pretrain_config(vocab, path, on_error="raise"), 1))
     errors = DataErrors("skip")
-    assert _labels(pretrain_dataset(_config(path, vocab, "skip"), 1, errors)) == [0, 1, 3]
+    assert _labels(
+        pretrain_dataset(tiny_pretrain_config(vocab, path, on_error="skip"), 1, errors)
+    ) == [0, 1, 3]
     assert errors.total == 1 and errors.counts == {REASON_NAMES[reason]: 1}
     assert errors.examples == [(path, 2, REASON_NAMES[reason])]
     assert "skipped 1 record(s)" in errors.summary()
@@ -129,9 +109,7 @@ def test_bad_shard_raise_and_skip(tmp_path, vocab, damage):
     good = str(tmp_path / "a-good.tfrecord")
     bad = str(tmp_path / "b-bad.tfrecord")
     for path, ids in ((good, [10, 11]), (bad, [0, 1, 2, 3])):
-        with tf.io.TFRecordWriter(path) as w:
-            for i in ids:
-                w.write(_good(i))
+        write_shard(path, [_good(i) for i in ids])
     data = bytearray(open(bad, "rb").read())
     size = len(data) // 4  # four records of equal size
     if damage == "truncated":
@@ -141,20 +119,22 @@ def test_bad_shard_raise_and_skip(tmp_path, vocab, damage):
     open(bad, "wb").write(bytes(data))
     pattern = str(tmp_path / "*.tfrecord")
     with pytest.raises(Exception, match=rf"shard {bad} record 2: corrupt or truncated shard"):
-        _labels(pretrain_dataset(_config(pattern, vocab, "raise"), 1))
+        _labels(pretrain_dataset(tiny_pretrain_config(vocab, pattern, on_error="raise"), 1))
     errors = DataErrors("skip")
-    assert _labels(pretrain_dataset(_config(pattern, vocab, "skip"), 1, errors)) == [0, 1, 10, 11]
+    assert _labels(
+        pretrain_dataset(tiny_pretrain_config(vocab, pattern, on_error="skip"), 1, errors)
+    ) == [0, 1, 10, 11]
     assert errors.counts == {REASON_NAMES[CORRUPT_SHARD]: 1}
     assert errors.examples == [(bad, 2, REASON_NAMES[CORRUPT_SHARD])]
 
 
 def test_missing_audio_or_text_is_not_an_error(tmp_path, vocab):
     path = str(tmp_path / "ok.tfrecord")
-    with tf.io.TFRecordWriter(path) as w:
-        w.write(_good(0, audio=None))
-        w.write(_good(1, captions=[]))
+    write_shard(path, [_good(0, audio=None), _good(1, captions=[])])
     errors = DataErrors("raise")
-    batch = next(iter(pretrain_dataset(_config(path, vocab, "raise"), 2, errors)))
+    batch = next(
+        iter(pretrain_dataset(tiny_pretrain_config(vocab, path, on_error="raise"), 2, errors))
+    )
     masks = dict(
         zip(
             batch["label"].numpy(),
@@ -166,29 +146,10 @@ def test_missing_audio_or_text_is_not_an_error(tmp_path, vocab):
 
 def test_audio_shortfall_within_tolerance_is_padded(tmp_path, vocab):
     path = str(tmp_path / "pad.tfrecord")
-    with tf.io.TFRecordWriter(path) as w:  # 6 frames = 28800 samples; 100 missing
-        w.write(_good(0, audio=np.ones(6 * 4800 - 100, np.float32)))
-    cfg = PretrainConfig(
-        sources=(SourceConfig(path),),
-        num_frames=6,
-        crop_size=8,
-        min_resize=8,
-        num_captions=1,
-        max_tokens=2,
-        vocab_path=vocab,
-        shuffle_buffer=1,
-        repeat=False,
-        audio_noise=0.0,  # the padding stays exactly zero
-    )
+    write_shard(path, [_good(0, audio=np.ones(6 * 4800 - 100, np.float32))])  # 6 frames: 100 short
+    cfg = tiny_pretrain_config(vocab, path, num_frames=6, audio_noise=0.0)  # padding stays zero
     audio = next(iter(pretrain_dataset(cfg, 1)))["audio"].numpy()[0]
     assert audio.shape == (28800,) and audio[:28700].min() == 1.0 and not audio[28700:].any()
-
-
-def _write_shard(path, records):
-    with tf.io.TFRecordWriter(str(path)) as w:
-        for r in records:
-            w.write(r)
-    return str(path)
 
 
 def test_hostile_values_are_skipped_counted_and_named(tmp_path, vocab, caplog):
@@ -208,9 +169,9 @@ def test_hostile_values_are_skipped_counted_and_named(tmp_path, vocab, caplog):
     }
     good = [0, 11, 12]
     records = [bad[i][0] if i in bad else _record(i, aligned=(i % 2, 0)) for i in range(13)]
-    path = _write_shard(tmp_path / "hostile.tfrecord", records)
+    path = write_shard(tmp_path / "hostile.tfrecord", records)
     errors = DataErrors("skip", max_examples=1000)
-    batches = list(pretrain_dataset(_config(path, vocab, "skip"), 1, errors))
+    batches = list(pretrain_dataset(tiny_pretrain_config(vocab, path, on_error="skip"), 1, errors))
     assert sorted(int(b["label"][0]) for b in batches) == good
     for b in batches:
         assert np.isfinite(b["audio"].numpy()).all() and np.abs(b["audio"].numpy()).max() <= 10
@@ -232,10 +193,10 @@ def test_hostile_values_are_skipped_counted_and_named(tmp_path, vocab, caplog):
 
 
 def test_header_bomb_raises_naming_record_and_size(tmp_path, vocab):
-    path = _write_shard(tmp_path / "bomb.tfrecord", [_good(0, jpegs=[_bomb()] * 6)])
+    path = write_shard(tmp_path / "bomb.tfrecord", [_good(0, jpegs=[_bomb()] * 6)])
     errors = DataErrors("raise")
     with pytest.raises(Exception, match=rf"shard {path} record 0: .*claims 9000 x 9000"):
-        _labels(pretrain_dataset(_config(path, vocab, "raise"), 1, errors))
+        _labels(pretrain_dataset(tiny_pretrain_config(vocab, path, on_error="raise"), 1, errors))
     assert errors.failure.startswith(f"shard {path} record 0: a JPEG header claims")
     assert "on_error='skip'" in errors.failure and "\n" not in errors.failure
 
@@ -263,9 +224,9 @@ def test_all_records_bad_under_skip_stops_with_one_line_and_few_warnings(tmp_pat
     rejected records in a row, and one log line per shard and reason (then 10, 100...)."""
     records = [_good(i, captions=[" "]) for i in range(30)]
     for name in ("a", "b"):
-        _write_shard(tmp_path / f"{name}.tfrecord", records)
-    cfg = dataclasses.replace(
-        _config(str(tmp_path / "*.tfrecord"), vocab, "skip"), repeat=True, max_bad_in_a_row=50
+        write_shard(tmp_path / f"{name}.tfrecord", records)
+    cfg = tiny_pretrain_config(
+        vocab, str(tmp_path / "*.tfrecord"), on_error="skip", repeat=True, max_bad_in_a_row=50
     )
     errors = DataErrors("skip")
     labels, error = _iterate_with_timeout(pretrain_dataset(cfg, 1, errors))
@@ -279,8 +240,8 @@ def test_all_records_bad_under_skip_stops_with_one_line_and_few_warnings(tmp_pat
 
 def test_all_shards_empty_under_repeat_stops(tmp_path, vocab):
     for name in ("a", "b"):
-        _write_shard(tmp_path / f"{name}.tfrecord", [])
-    cfg = dataclasses.replace(_config(str(tmp_path / "*.tfrecord"), vocab, "skip"), repeat=True)
+        write_shard(tmp_path / f"{name}.tfrecord", [])
+    cfg = tiny_pretrain_config(vocab, str(tmp_path / "*.tfrecord"), on_error="skip", repeat=True)
     errors = DataErrors("skip")
     labels, error = _iterate_with_timeout(pretrain_dataset(cfg, 1, errors))
     assert labels == [] and error is not None

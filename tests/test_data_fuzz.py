@@ -9,10 +9,11 @@ import threading
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny_data import tiny_pretrain_config, write_shard
 
 from vatt_gh.data import schema
 from vatt_gh.data import text as text_lib
-from vatt_gh.data.configs import MAX_AUDIO_AMPLITUDE, PretrainConfig, SourceConfig
+from vatt_gh.data.configs import MAX_AUDIO_AMPLITUDE
 from vatt_gh.data.pretrain_input import pretrain_dataset
 from vatt_gh.data.rejects import DataErrors
 
@@ -122,29 +123,20 @@ def fuzzed(tmp_path_factory):
     truth, paths = {}, []
     for s in range(NUM_SHARDS):
         path = str(root / f"fuzz-{s}.tfrecord")
-        with tf.io.TFRecordWriter(path) as writer:
-            for i in range(PER_SHARD):
-                label = 1000 * (s + 1) + i
-                kind = KINDS[int(rng.integers(len(KINDS)))]
-                writer.write(_mutated(kind, label, rng))
-                truth[(path, i)] = (kind, label)
-        paths.append(path)
+        records = []
+        for i in range(PER_SHARD):
+            label = 1000 * (s + 1) + i
+            kind = KINDS[int(rng.integers(len(KINDS)))]
+            records.append(_mutated(kind, label, rng))
+            truth[(path, i)] = (kind, label)
+        paths.append(write_shard(path, records))
     return vocab, paths, truth
 
 
-def _config(pattern, vocab, on_error):
-    return PretrainConfig(
-        sources=(SourceConfig(pattern),),
-        num_frames=4,
-        crop_size=8,
-        min_resize=8,
-        num_captions=2,
-        max_tokens=3,
-        vocab_path=vocab,
-        shuffle_buffer=1,
-        cycle_length=NUM_SHARDS,
-        repeat=False,
-        on_error=on_error,
+def _config(vocab, pattern, on_error):
+    """Two captions of three tokens; every shard read at once."""
+    return tiny_pretrain_config(
+        vocab, pattern, num_captions=2, max_tokens=3, cycle_length=NUM_SHARDS, on_error=on_error
     )
 
 
@@ -171,7 +163,7 @@ def test_fuzzed_records_are_counted_or_intact(fuzzed):
     assert kinds == set(KINDS), "every mutation is exercised"
     errors = DataErrors("skip", max_examples=10**6)
     pattern = ",".join(paths)
-    batches, error = _consume(pretrain_dataset(_config(pattern, vocab, "skip"), 1, errors))
+    batches, error = _consume(pretrain_dataset(_config(vocab, pattern, "skip"), 1, errors))
     assert error is None, error
     emitted = [int(b["label"][0]) for b in batches]
     rejected = {(shard, i): name for shard, i, name in errors.examples}
@@ -203,7 +195,7 @@ def test_fuzzed_records_are_counted_or_intact(fuzzed):
 def test_fuzzed_shard_under_raise_names_the_first_rejected_record(fuzzed):
     vocab, paths, truth = fuzzed
     errors = DataErrors("raise")
-    batches, error = _consume(pretrain_dataset(_config(paths[0], vocab, "raise"), 1, errors))
+    batches, error = _consume(pretrain_dataset(_config(vocab, paths[0], "raise"), 1, errors))
     assert error is not None
     first = min(
         i for (shard, i), (kind, _) in truth.items() if shard == paths[0] and kind in MUST_FAIL

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny_data import grey_jpeg, tiny_pretrain_config, write_shard
 
 from vatt_gh.data import schema
 from vatt_gh.data.configs import EvalConfig, PretrainConfig, SourceConfig, audio_samples_for
@@ -15,45 +16,33 @@ from vatt_gh.data.pretrain_input import make_pretrain_input_fn, pretrain_dataset
 SR = schema.SAMPLE_RATE
 
 
-def _gray_jpeg(value, size=8):
-    return tf.io.encode_jpeg(np.full((size, size, 3), value, np.uint8), quality=100).numpy()
-
-
 def _clip(clip_id, num_frames, fps, label, captions=(), audio=True):
     """Frame i is gray level 20 + 10 i; the audio is a ramp: sample j holds j / 48000 (its time)."""
-    frames = [_gray_jpeg(20 + 10 * i) for i in range(num_frames)]
+    frames = [grey_jpeg(20 + 10 * i, quality=100) for i in range(num_frames)]
     wave = np.arange(int(num_frames / fps * SR), dtype=np.float64) / SR if audio else None
     return schema.make_sequence_example(
         clip_id, frames, wave, list(captions), [label], audio_chunk=int(SR / fps)
     )
 
 
-def _write(path, examples):
-    schema.write_records(str(path), examples)
-    return str(path)
-
-
 def _config(pattern, vocab, **kw):
+    """Tiny clips whose frames and audio carry their time index exactly (no jitter, flip or
+    noise), three captions of four tokens, two shards interleaved, shuffled, repeated."""
     source = SourceConfig(pattern, fps=kw.pop("fps", 10.0), stride=kw.pop("stride", 1))
-    defaults = dict(
-        sources=(source,),
-        num_frames=4,
-        crop_size=8,
-        min_resize=8,
+    plain = dict(
         brightness=0.0,
         contrast=0.0,
         saturation=0.0,
         hue=0.0,
-        audio_noise=0.0,  # frames and audio carry their time index exactly
+        audio_noise=0.0,
         flip=False,
         num_captions=3,
         max_tokens=4,
-        vocab_path=vocab,
         shuffle_buffer=8,
         cycle_length=2,
+        repeat=True,
     )
-    defaults.update(kw)
-    return PretrainConfig(**defaults)
+    return tiny_pretrain_config(vocab, source, **{**plain, **kw})
 
 
 def _frame_index(video):
@@ -64,7 +53,7 @@ def _frame_index(video):
 
 @pytest.mark.parametrize("fps,stride", [(10.0, 1), (25.0, 2)])
 def test_audio_window_matches_frames_time_span(tmp_path, vocab, fps, stride):
-    path = _write(tmp_path / "a.tfrecord", [_clip(f"c{i}", 20, fps, i) for i in range(4)])
+    path = write_shard(tmp_path / "a.tfrecord", [_clip(f"c{i}", 20, fps, i) for i in range(4)])
     cfg = _config(path, vocab, fps=fps, stride=stride)
     batch = next(iter(pretrain_dataset(cfg, 4)))
     samples = audio_samples_for(4, stride, fps, SR)
@@ -88,7 +77,7 @@ def test_output_contract_text_windows_and_masks(tmp_path, vocab):
         _clip("two", 6, 10.0, 2, captions=["w7", "w8 w9 w1 w2 w3"]),  # padded, truncated
         _clip("none", 6, 10.0, 3, captions=[], audio=False),  # no text, no audio
     ]
-    path = _write(tmp_path / "t.tfrecord", examples)
+    path = write_shard(tmp_path / "t.tfrecord", examples)
     cfg = _config(path, vocab, repeat=False)
     batch = next(iter(pretrain_dataset(cfg, 3)))
     expected = {
@@ -123,7 +112,7 @@ def test_output_contract_text_windows_and_masks(tmp_path, vocab):
 
 def test_same_seed_same_batches_other_seed_differs(tmp_path, vocab):
     files = [
-        _write(
+        write_shard(
             tmp_path / f"s{k}.tfrecord",
             [
                 _clip(f"c{k}_{i}", 12, 10.0, 10 * k + i, [f"w{j}" for j in range(6)])
@@ -159,8 +148,8 @@ def test_same_seed_same_batches_other_seed_differs(tmp_path, vocab):
 
 
 def test_mixture_proportions_and_per_source_fps(tmp_path, vocab):
-    a = _write(tmp_path / "a.tfrecord", [_clip(f"a{i}", 8, 10.0, 0) for i in range(4)])
-    b = _write(tmp_path / "b.tfrecord", [_clip(f"b{i}", 16, 20.0, 1) for i in range(4)])
+    a = write_shard(tmp_path / "a.tfrecord", [_clip(f"a{i}", 8, 10.0, 0) for i in range(4)])
+    b = write_shard(tmp_path / "b.tfrecord", [_clip(f"b{i}", 16, 20.0, 1) for i in range(4)])
     cfg = _config(
         a,
         vocab,
@@ -179,7 +168,7 @@ def test_mixture_proportions_and_per_source_fps(tmp_path, vocab):
 
 def test_input_fn_shards_files_per_pipeline_and_batches_per_replica(tmp_path, vocab):
     for k in range(4):
-        _write(tmp_path / f"h{k}.tfrecord", [_clip(f"h{k}_{i}", 6, 10.0, k) for i in range(3)])
+        write_shard(tmp_path / f"h{k}.tfrecord", [_clip(f"h{k}_{i}", 6, 10.0, k) for i in range(3)])
     cfg = _config(os.path.join(tmp_path, "h*.tfrecord"), vocab, num_captions=1)
     input_fn = make_pretrain_input_fn(cfg, global_batch_size=8)
     seen = []
@@ -202,7 +191,7 @@ def test_eval_windows_central_caption_and_clip_ids(tmp_path, vocab):
     examples = [
         _clip(f"e{i}", 20, 10.0, i, captions=["w1", "w2", "w3", "w4", "w5"]) for i in range(3)
     ]
-    path = _write(tmp_path / "e.tfrecord", examples)
+    path = write_shard(tmp_path / "e.tfrecord", examples)
     cfg = EvalConfig(
         file_pattern=path,
         num_frames=4,

@@ -3,18 +3,15 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny_data import grey_jpeg
 
 from vatt_gh.data import augment, schema
 from vatt_gh.data import text as text_lib
 from vatt_gh.data.clips import select_captions
 
 
-def _jpeg(value, size=8):
-    return tf.io.encode_jpeg(np.full((size, size, 3), value, np.uint8)).numpy()
-
-
 def test_round_trip_every_field():
-    frames = [_jpeg(10), _jpeg(200)]
+    frames = [grey_jpeg(10), grey_jpeg(200)]
     audio = np.arange(11, dtype=np.float32) / 7.0  # 11 samples in chunks of 4: 4 + 4 + 3
     example = schema.make_sequence_example(
         "vid_1.50",
@@ -36,7 +33,7 @@ def test_round_trip_every_field():
 
 
 def test_missing_optional_fields_are_empty_and_aligned_defaults_to_one():
-    example = schema.make_sequence_example("v", [_jpeg(0)])
+    example = schema.make_sequence_example("v", [grey_jpeg(0)])
     parsed = schema.parse_sequence_example(tf.constant(example.SerializeToString()))
     assert parsed["captions"].shape == (0,) and parsed["labels"].shape == (0,)
     assert parsed["audio"].shape == (0,) and parsed["frames"].shape == (1,)

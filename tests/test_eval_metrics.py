@@ -11,13 +11,13 @@ import tensorflow as tf
 
 from vatt_gh.evaluation import (
     accuracy,
+    classifier,
     conflicts,
     features,
-    finetune,
     histories,
     probe,
+    results,
     retrieval,
-    summaries,
 )
 
 
@@ -146,13 +146,13 @@ def test_window_and_caption_averaging():
 # ------------------------------------------------------------------------------ fine-tuning
 def test_smoothed_cross_entropy_and_optional_clipping():
     logits = np.array([[2.0, 0.0, -1.0]], np.float32)
-    loss = finetune.smoothed_cross_entropy(tf.constant(logits), tf.constant([0]), 3, 0.1)
+    loss = classifier.smoothed_cross_entropy(tf.constant(logits), tf.constant([0]), 3, 0.1)
     targets = np.array([0.9 + 0.1 / 3, 0.1 / 3, 0.1 / 3])
     log_softmax = logits[0] - np.log(np.exp(logits[0]).sum())
     assert float(loss[0]) == pytest.approx(-(targets * log_softmax).sum(), rel=1e-5)
     grads = [tf.constant([3.0, 4.0])]
-    assert finetune.clip_by_global_norm(grads, 0.0)[0] is grads[0]
-    np.testing.assert_allclose(finetune.clip_by_global_norm(grads, 1.0)[0], [0.6, 0.8], rtol=1e-6)
+    assert classifier.clip_by_global_norm(grads, 0.0)[0] is grads[0]
+    np.testing.assert_allclose(classifier.clip_by_global_norm(grads, 1.0)[0], [0.6, 0.8], rtol=1e-6)
 
 
 # ------------------------------------------------------------------------------ histories
@@ -333,13 +333,13 @@ def test_json_and_tensorboard_scalars(tmp_path):
         "youcook2": {"t2v/R@1": np.float32(12.5), "num_clips": np.int64(8), "bad": float("nan")},
         "probe": {"video": {"top1": 50.0}},
     }
-    path = summaries.write_json(str(tmp_path / "m" / "metrics.json"), metrics)
+    path = results.write_json(str(tmp_path / "m" / "metrics.json"), metrics)
     loaded = json.load(open(path))
     assert loaded == {
         "youcook2": {"t2v/R@1": 12.5, "num_clips": 8, "bad": None},
         "probe": {"video": {"top1": 50.0}},
     }
-    summaries.write_scalars(str(tmp_path / "eval"), 7, metrics)
+    results.write_scalars(str(tmp_path / "eval"), 7, metrics)
     seen = {}
     for name in os.listdir(tmp_path / "eval"):
         for event in tf.compat.v1.train.summary_iterator(str(tmp_path / "eval" / name)):

@@ -111,13 +111,13 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from vatt_gh import configs, finetuning
-from vatt_gh.evaluation import finetune
+from vatt_gh.evaluation import classifier
 model_dir, train, test, out = sys.argv[1:5]
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 configs.parse_run(model_dir)
 
 def config(steps):
-    return finetune.FinetuneConfig(train_steps=steps, global_batch_size=8, warmup_steps=2,
+    return classifier.FinetuneConfig(train_steps=steps, global_batch_size=8, warmup_steps=2,
                                    eval_windows=1, summary_every=2, checkpoint_every=100)
 
 first = finetuning.finetune(model_dir, out, train, test, 4, strategy, config=config(4))

@@ -6,11 +6,11 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
+from tiny_data import grey_jpeg, tiny_pretrain_config, write_shard
 
 from vatt_gh.data import schema
 from vatt_gh.data import text as text_lib
-from vatt_gh.data.configs import PretrainConfig, SourceConfig
+from vatt_gh.data.configs import SourceConfig
 from vatt_gh.data.pretrain_input import advance_position, pretrain_examples
 from vatt_gh.data.read import ShardCounts
 from vatt_gh.data.rejects import DataErrors
@@ -20,7 +20,7 @@ SIZES = (3, 5, 1, 4, 2, 6, 3, 4)  # records per shard: unequal, so shards drop o
 
 
 def _clip(label, value=100):
-    frames = [tf.io.encode_jpeg(np.full((8, 8, 3), value, np.uint8)).numpy()] * 6
+    frames = [grey_jpeg(value)] * 6
     return schema.make_sequence_example(
         f"c{label}", frames, np.zeros(6 * 4800, np.float32), ["w0 w1"], [label]
     )
@@ -29,7 +29,7 @@ def _clip(label, value=100):
 def _write_shards(root, prefix, sizes, first_label=0):
     label = first_label
     for k, n in enumerate(sizes):
-        schema.write_records(
+        write_shard(
             os.path.join(root, f"{prefix}-{k:02d}.tfrecord"), [_clip(label + i) for i in range(n)]
         )
         label += n
@@ -45,20 +45,10 @@ def data(tmp_path_factory):
 
 
 def _config(vocab, *sources, **kw):
-    defaults = dict(
-        sources=tuple(sources),
-        num_frames=4,
-        crop_size=8,
-        min_resize=8,
-        num_captions=1,
-        max_tokens=2,
-        vocab_path=vocab,
-        shuffle_buffer=4,
-        cycle_length=3,
-        flip=True,  # random augmentation on: the per-record seeds must follow the position
-    )
-    defaults.update(kw)
-    return PretrainConfig(**defaults)
+    """Shuffled in blocks of 4 over groups of 3 shards, repeated, random flips: the per-record
+    seeds must follow the position."""
+    settings = dict(shuffle_buffer=4, cycle_length=3, repeat=True, flip=True)
+    return tiny_pretrain_config(vocab, *sources, **{**settings, **kw})
 
 
 def _examples(config, n, position=None, counts=None):
@@ -136,11 +126,9 @@ def test_mixture_resume_is_exact(data):
 def test_skipped_records_keep_positions_exact(data, tmp_path):
     """on_error='skip': a rejected record's place goes to a good record of its block."""
     root, vocab, _ = data
-    good = [_clip(100 + i).SerializeToString() for i in range(5)]
-    with tf.io.TFRecordWriter(str(tmp_path / "s-00.tfrecord")) as writer:
-        for record in good[:2] + [b"\x0a\xff\xff junk"] + good[2:]:
-            writer.write(record)
-    schema.write_records(str(tmp_path / "s-01.tfrecord"), [_clip(200 + i) for i in range(3)])
+    good = [_clip(100 + i) for i in range(5)]
+    write_shard(tmp_path / "s-00.tfrecord", good[:2] + [b"\x0a\xff\xff junk"] + good[2:])
+    write_shard(tmp_path / "s-01.tfrecord", [_clip(200 + i) for i in range(3)])
     config = _config(vocab, SourceConfig(str(tmp_path / "s-*.tfrecord")), on_error="skip")
     whole = _examples(config, 30)
     labels = [l for l, _ in whole]

@@ -196,11 +196,47 @@ def test_a_peer_failure_becomes_one_line_only_under_multi_worker():
                 raise stalled
 
 
-def test_the_strategy_flag_lists_what_cluster_starts():
-    """strategy_flags keeps its own copy (no TensorFlow at a tool's import, so --help is fast)."""
-    from vatt_gh import cluster, strategy_flags
+def test_the_strategy_flags_load_no_tensorflow():
+    """A tool defines --strategy from cluster.STRATEGIES at import; TensorFlow (seconds) waits
+    until a strategy starts, so --help and flag errors stay fast."""
+    code = (
+        "import sys\n"
+        "from vatt_gh import strategy_flags\n"
+        "strategy_flags.define_strategy_flags()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout[:500]
+
+
+def test_an_unknown_strategy_is_one_line():
+    from vatt_gh import cluster
     from vatt_gh.errors import LaunchError
 
-    assert strategy_flags.STRATEGIES == cluster.STRATEGIES
-    with pytest.raises(LaunchError, match="choose one of"):
+    with pytest.raises(LaunchError, match=r"^--strategy='gpu_cluster': choose one of \("):
         cluster.make_strategy("gpu_cluster")
+
+
+def test_heads_statistics_end_to_end(tmp_path):
+    """tools/pretrain.py with both at group:1 and statistics='heads': it trains, TensorBoard
+    names the statistics, the histogram holds every clip's cosine, the config records it."""
+    model_dir = str(tmp_path / "heads")
+    proc = pretrain(
+        model_dir,
+        "--gin_file=gin/both.gin",
+        "--gin_file=gin/demo.gin",
+        *SMALL,
+        "--gin_param=Harmonization.statistics='heads'",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    events = read_events(os.path.join(model_dir, "train"))
+    (setting,) = events["harmonize/settings"].values()
+    assert "statistics 'heads'" in setting.item().decode()
+    for step in (2, STEPS):
+        assert np.isfinite(events["train/loss_vt"][step])
+        assert events["harmonize/cosines"][step][:, 2].sum() == 16  # 8 clips x 2 steps
+    operative = open(os.path.join(model_dir, "operative_config.gin")).read()
+    assert "Harmonization.statistics = 'heads'" in operative
+    assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith(f"-{STEPS}")

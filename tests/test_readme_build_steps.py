@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from test_data_builder import _make_mp4
 
-import gin
 from vatt_gh import configs, provision
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,7 +31,7 @@ def readme_build_steps():
 
 
 @pytest.mark.slow  # three tools, each importing TensorFlow: about a minute on 2 cores
-def test_readme_build_steps_run_in_order_on_real_media(tmp_path):
+def test_readme_build_steps_run_in_order_on_real_media(tmp_path, clean_gin):
     steps = readme_build_steps()
     assert [s[1] for s in steps] == [
         "tools/build_dataset.py",
@@ -73,19 +72,15 @@ def test_readme_build_steps_run_in_order_on_real_media(tmp_path):
     table = np.load(data / "word_vectors.npy")
     assert np.isfinite(table).all() and np.abs(table[vocab.index("soup")]).sum() > 0
     # The table fits gin/model/tiny.gin as built, and no path is a placeholder any more.
-    gin.clear_config()
-    try:
-        configs.parse_gin(
-            ["gin/curriculum.gin", "gin/model/tiny.gin"],
-            [
-                f"howto100m/SourceConfig.file_pattern = '{data}/train-*.tfrecord'",
-                f"PretrainConfig.vocab_path = '{data}/vocab.txt'",
-                f"build_vatt.word_vectors_path = '{data}/word_vectors.npy'",
-            ],
-        )
-        from vatt_gh.data.configs import PretrainConfig
+    configs.parse_gin(
+        ["gin/curriculum.gin", "gin/model/tiny.gin"],
+        [
+            f"howto100m/SourceConfig.file_pattern = '{data}/train-*.tfrecord'",
+            f"PretrainConfig.vocab_path = '{data}/vocab.txt'",
+            f"build_vatt.word_vectors_path = '{data}/word_vectors.npy'",
+        ],
+    )
+    from vatt_gh.data.configs import PretrainConfig
 
-        provision.check_no_placeholders(PretrainConfig())
-        provision.check_word_table()
-    finally:
-        gin.clear_config()
+    provision.check_no_placeholders(PretrainConfig())
+    provision.check_word_table()

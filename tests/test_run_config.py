@@ -25,11 +25,7 @@ build_vatt.preset = 'medium'
 """
 
 
-@pytest.fixture(autouse=True)
-def _clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
+pytestmark = pytest.mark.usefixtures("clean_gin")
 
 
 def test_changes_name_each_watched_binding():

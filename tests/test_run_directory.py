@@ -283,12 +283,10 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_naming_the_last_good_one(scratc
             raise PermissionError(13, "denied")
 
 
-def test_a_killed_synthetic_build_leaves_nothing_behind(scratch):
-    import gin
+def test_a_killed_synthetic_build_leaves_nothing_behind(scratch, clean_gin):
     from vatt_gh import provision
 
     _, model_dir = scratch
-    gin.clear_config()  # data_config binds the synthetic source in gin
     leftover = os.path.join(model_dir, "data.tmp-4242")  # a build killed half-way
     os.makedirs(leftover)
     open(os.path.join(leftover, "synthetic-00000-of-00002.tfrecord"), "wb").write(b"half")
@@ -296,4 +294,3 @@ def test_a_killed_synthetic_build_leaves_nothing_behind(scratch):
     config = provision.data_config(model_dir, tiny)
     assert sorted(os.listdir(model_dir)) == ["data"]
     assert config.sources[0].file_pattern.startswith(os.path.join(model_dir, "data"))
-    gin.clear_config()

@@ -102,7 +102,7 @@ def test_finetuning_at_lr_zero_is_refused():
     """FinetuneConfig's 2500-step warm-up and a 20-step run: the cosine over 20 steps has decayed
     to end_learning_rate = 0 by step 2500, so every step's learning rate is 0 exactly."""
     from vatt_gh import finetuning
-    from vatt_gh.evaluation.finetune import FinetuneConfig
+    from vatt_gh.evaluation.classifier import FinetuneConfig
 
     config = FinetuneConfig(train_steps=20)
     with pytest.raises(ConfigError) as raised:

@@ -17,11 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TABLE = (2**16, 300)  # tools/build_vocab.py --vocab_size, build_word_vectors.py --dim
 
 
-@pytest.fixture(autouse=True)
-def _clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
+pytestmark = pytest.mark.usefixtures("clean_gin")
 
 
 def _table(path, shape=DEFAULT_TABLE):

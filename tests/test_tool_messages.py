@@ -10,10 +10,9 @@ import sys
 import pytest
 import tensorflow as tf
 
-import gin
 from vatt_gh import configs, console, trainer
 from vatt_gh.data import synthetic
-from vatt_gh.evaluation.finetune import FinetuneConfig
+from vatt_gh.evaluation.classifier import FinetuneConfig
 from vatt_gh.models import build_vatt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,7 +81,7 @@ def test_build_word_vectors_prints_no_gensim_info(tmp_path):
     assert done.stdout.strip().splitlines()[-1].startswith("wrote ")
 
 
-def test_a_restored_word_table_is_not_called_random(tmp_path, caplog):
+def test_a_restored_word_table_is_not_called_random(tmp_path, caplog, clean_gin):
     """Evaluation tools load a run whose operative config has no word_vectors_path (the demo):
     the frozen table comes from the checkpoint, so there is no "random (tests only)" warning;
     a path from the run's machine is not read either."""
@@ -91,7 +90,6 @@ def test_a_restored_word_table_is_not_called_random(tmp_path, caplog):
     (model_dir / "operative_config.gin").write_text(
         "build_vatt.preset = 'micro'\nbuild_vatt.word_vectors_path = '/elsewhere/table.npy'\n"
     )
-    gin.clear_config()
     model = trainer.PretrainModel(build_vatt("micro"))
     from vatt_gh.models import dummy_inputs
 
@@ -100,11 +98,8 @@ def test_a_restored_word_table_is_not_called_random(tmp_path, caplog):
     table.assign(tf.ones_like(table) * 0.5)
     tf.train.Checkpoint(model=model).save(str(model_dir / "checkpoints" / "ckpt"))
     caplog.clear()  # the warning of this test's own model (built above without a table)
-    try:
-        with caplog.at_level(logging.WARNING):
-            restored, step = configs.load_pretrained(str(model_dir))
-    finally:
-        gin.clear_config()
+    with caplog.at_level(logging.WARNING):
+        restored, step = configs.load_pretrained(str(model_dir))
     assert step == 1
     assert "random" not in caplog.text, caplog.text
     got = [v for v in restored.vatt.non_trainable_variables if "word_embedding" in v.name][0]

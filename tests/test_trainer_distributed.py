@@ -9,10 +9,11 @@ import sys
 import numpy as np
 import pytest
 
+from vatt_gh.harmonize import METHODS
+
 pytestmark = pytest.mark.slow  # in `make test-slow` (CI runs both)
 
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mirrored_trainer_helper.py")
-METHODS = ["sum", "reweight", "realign", "curriculum", "both", "gradvac"]
 # Relative tolerance of an update against another path's: VATT's normalisations (LayerNorm
 # over the positional tables, BatchNorm over a few clips, temperature 0.07) amplify float32
 # rounding to 5e-5..1.2e-4 here; a wrong weight or group moves an update by more than 1e-1.
@@ -56,6 +57,18 @@ def test_heads_statistics_same_update_on_one_device_and_two(report, method):
     if method == "curriculum":  # gamma between the 2nd and 3rd cosine: 2 of 4 dropped
         assert r["dropped_heads"] == [0.5, 0.5]
     np.testing.assert_allclose(r["heads_cosines_two"], r["heads_cosines_one"], atol=2e-4)
+
+
+@pytest.mark.parametrize("method", ["realign", "both"])
+def test_top_layers_statistics_same_update_on_one_device_and_two(report, method):
+    """statistics='top:1' (head, post-projections, the encoder's last layer): one device vs
+    two replicas, the same update and cosines, and cosines that are not the head's."""
+    r = report[f"top1_{method}"]
+    assert r["update_norm"] > 0
+    assert r["rel_two_vs_one"] < TOL, r
+    assert len(r["cosines_two"]) == 4
+    np.testing.assert_allclose(r["cosines_two"], r["cosines_one"], atol=2e-4)
+    assert np.abs(np.subtract(r["cosines_one"], r["heads_cosines"])).max() > 1e-3
 
 
 @pytest.mark.parametrize("method", METHODS)

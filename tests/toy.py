@@ -36,9 +36,10 @@ def random_batch(batch_size=4, num_texts=2, seed=0, preset="micro"):
     }
 
 
-def tape_group_gradients(vatt, batch, groups, temperature=0.07):
+def tape_group_gradients(vatt, batch, num_groups, temperature=0.07):
     """Reference: one full-batch forward, then one tape.gradient per group and per loss of that
-    group's share of the global mean losses (docs/harmonization.md, written out directly)."""
+    group's share of the global mean losses (docs/harmonization.md, written out directly).
+    `num_groups` equal groups in batch order (group_stats.group_gradients takes a group size)."""
     variables = vatt.trainable_variables
     with tf.GradientTape(persistent=True) as tape:
         out = vatt(batch, training=True)
@@ -46,13 +47,13 @@ def tape_group_gradients(vatt, batch, groups, temperature=0.07):
         _, l_vt = losses.mil_nce(out["video_vt"], out["text_vt"], batch["text_mask"], temperature)
         l_va = l_va / tf.reduce_sum(batch["audio_mask"])
         l_vt = l_vt / tf.reduce_sum(tf.reduce_max(batch["text_mask"], axis=1))
-        size = l_va.shape[0] // groups
+        size = l_va.shape[0] // num_groups
         parts = [
             (
                 tf.reduce_sum(l_va[g * size : (g + 1) * size]),
                 tf.reduce_sum(l_vt[g * size : (g + 1) * size]),
             )
-            for g in range(groups)
+            for g in range(num_groups)
         ]
     dense = lambda grads: [None if g is None else tf.convert_to_tensor(g) for g in grads]
     return [

@@ -86,10 +86,10 @@ def _probe_kwargs():
 
 
 def _table1(vatt, vocab, step):
-    from vatt_gh.evaluation import benchmark_eval, run, summaries, table1
+    from vatt_gh.evaluation import benchmark_eval, results, run, table1
 
     try:
-        results = benchmark_eval.evaluate_benchmarks(
+        table = benchmark_eval.evaluate_benchmarks(
             vatt,
             FLAGS.benchmarks_dir,
             vocab,
@@ -103,15 +103,15 @@ def _table1(vatt, vocab, step):
     except ValueError as e:
         raise run.EvalError(str(e)) from None
     out_dir = FLAGS.table_dir or os.path.join(FLAGS.model_dir, "eval")
-    summaries.write_json(os.path.join(out_dir, "table1.json"), dict(results, step=step))
+    results.write_json(os.path.join(out_dir, "table1.json"), dict(table, step=step))
     with open(os.path.join(out_dir, "table1.md"), "w") as f:
-        f.write(table1.markdown(results, label=f"ours (step {step})"))
-    return results
+        f.write(table1.markdown(table, label=f"ours (step {step})"))
+    return table
 
 
 def evaluate():  # noqa: C901  (flag checks, then one block per metric, in report order)
     from vatt_gh import configs
-    from vatt_gh.evaluation import features, probe, retrieval, run, summaries
+    from vatt_gh.evaluation import features, probe, results, retrieval, run
 
     if FLAGS.num_windows < 1:
         raise run.EvalError(f"--num_windows={FLAGS.num_windows}: need at least 1")
@@ -177,9 +177,9 @@ def evaluate():  # noqa: C901  (flag checks, then one block per metric, in repor
         metrics[FLAGS.probe_name] = {**metrics.get(FLAGS.probe_name, {}), **result}
 
     output = FLAGS.output_json or os.path.join(FLAGS.model_dir, "eval", f"metrics-{step}.json")
-    summaries.write_json(output, metrics)
+    results.write_json(output, metrics)
     if FLAGS.summaries:
-        summaries.write_scalars(
+        results.write_scalars(
             os.path.join(FLAGS.model_dir, "eval"),
             step,
             {k: v for k, v in metrics.items() if k != "step"},
@@ -197,7 +197,7 @@ def main(argv):
         metrics, output = evaluate()
     except (run.EvalError, BadRecordError) as e:
         raise SystemExit(f"error: {e}") from None
-    from vatt_gh.evaluation import summaries
+    from vatt_gh.evaluation import results
 
     print(f"\nstep {metrics['step']} of {FLAGS.model_dir}")
     if "table1" in metrics:
@@ -207,11 +207,11 @@ def main(argv):
         print(table1.our_table(metrics["table1"], label=f"ours (step {metrics['step']})"))
         print(f"Table 1 written to {os.path.join(table_dir, 'table1.md')} (and table1.json)")
     if FLAGS.retrieval_pattern:
-        print(summaries.retrieval_table(FLAGS.retrieval_name, metrics[FLAGS.retrieval_name]))
+        print(results.retrieval_table(FLAGS.retrieval_name, metrics[FLAGS.retrieval_name]))
     if FLAGS.probe_train_pattern:
         probes = {k: v for k, v in metrics[FLAGS.probe_name].items() if isinstance(v, dict)}
         if probes:
-            print(summaries.probe_table(FLAGS.probe_name, probes))
+            print(results.probe_table(FLAGS.probe_name, probes))
     print(f"metrics written to {output}")
 
 

@@ -6,7 +6,7 @@ r"""Fine-tune a pre-trained video backbone with a linear classifier (paper Table
 
 The recipe (SGD momentum 0.9, cosine schedule with warm-up, label smoothing 0.1, backbone
 gradients clipped by global norm, DropToken off: every token, as evaluation) is `FinetuneConfig` in
-vatt_gh/evaluation/finetune.py; change it with --gin_param, e.g.
+vatt_gh/evaluation/classifier.py; change it with --gin_param, e.g.
 --gin_param=FinetuneConfig.train_steps=2000 (with a warm-up, FinetuneConfig.warmup_steps =
 2500, that fits: a run whose learning rate stays under 1% of the schedule's peak throughout is refused
 before training unless --allow_low_learning_rate). The run is pre-training's loop (vatt_gh/finetuning.py):

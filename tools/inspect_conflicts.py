@@ -51,7 +51,7 @@ def inspect():
 
     from vatt_gh import configs
     from vatt_gh.data.configs import PretrainConfig
-    from vatt_gh.evaluation import conflicts, features, figures, run, summaries
+    from vatt_gh.evaluation import conflicts, features, figures, results, run
 
     if not 0 < FLAGS.fraction <= 0.5:
         raise run.EvalError(f"--fraction={FLAGS.fraction}: must lie in (0, 0.5]")
@@ -125,7 +125,7 @@ def inspect():
             mean_cosine_misaligned=float(np.mean(rows["cosine"][~aligned])),
             num_aligned=int(aligned.sum()),
         )
-    summaries.write_json(out("summary.json"), summary)
+    results.write_json(out("summary.json"), summary)
     return summary
 
 

@@ -8,7 +8,7 @@ package map; tests/test_imports.py checks it, function-level imports included):
   loop            the one training loop (exact resume, pre-emption, summaries, progress lines)
   provision       settings, placeholders, the run directory, the data config, synthetic data
   summaries       host-side TensorBoard summaries, rejected-record totals, the operative config
-  strategy_flags  the tools' --strategy flags (absl only at import; cluster starts it)
+  strategy_flags  the tools' --strategy flags (cluster.STRATEGIES; cluster starts the strategy)
   trainer         PretrainModel: its train_step calls harmonized_update (harmonize, losses)
   checkpoints     verify, set aside, clean up, restore; pre-emption (exit 42)
   input_state     each process's input position, saved next to every checkpoint
@@ -17,6 +17,7 @@ package map; tests/test_imports.py checks it, function-level imports included):
   harmonized_update  every granularity behind one function: group:N (or replica), one backward
                   pass for sum / reweight, own loss terms (analysis only)
   cluster         tf.distribute start-up, the one writer (is_chief), workers, a chief barrier
+                  (TensorFlow imported inside its functions: --help stays fast)
   tpu_job         the Cloud TPU batch job and its restart policy (no TensorFlow)
   run_config      each start's operative config; what a resume may not change
   run_lock        one run per run directory: a lock file naming its holder, stale ones taken over

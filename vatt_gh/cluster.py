@@ -7,19 +7,18 @@
     chief_barrier(key, chief) # the other workers wait for the chief
 
 `make_strategy` raises `LaunchError` with one line naming the flag at fault.
+
+TensorFlow is imported inside the functions that use it, not at the top: vatt_gh/strategy_flags.py
+reads `STRATEGIES` from here when a tool defines its flags, and a tool's --help must not wait
+the seconds (about 4 on 2 cores) TensorFlow takes to load.
 """
 
 import os
 import socket
 
-import tensorflow as tf
-from tensorflow.python.eager import context
-from tensorflow.tsl.protobuf import coordination_config_pb2
-
 from vatt_gh.errors import LaunchError
 
-# The --strategy choices. vatt_gh/strategy_flags.py lists the same names without importing
-# this module (TensorFlow), so that --help stays fast; tests/test_pretrain_cli.py compares them.
+# The --strategy choices (vatt_gh/strategy_flags.py's --strategy enum), each started below.
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
@@ -31,6 +30,8 @@ def make_strategy(name: str = "default", tpu=None, timeout_seconds=None, heartbe
     """
     if name not in STRATEGIES:
         raise LaunchError(f"--strategy={name!r}: choose one of {STRATEGIES}")
+    import tensorflow as tf
+
     try:
         if name == "default":
             return tf.distribute.get_strategy()
@@ -59,6 +60,10 @@ def _configure_heartbeat(seconds):
     timeout than TF's 10 s (a beat every 5 s): more slack for hosts that tf.data and tracing
     keep busy, a stall still caught within the timeout. TF 2.15 exposes it only on the eager
     context; the strategy keeps a service configured before it is created."""
+    import tensorflow as tf
+    from tensorflow.python.eager import context
+    from tensorflow.tsl.protobuf import coordination_config_pb2
+
     spec = tf.distribute.cluster_resolver.TFConfigClusterResolver().cluster_spec()
     jobs = [job for job in ("chief", "worker") if job in spec.jobs]
     if not jobs:
@@ -84,6 +89,8 @@ def is_chief(strategy) -> bool:
     one host) or when it runs on the host of the slice's worker 0; a stray copy on another host
     of the slice does not write.
     """
+    import tensorflow as tf
+
     resolver = getattr(strategy, "cluster_resolver", None)
     if isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy)):
         return _on_first_tpu_host(resolver)
@@ -116,6 +123,8 @@ def _on_first_tpu_host(resolver) -> bool:
 def num_workers(strategy) -> int:
     """Hosts that each run an input pipeline and save a checkpoint (1 outside a cluster and on
     TPU, whose single client feeds every host)."""
+    import tensorflow as tf
+
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or isinstance(strategy, tf.distribute.TPUStrategy):
         return 1
@@ -135,6 +144,8 @@ def chief_barrier(key: str, chief: bool):
     """Multi-worker: the chief announces `key` (it has finished something all workers need);
     every other worker blocks until then. If the chief dies first, the workers get an
     UnavailableError instead of waiting forever (the chief hosts the coordination service)."""
+    from tensorflow.python.eager import context
+
     if chief:
         context.context().set_config_key_value(key, "done")
     else:

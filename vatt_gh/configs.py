@@ -19,7 +19,7 @@ import tensorflow as tf
 import gin
 from vatt_gh import checkpoints, pretraining, run_config, trainer  # noqa: F401  (gin registration)
 from vatt_gh.errors import ConfigError, LaunchError
-from vatt_gh.evaluation import finetune  # noqa: F401  (gin registration)
+from vatt_gh.evaluation import classifier  # noqa: F401  (gin registration)
 from vatt_gh.evaluation.run import EvalError
 from vatt_gh.models import build_vatt, dummy_inputs
 

@@ -3,7 +3,7 @@
     configs.parse_run(model_dir)   # gin: the pre-training run's, then the user's
     metrics = finetune(model_dir, output_dir, train_pattern, test_pattern, num_classes, strategy)
 
-The recipe, the classifier and its train step are vatt_gh/evaluation/finetune.py; the run is
+The recipe, the classifier and its train step are vatt_gh/evaluation/classifier.py; the run is
 `loop.train`, the loop of pre-training: exact resume after a kill (checkpoint, random generators
 and the input position), SIGTERM pre-emption (exit code 42), the unreadable-checkpoint fallback,
 host-side summaries, rejected-record totals, progress lines. After training the test clips are
@@ -23,8 +23,8 @@ from vatt_gh.data import text as text_lib
 from vatt_gh.data.configs import EvalConfig, PretrainConfig, SourceConfig
 from vatt_gh.data.eval_input import eval_dataset
 from vatt_gh.errors import ConfigError
-from vatt_gh.evaluation import features, summaries
-from vatt_gh.evaluation.finetune import (
+from vatt_gh.evaluation import features, results
+from vatt_gh.evaluation.classifier import (
     FinetuneConfig,
     VideoClassifier,
     evaluate_classifier,
@@ -87,6 +87,43 @@ def finetune(
     learning rate near zero for the whole run (warm-up longer than train_steps) is a
     ConfigError unless `allow_low_learning_rate`."""
     config = config or FinetuneConfig()
+    _check(config, strategy, allow_low_learning_rate)
+    provision.check_writable(output_dir)
+    chief = cluster.is_chief(strategy)
+    with run_lock.hold(output_dir, chief):  # one run per directory
+        console.exit_on_sigterm(run_lock.release_held)  # until training's handler
+        vocab = _empty_vocab(output_dir, strategy, chief)
+        loop.seed_everything(config.seed)  # before the model: its dropout generators are saved
+        model, optimizer = _classifier(model_dir, checkpoint, num_classes, config, strategy)
+        trained = loop.train(
+            output_dir,
+            strategy,
+            model,
+            optimizer,
+            make_train_step(model, optimizer, config, strategy),
+            train_data(train_pattern, vocab, config.seed),
+            config.global_batch_size,
+            loop.LoopConfig(
+                train_steps=config.train_steps,
+                checkpoint_every=config.checkpoint_every,
+                summary_every=config.summary_every,
+                keep_checkpoints=config.keep_checkpoints,
+                line=finetune_line,
+            ),
+        )
+        eval_config = features.eval_config_for_run(
+            test_pattern, vocab, num_windows=config.eval_windows
+        )
+        metrics = evaluate_classifier(model, eval_dataset(eval_config, config.eval_batch_size))
+        metrics.update(step=trained.step, start_step=trained.start)
+        if chief:
+            _write_metrics(output_dir, metrics)
+        return metrics
+
+
+def _check(config: FinetuneConfig, strategy, allow_low_learning_rate: bool):
+    """The schedule leaves the learning rate near zero throughout (unless allowed), or the batch
+    does not split over the replicas: a ConfigError before anything is built."""
     provision.check_learning_rate(
         finetune_optimizer(config),  # a throwaway: only its schedule is read
         config.train_steps,
@@ -100,41 +137,22 @@ def finetune(
             f"FinetuneConfig.global_batch_size={config.global_batch_size} "
             f"does not split over {strategy.num_replicas_in_sync} replicas"
         )
-    provision.check_writable(output_dir)
-    chief = cluster.is_chief(strategy)
-    with run_lock.hold(output_dir, chief):  # one run per directory
-        console.exit_on_sigterm(run_lock.release_held)  # until training's handler
-        return _finetune(
-            model_dir,
-            output_dir,
-            train_pattern,
-            test_pattern,
-            num_classes,
-            strategy,
-            checkpoint,
-            config,
-            chief,
-        )
 
 
-def _finetune(
-    model_dir,
-    output_dir,
-    train_pattern,
-    test_pattern,
-    num_classes,
-    strategy,
-    checkpoint,
-    config,
-    chief,
-):
-    vocab = os.path.join(output_dir, "vocab.txt")  # text is unused; the pipeline needs a vocab
+def _empty_vocab(output_dir: str, strategy, chief: bool) -> str:
+    """An empty word vocabulary in output_dir (text is unused; the input pipeline needs one),
+    written by the chief before any worker reads it."""
+    vocab = os.path.join(output_dir, "vocab.txt")
     if chief and not tf.io.gfile.exists(vocab):
         text_lib.write_word_vocab(vocab, [])
     if cluster.num_workers(strategy) > 1:
         cluster.chief_barrier("vatt_gh/finetune_vocab", chief)
+    return vocab
 
-    loop.seed_everything(config.seed)  # before the model: its dropout generators are checkpointed
+
+def _classifier(model_dir: str, checkpoint, num_classes: int, config: FinetuneConfig, strategy):
+    """(classifier on the restored backbone of run `model_dir`, its optimizer), built under
+    `strategy`; an unreadable run is a ConfigError."""
     with strategy.scope():
         try:
             pretrained, pretrained_step = configs.load_pretrained(
@@ -156,34 +174,16 @@ def _finetune(
         pretrained_step,
         strategy.num_replicas_in_sync,
     )
+    return model, optimizer
 
-    loop_config = loop.LoopConfig(
-        train_steps=config.train_steps,
-        checkpoint_every=config.checkpoint_every,
-        summary_every=config.summary_every,
-        keep_checkpoints=config.keep_checkpoints,
-        line=finetune_line,
-    )
-    trained = loop.train(
-        output_dir,
-        strategy,
-        model,
-        optimizer,
-        make_train_step(model, optimizer, config, strategy),
-        train_data(train_pattern, vocab, config.seed),
-        config.global_batch_size,
-        loop_config,
-    )
 
-    eval_config = features.eval_config_for_run(test_pattern, vocab, num_windows=config.eval_windows)
-    metrics = evaluate_classifier(model, eval_dataset(eval_config, config.eval_batch_size))
-    metrics.update(step=trained.step, start_step=trained.start)
-    if chief:
-        summaries.write_json(os.path.join(output_dir, f"metrics-{trained.step}.json"), metrics)
-        summaries.write_scalars(
-            os.path.join(output_dir, "eval"),
-            trained.step,
-            {k: v for k, v in metrics.items() if k not in ("step", "start_step")},
-            prefix="eval/finetune",
-        )
-    return metrics
+def _write_metrics(output_dir: str, metrics: dict):
+    """<output_dir>/metrics-<step>.json and TensorBoard scalars eval/finetune/... (chief only)."""
+    step = metrics["step"]
+    results.write_json(os.path.join(output_dir, f"metrics-{step}.json"), metrics)
+    results.write_scalars(
+        os.path.join(output_dir, "eval"),
+        step,
+        {k: v for k, v in metrics.items() if k not in ("step", "start_step")},
+        prefix="eval/finetune",
+    )

@@ -6,21 +6,22 @@
     with strategy_flags.peer_failures_as(MyToolError):   # a stalled or dead worker, in one line
         ...
 
-absl only at import, so a tool's flag errors and --help stay fast.
+absl and vatt_gh.cluster (TensorFlow-free until a strategy starts) only at import, so a tool's
+flag errors and --help stay fast.
 """
 
 import contextlib
 
 from absl import flags
 
-# cluster.STRATEGIES, which starts each (not imported here: TensorFlow; a test compares them)
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+from vatt_gh import cluster  # TensorFlow only inside its functions
+
 FLAGS = flags.FLAGS
 
 
 def define_strategy_flags():
     """--strategy, --tpu, --collective_timeout, --heartbeat_timeout."""
-    flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy.")
+    flags.DEFINE_enum("strategy", "default", list(cluster.STRATEGIES), "tf.distribute strategy.")
     flags.DEFINE_string("tpu", None, "TPU name or 'local' (TPU VM), with --strategy=tpu.")
     flags.DEFINE_integer(
         "collective_timeout",
@@ -39,9 +40,6 @@ def define_strategy_flags():
 
 def make_strategy():
     """`cluster.make_strategy` with the flags' values (raises `errors.LaunchError`)."""
-    # Imported here: `cluster` imports TensorFlow (seconds), which --help must not wait for.
-    from vatt_gh import cluster
-
     return cluster.make_strategy(
         FLAGS.strategy,
         FLAGS.tpu,
@@ -55,7 +53,7 @@ def peer_failures_as(error_type):
     """Under --strategy=multi_worker, re-raise a collective that failed because another worker
     stalled or died (DeadlineExceededError, UnavailableError) as `error_type(one-line message)`
     saying how to resume. Other strategies re-raise it unchanged."""
-    import tensorflow as tf  # here, as in make_strategy: not at the tool's import
+    import tensorflow as tf  # here: not at the tool's import
 
     try:
         yield

@@ -50,6 +50,12 @@ def top_part(model, statistics: str):
             "use statistics='heads' or 'all'"
         )
     for encoder in encoders:
+        if getattr(encoder, "relative_bias", None) is not None:
+            raise ValueError(
+                f"statistics {statistics!r}: the encoder {encoder.name!r} (T5) feeds one relative "
+                "position bias to all its layers, so its layers above and below the top part do "
+                "not separate; use statistics='heads' or 'all'"
+            )
         if k > len(encoder.blocks):
             raise ValueError(
                 f"statistics {statistics!r}: the encoder {encoder.name!r} has only "

@@ -1,11 +1,13 @@
-"""Per-group gradient terms of VATT's own layers: the factorised positional tables and the
-aggregation token. (The word embedding is a Keras Embedding: `keras_layers.embedding`.)"""
+"""Per-group gradient terms of VATT's own layers: the factorised positional tables, the
+aggregation token, and the T5 text encoder's RMS norm and relative position bias. (The word
+embedding is a Keras Embedding: `keras_layers.embedding`; T5's projections are Keras Dense.)"""
 
 import tensorflow as tf
 
 from vatt_gh.group_stats.terms import Full, Outer, as_groups, handles
 from vatt_gh.models.backbone import AggregationToken
 from vatt_gh.models.positional import FactorisedPositionalEmbedding, interpolate_table
+from vatt_gh.models.t5_text import RelativePositionBias, RMSNorm
 
 
 @handles(FactorisedPositionalEmbedding)
@@ -41,3 +43,41 @@ def aggregation_token(call, d_va, d_vt, groups):
         tf.reduce_sum(as_groups(d[:, 0], groups), 1), [groups] + token.shape.as_list()
     )
     return [Full(token, g(d_va[0]), g(d_vt[0]))]
+
+
+@handles(RMSNorm)
+def rms_norm(call, d_va, d_vt, groups):
+    """y = scale * xhat, xhat = x / rms(x) per row (like LayerNorm's gamma): the scale's group
+    gradient is sum over the group's rows of d * xhat."""
+    layer = call.layer
+    if len(call.args) != 1 or call.kwargs:
+        return None
+    xhat = layer.normalise(call.args[0])  # float32
+    width = xhat.shape[-1]
+    g = lambda d: tf.reduce_sum(as_groups(tf.cast(d, tf.float32) * xhat, groups, width), 1)
+    return [Full(layer.scale, g(d_va[0]), g(d_vt[0]))]
+
+
+@handles(RelativePositionBias)
+def relative_position_bias(call, d_va, d_vt, groups):
+    """bias[n, h, q, k] = table[bucket(q, k), h] (+ a constant for masked keys): the table has
+    no batch axis; its group gradient is the group's logit cotangents (summed over the group's
+    rows and over every layer that used the bias: they arrive summed at the layer's output)
+    scattered into the buckets: G_g[b, h] = sum_{rows of g, q, k: bucket(q, k) = b} d[., h, q, k].
+    """
+    layer = call.layer
+    if len(call.args) != 1 or call.kwargs:
+        return None
+    heads, length = call.outputs.shape[1], call.outputs.shape[-1]
+    if heads is None or length is None:
+        return None
+    one_hot = tf.one_hot(layer.buckets(length), layer.num_buckets)  # (L, L, buckets)
+
+    def g(d):
+        per_group = tf.reshape(
+            tf.reduce_sum(as_groups(d, groups, heads * length * length), 1),
+            [groups, heads, length, length],
+        )  # (G, H, L, L)
+        return tf.einsum("ghqk,qkb->gbh", per_group, one_hot)  # (G, buckets, H)
+
+    return [Full(layer.table, g(d_va[0]), g(d_vt[0]))]

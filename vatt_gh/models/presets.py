@@ -36,6 +36,11 @@ class VattConfig:
     # VATT-MS only: the audio and text encoders' shapes (None: the same as the video encoder).
     audio_encoder: Optional[EncoderSize] = None
     text_encoder: Optional[EncoderSize] = None
+    # VATT-MS only, VATT's TxBackboneConfig.text_backbone: 't5' (VATT's T5 encoder stack at the
+    # text encoder's size: relative position bias, RMS norm, no biases; models/t5_text.py) or
+    # 'transformer' (the pre-norm block of the video and audio encoders, with a positional
+    # table). None: the variant's own (VATT-MA: the shared encoder; VATT-MS: 't5').
+    text_backbone: Optional[str] = None
     # Dropout as VATT's configs: one rate after the attention probabilities, the attention
     # output, the MLP hidden layer and the MLP output, after the encoder's final norm, and after
     # adding the positional embeddings. attention_dropout_rate None: the same as dropout_rate.

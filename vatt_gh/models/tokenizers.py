@@ -13,6 +13,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from vatt_gh.models.backbone import AggregationToken
+
 # VATT's pre- and post-projection activation (exact GELU, Keras' default).
 PROJECTION_ACTIVATION = "gelu"
 
@@ -104,6 +106,9 @@ def load_word_vectors(path: str, vocab_size: int, word_dim: int) -> np.ndarray:
 class TextTokenizer(tf.keras.layers.Layer):
     """(N, L) int token ids (0 = pad) -> (N, L, D): word embedding, then Dense + GELU.
 
+    With `aggregation_token` (VATT's T5 text model) a learned aggregation token of the word
+    width is prepended to the word vectors before the projection: (N, L) -> (N, 1 + L, D).
+
     The embedding table is FROZEN unless `trainable_word_vectors` (VATT keeps its pretrained
     word2vec table frozen). With `word_vectors_path` it is loaded from that .npy file (made by
     tools/build_word_vectors.py); without, it is Keras' random-uniform initialisation, which is
@@ -118,9 +123,11 @@ class TextTokenizer(tf.keras.layers.Layer):
         word_vectors_path: Optional[str] = None,
         trainable_word_vectors: bool = False,
         projection_bias: bool = True,
+        aggregation_token: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.aggregation = AggregationToken(name="aggregation_token") if aggregation_token else None
         self.random_frozen_table = word_vectors_path is None and not trainable_word_vectors
         if word_vectors_path is None:
             initializer = "uniform"
@@ -147,4 +154,6 @@ class TextTokenizer(tf.keras.layers.Layer):
 
     def call(self, text_ids: tf.Tensor) -> tf.Tensor:
         words = self.word_embedding(text_ids)  # (N, L, word_dim)
-        return self.projection(words)  # (N, L, D)
+        if self.aggregation is not None:
+            words = self.aggregation(words)  # (N, 1 + L, word_dim)
+        return self.projection(words)  # (N, [1 +] L, D)

@@ -10,8 +10,10 @@ video, audio and text; per-modality pre-projections Dense(D, GELU) and post-proj
 Dense(post_projection_dim, GELU).
 variant='specific' (VATT-MS, paper Table 3; VATT's ViT / WaT / T5 backbones): one encoder per
 modality with its own shape (preset 'medium_base_small': video 12 x 1024, audio 12 x 768, text
-6 x 512); no pre- or post-projection on video and audio; text has a Dense(D_text, GELU, no bias)
-pre-projection and an encoder without attention biases (T5).
+6 x 512); no pre- or post-projection on video and audio. Text (config `text_backbone`, 't5' by
+default, VATT's T5 text model): word vectors -> prepend the aggregation token (word width) ->
+Dense(D_text, GELU, no bias) -> VATT's T5 encoder stack (`vatt_gh.models.t5_text`: relative
+position bias instead of a positional table) -> the aggregation token's output.
 Input sizes (frames, resolution, audio length, text length) come from the input.
 """
 
@@ -25,10 +27,12 @@ from vatt_gh.models.heads import FACHead
 from vatt_gh.models.positional import PositionalEncoding
 from vatt_gh.models.precision import policy_scope
 from vatt_gh.models.presets import VattConfig, get_config
+from vatt_gh.models.t5_text import T5Encoder
 from vatt_gh.models.tokenizers import AudioTokenizer, Projection, TextTokenizer, VideoTokenizer
 
 MODALITIES = ("video", "audio", "text")
 VARIANTS = ("agnostic", "specific")
+TEXT_BACKBONES = ("t5", "transformer")  # VATT-MS's text encoder (VattConfig.text_backbone)
 
 
 def _make_encoder(config: VattConfig, modality: str, name: str, use_bias=True):
@@ -69,6 +73,17 @@ class VATT(tf.keras.Model):
                 "audio_encoder / text_encoder sizes need variant='specific' (one encoder per "
                 "modality); VATT-MA shares one encoder."
             )
+        if config.text_backbone not in (None,) + TEXT_BACKBONES:
+            raise ValueError(
+                f"text_backbone {config.text_backbone!r}: choose one of {TEXT_BACKBONES}."
+            )
+        if agnostic and config.text_backbone is not None:
+            raise ValueError(
+                f"text_backbone {config.text_backbone!r} needs variant='specific'; VATT-MA's "
+                "text goes through the shared encoder."
+            )
+        # VATT-MS's text: VATT's T5 encoder unless the pre-norm block is asked for.
+        self.t5_text = not agnostic and config.text_backbone in (None, "t5")
         for m in ("video", "audio"):
             if not agnostic and config.patch_embedding_dim(m) != width[m]:
                 raise ValueError(
@@ -95,7 +110,8 @@ class VATT(tf.keras.Model):
             width["text"],
             config.word_vectors_path,
             config.trainable_word_vectors,
-            projection_bias=agnostic,  # T5's pre-projection has no bias
+            projection_bias=agnostic,  # VATT-MS's text pre-projection has no bias
+            aggregation_token=self.t5_text,  # T5: the token in the word space
             name="text_tokenizer",
         )
 
@@ -109,12 +125,19 @@ class VATT(tf.keras.Model):
             config.video_grid, ("temporal", "height", "width"), "video_positions"
         )
         self.audio_positions = positions((config.audio_grid,), ("temporal",), "audio_positions")
-        self.text_positions = positions((config.text_grid,), ("temporal",), "text_positions")
+        # T5's position signal is its relative attention bias: no table.
+        self.text_positions = (
+            None
+            if self.t5_text
+            else positions((config.text_grid,), ("temporal",), "text_positions")
+        )
 
         # 3. One learned aggregation token per modality.
         self.video_aggregation = AggregationToken(name="video_aggregation_token")
         self.audio_aggregation = AggregationToken(name="audio_aggregation_token")
-        self.text_aggregation = AggregationToken(name="text_aggregation_token")
+        self.text_aggregation = (
+            None if self.t5_text else AggregationToken(name="text_aggregation_token")
+        )
 
         # 4. The Transformer: shared (VATT-MA) or one per modality (VATT-MS).
         if agnostic:
@@ -122,9 +145,23 @@ class VATT(tf.keras.Model):
             self.encoders = {m: shared for m in MODALITIES}
         else:
             self.encoders = {
-                m: _make_encoder(config, m, f"{m}_encoder", use_bias=m != "text")
-                for m in MODALITIES
+                m: _make_encoder(config, m, f"{m}_encoder") for m in ("video", "audio")
             }
+            if self.t5_text:
+                size = config.encoder_size("text")
+                self.encoders["text"] = T5Encoder(
+                    num_layers=size.num_layers,
+                    hidden_size=size.hidden_size,
+                    num_heads=size.num_heads,
+                    mlp_dim=size.mlp_dim,
+                    dropout_rate=config.dropout_rate,
+                    norm_epsilon=config.norm_epsilon,
+                    name="text_encoder",
+                )
+            else:
+                self.encoders["text"] = _make_encoder(
+                    config, "text", "text_encoder", use_bias=False
+                )
 
         # 5. Post-projections of the pooled feature (VATT-MA only).
         self.post_projections = {
@@ -194,6 +231,7 @@ class VATT(tf.keras.Model):
         """(N, L) ids -> ((N, L, D) positioned tokens, (N, 1 + L, 1 + L) attention mask).
 
         Pads (id 0) are never attended to; the aggregation token always is. No DropToken on text.
+        Not for the T5 text encoder (no positions; `_t5_text_features`).
         """
         tokens = self.text_positions(self.text_tokenizer(text), training=training)  # (N, L, D)
         attended = tf.concat(
@@ -221,10 +259,22 @@ class VATT(tf.keras.Model):
         head = self.fac_head({"audio": features}, training=training)
         return {"features": features, "va": head["audio_va"]}
 
+    def _t5_text_features(self, text: tf.Tensor, training=None) -> tf.Tensor:
+        """(N, L) ids -> (N, D) VATT's T5 text model: the aggregation token is prepended to the
+        word vectors, all projected, encoded with pads masked as keys; token 0 is pooled."""
+        tokens = self.text_tokenizer(text)  # (N, 1 + L, D)
+        key_mask = tf.concat(
+            [tf.ones_like(text[:, :1]), tf.cast(tf.not_equal(text, 0), text.dtype)], axis=1
+        )  # (N, 1 + L): the aggregation token and the words are attended to, pads never
+        return self.encoders["text"](tokens, key_mask, training=training)[:, 0]
+
     def encode_text(self, text: tf.Tensor, training=None) -> Dict[str, tf.Tensor]:
         """(N, L) int ids -> {'features': (N, F), 'vt': (N, vt)}."""
-        tokens, attention_mask = self.text_tokens(text, training)
-        features = self._encode_tokens("text", tokens, attention_mask, training=training)
+        if self.t5_text:
+            features = self._t5_text_features(text, training)
+        else:
+            tokens, attention_mask = self.text_tokens(text, training)
+            features = self._encode_tokens("text", tokens, attention_mask, training=training)
         head = self.fac_head({"text": features}, training=training)
         return {"features": features, "vt": head["text_vt"]}
 

@@ -1,7 +1,8 @@
-"""Where evaluation results go: a JSON file and TensorBoard scalars under `eval/`.
+"""Where evaluation results go: a JSON file, TensorBoard scalars under `eval/`, console tables.
 
 write_json(path, metrics)                          # nested dicts kept as they are
 write_scalars(os.path.join(model_dir, "eval"), step, metrics)   # eval/<name>/<metric>
+print(retrieval_table(name, metrics[name]))        # also probe_table
 """
 
 import json
