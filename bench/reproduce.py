@@ -4,6 +4,7 @@ r"""The paper's claims on synthetic triplets whose misalignment we know (issue 1
     python bench/reproduce.py --quick --results_dir=/tmp/rq         # CI-sized smoke test
     python bench/reproduce.py --noeffect ...                        # the signal study only
     python bench/reproduce.py --nosignal --granularities=group:8,group:1 ...   # effect only
+    python bench/reproduce.py --tables_only ...                     # tables from what exists
 
 Data: synthetic triplets (`vatt_gh.data.synthetic`), 16 latent classes, the 40% set misaligned
 with every kind cycled (class swaps of audio / text / both, the neighbouring clip's narration,
@@ -26,14 +27,19 @@ ceiling 59%). The trainable-table runs start from the same vectors.
    its own forward path (group:1) and its own loss terms through every path (materialised, one
    backward pass per clip and loss). The cosine over all weights / the backbone / the encoder /
    the heads is a sum over parts, and its ROC AUC (aligned vs text-wrong / audio-wrong /
-   both-wrong, and per kind) is averaged over seeds with a 95% t-interval.
+   both-wrong, and per kind) is averaged over seeds with a 95% t-interval. The same sums over
+   each top part S of `--signal_statistics` (the variables `Harmonization.statistics` = S takes
+   its cosines over) give the agreement of S's per-triplet cosine with all weights': Spearman
+   correlation, the fraction of triplets whose `both` decision (drop / project / sum) differs
+   at gamma -0.3, -0.15 and 0, and the AUC from each.
 2. Training effect (`--effect`): `sum`, `realign`, `curriculum`, `both` at each
    `--granularities` value, at 0% and 40% misaligned, `--seeds` seeds (same init and data order
    for every method); held-out text-to-video retrieval (with its class-oracle ceiling: a
    narration names only its class) and linear probes, mean and 95% t-interval, and the paired
    difference to `sum` seed by seed with its interval. `sum` trains the same at any granularity,
    so it runs once per level and seed. Plus Table 2's curriculum (gamma_start, 0) ablation at
-   40% with the same seeds, at the first granularity.
+   40% with the same seeds, at the first granularity. `--statistics=all,heads` adds runs of
+   the harmonizing methods with `Harmonization.statistics='heads'`, paired by seed with 'all'.
 
 Each run is a fresh subprocess (`--worker_spec`); runs whose result.json exists are not
 repeated (an interrupted study resumes; re-running writes the tables from what exists and lists
@@ -59,7 +65,10 @@ import subprocess
 import sys
 import time
 
-import reproduce_lib as lib  # this script's folder is on the path
+import reproduce_figures as plots  # this script's folder is on the path
+import reproduce_run as worker
+import reproduce_study as study
+import reproduce_tables as tables
 from absl import app, flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,15 +86,21 @@ flags.DEFINE_integer("steps", 200, "Pre-training steps per effect run.")
 flags.DEFINE_integer("batch", 16, "Global batch size.")
 flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds of the effect study.")
 flags.DEFINE_list("levels", ["0.0", "0.4"], "Misaligned fractions of the training sets.")
-flags.DEFINE_list("methods", list(lib.STUDY_METHODS), "Methods of the effect study.")
+flags.DEFINE_list("methods", list(study.STUDY_METHODS), "Methods of the effect study.")
 flags.DEFINE_list(
     "granularities",
     ["group:8", "group:1"],
     "Harmonization.granularity values of the effect study.",
 )
 flags.DEFINE_bool("ablation", True, "Table 2: curriculum gamma_start ablation.")
-flags.DEFINE_enum("word_table", "frozen", lib.WORD_TABLES, "Word table of the effect study.")
-flags.DEFINE_enum("variant", "agnostic", lib.VARIANTS, "VATT variant of the effect study.")
+flags.DEFINE_list(
+    "statistics",
+    ["all"],
+    "Harmonization.statistics values of the effect study; each one but 'all' adds runs of the "
+    "harmonizing methods (not sum) at every granularity, paired by seed with 'all'.",
+)
+flags.DEFINE_enum("word_table", "frozen", study.WORD_TABLES, "Word table of the effect study.")
+flags.DEFINE_enum("variant", "agnostic", study.VARIANTS, "VATT variant of the effect study.")
 flags.DEFINE_integer("num_classes", 16, "Latent classes of the synthetic sets.")
 flags.DEFINE_list("kinds", [], "Misalignment kinds of the training sets (default: every kind).")
 flags.DEFINE_integer(
@@ -106,12 +121,24 @@ flags.DEFINE_integer("signal_clips", 64, "Training clips whose gradients are mea
 flags.DEFINE_string(
     "signal_granularity", "group:1", "Granularity `sum` monitors in the signal runs."
 )
-flags.DEFINE_list("signal_word_tables", list(lib.WORD_TABLES), "Word tables of the signal study.")
-flags.DEFINE_list("signal_variants", list(lib.VARIANTS), "VATT variants of the signal study.")
+flags.DEFINE_list("signal_word_tables", list(study.WORD_TABLES), "Word tables of the signal study.")
+flags.DEFINE_list("signal_variants", list(study.VARIANTS), "VATT variants of the signal study.")
+flags.DEFINE_list(
+    "signal_statistics",
+    ["heads", "top:1", "top:2"],
+    "Top parts S whose per-triplet statistics the signal runs record beside the parts, for the "
+    "agreement of S's cosines and decisions with all weights' ('top:K' deeper than the model: "
+    "skipped).",
+)
 flags.DEFINE_string("preset", "tiny", "build_vatt.preset.")
 flags.DEFINE_multi_string("gin_param", [], "More bindings for every run (e.g. model sizes).")
 flags.DEFINE_bool("keep_checkpoints", False, "Keep each run's checkpoints.")
 flags.DEFINE_integer("parallel", 2, "Runs at a time.")
+flags.DEFINE_bool(
+    "tables_only",
+    False,
+    "Run nothing: write the tables from the results that exist (the missing runs are listed).",
+)
 flags.DEFINE_integer("threads_per_run", 1, "TF intra/inter-op threads per run (0: TF default).")
 flags.DEFINE_string("worker_spec", None, "Internal: run the one job described by this JSON.")
 FLAGS = flags.FLAGS
@@ -163,7 +190,18 @@ def _ints(name, values):
         raise app.UsageError(f"--{name}: {values!r} are not integers") from None
 
 
-def setting_from_flags() -> lib.Setting:
+def _check_statistics():
+    from vatt_gh.harmonize import Harmonization
+
+    for name in ("statistics", "signal_statistics"):
+        for value in getattr(FLAGS, name):
+            try:
+                Harmonization(statistics=value)
+            except ValueError as e:
+                raise app.UsageError(f"--{name}: {e}") from None
+
+
+def setting_from_flags() -> study.Setting:
     for name in (
         "steps",
         "batch",
@@ -180,14 +218,15 @@ def setting_from_flags() -> lib.Setting:
     if FLAGS.signal_checkpoints < 1 or FLAGS.signal_clips < FLAGS.batch:
         raise app.UsageError("--signal_checkpoints >= 1 and --signal_clips >= --batch needed")
     for name, known in (
-        ("methods", lib.METHOD_GIN),
-        ("signal_word_tables", lib.WORD_TABLES),
-        ("signal_variants", lib.VARIANTS),
+        ("methods", study.METHOD_GIN),
+        ("signal_word_tables", study.WORD_TABLES),
+        ("signal_variants", study.VARIANTS),
     ):
         unknown = [v for v in getattr(FLAGS, name) if v not in known]
         if unknown:
             raise app.UsageError(f"--{name}: unknown {unknown}; choose from {list(known)}")
-    return lib.Setting(
+    _check_statistics()
+    return study.Setting(
         steps=FLAGS.steps,
         batch=FLAGS.batch,
         seeds=_ints("seeds", FLAGS.seeds),
@@ -195,6 +234,7 @@ def setting_from_flags() -> lib.Setting:
         methods=tuple(FLAGS.methods),
         granularities=tuple(FLAGS.granularities),
         ablation=FLAGS.ablation,
+        statistics=tuple(FLAGS.statistics),
         word_table=FLAGS.word_table,
         variant=FLAGS.variant,
         num_classes=FLAGS.num_classes,
@@ -214,6 +254,7 @@ def setting_from_flags() -> lib.Setting:
         signal_granularity=FLAGS.signal_granularity,
         signal_word_tables=tuple(FLAGS.signal_word_tables),
         signal_variants=tuple(FLAGS.signal_variants),
+        signal_statistics=tuple(FLAGS.signal_statistics),
         effect=FLAGS.effect,
         preset=FLAGS.preset,
         extra_gin=tuple(FLAGS.gin_param),
@@ -221,11 +262,11 @@ def setting_from_flags() -> lib.Setting:
     )
 
 
-def make_data(results_dir: str, setting: lib.Setting):
+def make_data(results_dir: str, setting: study.Setting):
     """Every synthetic set, unless already there (metadata.json marks a finished set)."""
     from vatt_gh.data import synthetic
 
-    for job in lib.data_jobs(results_dir, setting):
+    for job in study.data_jobs(results_dir, setting):
         meta_path = os.path.join(job["out_dir"], "metadata.json")
         if not os.path.exists(meta_path):
             print(f"writing {job['num_clips']} clips to {job['out_dir']}", flush=True)
@@ -245,7 +286,7 @@ def make_data(results_dir: str, setting: lib.Setting):
                     f"{meta_path}: {key}={meta.get(key)!r} but this benchmark asks for "
                     f"{job[key]!r}; use another --results_dir"
                 )
-    lib.write_word_vectors(results_dir, setting)
+    study.write_word_vectors(results_dir, setting)
 
 
 def child_env() -> dict:
@@ -258,8 +299,8 @@ def child_env() -> dict:
     return env
 
 
-def launch(run: lib.Run, setting: lib.Setting, results_dir: str) -> subprocess.Popen:
-    spec = lib.run_spec(run, setting, results_dir)
+def launch(run: study.Run, setting: study.Setting, results_dir: str) -> subprocess.Popen:
+    spec = study.run_spec(run, setting, results_dir)
     os.makedirs(spec["model_dir"], exist_ok=True)
     spec_path = os.path.join(spec["model_dir"], "spec.json")
     with open(spec_path, "w") as f:
@@ -274,9 +315,9 @@ def launch(run: lib.Run, setting: lib.Setting, results_dir: str) -> subprocess.P
     )
 
 
-def run_all(runs, setting: lib.Setting, results_dir: str) -> list:
+def run_all(runs, setting: study.Setting, results_dir: str) -> list:
     """At most --parallel subprocesses at a time; returns the names of failed runs."""
-    pending = [r for r in runs if not os.path.exists(lib.result_path(results_dir, r))]
+    pending = [r for r in runs if not os.path.exists(study.result_path(results_dir, r))]
     print(f"{len(runs)} runs, {len(runs) - len(pending)} already done", flush=True)
     active, failed, start = {}, [], time.time()
     while pending or active:
@@ -288,7 +329,7 @@ def run_all(runs, setting: lib.Setting, results_dir: str) -> list:
             if process.poll() is None:
                 continue
             del active[name]
-            ok = process.returncode == 0 and os.path.exists(lib.result_path(results_dir, run))
+            ok = process.returncode == 0 and os.path.exists(study.result_path(results_dir, run))
             if not ok:
                 failed.append(name)
             print(
@@ -299,11 +340,148 @@ def run_all(runs, setting: lib.Setting, results_dir: str) -> list:
     return failed
 
 
-def write_outputs(runs, setting: lib.Setting, results_dir: str, seconds: float):
+def signal_text(signal, setting: study.Setting, results_dir: str, summary: dict, figures: list):
+    """The signal study's sections (and figures, appended to `figures`)."""
+    text = []
+    summary["signal"] = tables.signal_summary(signal)
+    steps = sorted({int(k.rsplit("|", 1)[1]) for k in summary["signal"]})
+    text += [
+        "## Where the signal is: ROC AUC of cos(g_va, g_vt), aligned vs misaligned",
+        "",
+        f"`sum` pre-trained {setting.signal_steps} steps on the "
+        f"{100 * max(setting.levels):.0f}% set; at each checkpoint the first "
+        f"{setting.signal_clips} training clips' per-triplet gradients, materialised, "
+        "per variable. AUC > 0.5: aligned triplets have the higher cosine. Columns: "
+        "aligned vs triplets whose text only / audio only / both are wrong.",
+        "",
+    ]
+    for step in steps:
+        text += [f"### Step {step}", "", tables.signal_table(summary["signal"], step), ""]
+    combos = [(v, w) for v in setting.signal_variants for w in setting.signal_word_tables]
+    figures.append(
+        plots.signal_figure(
+            summary["signal"],
+            os.path.join(results_dir, "signal_auc_settings.png"),
+            [(v, w, d, "all") for v, w in combos for d in study.DEFINITIONS],
+            f"Does cos(g_va, g_vt) mark misaligned triplets? All weights, "
+            f"{setting.signal_clips} training clips",
+        )
+    )
+    v, w = combos[0]
+    figures.append(
+        plots.signal_figure(
+            summary["signal"],
+            os.path.join(results_dir, "signal_auc_weights.png"),
+            [(v, w, d, f) for d in study.DEFINITIONS for f in study.FILTERS],
+            f"Which weights carry the signal? VATT-{'MA' if v == 'agnostic' else 'MS'}, "
+            f"{w} word table, {setting.signal_clips} training clips",
+        )
+    )
+    kinds_rows = []
+    last = steps[-1]
+    for key in sorted(summary["signal"]):
+        variant, words, definition, name, at = key.split("|")
+        if int(at) != last or name != "all":
+            continue
+        cells = summary["signal"][key]
+        kinds_rows.append(
+            f"| {variant} | {words} | {definition} | "
+            + " | ".join(tables.fmt(cells.get(k), 2) for k in tables.synthetic_kinds())
+            + " |"
+        )
+    text += [
+        f"### By misalignment kind (step {last}, all weights)",
+        "",
+        "| variant | word table | definition | " + " | ".join(tables.synthetic_kinds()) + " |",
+        "|" + " --- |" * (3 + len(tables.synthetic_kinds())),
+        *kinds_rows,
+        "",
+    ]
+    if any(r.get("top_names") for r in signal):
+        summary["agreement"] = tables.agreement_summary(signal)
+        text += [
+            "## Statistics from a top part S: agreement with all weights",
+            "",
+            "Per triplet (own path, group:1: what `Harmonization.statistics` harmonizes "
+            "with), the cosine over S's variables against the one over all weights, from "
+            "the same measurement: Spearman correlation; the fraction of triplets whose "
+            "decision under `both` (drop: cos <= gamma, project: gamma < cos < 0, sum: "
+            "cos >= 0) differs, at the paper's gammas; the fraction each drops at the "
+            "middle gamma; the ROC AUC aligned vs misaligned from each cosine.",
+            "",
+            tables.agreement_table(summary["agreement"]),
+            "",
+        ]
+    return text
+
+
+def effect_text(effect, setting: study.Setting, results_dir: str, summary: dict, figures: list):
+    """The effect study's sections (and figures, appended to `figures`)."""
+    text = []
+    summary["effect"] = tables.effect_summary(effect)
+    keys = list(summary["effect"])
+    main_rows = [k for k in keys if "(" not in k]
+    ablation_rows = [
+        k
+        for k in keys
+        if "(" in k
+        or (
+            k.endswith("|curriculum")
+            and k.startswith(f"{max(setting.levels)}|{setting.granularities[0]}|")
+        )
+    ]
+    ceiling = next((c["ceiling"] for c in summary["effect"].values() if c.get("ceiling")), None)
+    text += [
+        "## Training effect: held-out retrieval and probes",
+        "",
+        f"{setting.steps} steps per run, word table {setting.word_table}, VATT "
+        f"{setting.variant}; the same seeds (init and data order) for every method. Held "
+        f"out: {setting.test_clips} clean clips (retrieval, probe test), "
+        f"{setting.probe_train_clips} clean clips to fit the probes. Paired: method minus "
+        "`sum` at the same level, granularity and seed. Class-oracle ceiling of the "
+        "retrieval (a narration names only its class): "
+        + (", ".join(f"{k[4:]} {v:.1f}" for k, v in ceiling.items()) if ceiling else "n/a")
+        + ".",
+        "",
+        tables.effect_table(summary["effect"], main_rows),
+        "",
+    ]
+    if any(" [" in k for k in main_rows):
+        text += [
+            "## Statistics from a top part S: effect on training",
+            "",
+            "Each row: the run with `Harmonization.statistics` = S minus the same method "
+            "over all weights, same level, granularity and seed.",
+            "",
+            tables.statistics_table(summary["effect"]),
+            "",
+        ]
+    if ablation_rows:
+        text += [
+            "## Table 2 ablation: curriculum (gamma_start, gamma_end)",
+            "",
+            tables.effect_table(summary["effect"], ablation_rows),
+            "",
+        ]
+    for column in ("t2v R@5", "t2v R@10"):
+        tag = column.split()[-1].replace("@", "")
+        figures.append(
+            plots.effect_figure(
+                {k: summary["effect"][k] for k in main_rows},
+                os.path.join(results_dir, f"effect_{tag}.png"),
+                column,
+                f"Does harmonization beat sum? Text-to-video {column.split()[-1]}, "
+                f"{setting.test_clips} clean held-out clips, {setting.steps} steps",
+            )
+        )
+    return text
+
+
+def write_outputs(runs, setting: study.Setting, results_dir: str, seconds: float):
     results = [
-        json.load(open(lib.result_path(results_dir, r)))
+        json.load(open(study.result_path(results_dir, r)))
         for r in runs
-        if os.path.exists(lib.result_path(results_dir, r))
+        if os.path.exists(study.result_path(results_dir, r))
     ]
     signal = [r for r in results if r["run"]["study"] == "signal"]
     effect = [r for r in results if r["run"]["study"] == "effect"]
@@ -329,107 +507,9 @@ def write_outputs(runs, setting: lib.Setting, results_dir: str, seconds: float):
     summary = {}
     figures = []
     if signal:
-        summary["signal"] = lib.signal_summary(signal)
-        steps = sorted({int(k.rsplit("|", 1)[1]) for k in summary["signal"]})
-        text += [
-            "## Where the signal is: ROC AUC of cos(g_va, g_vt), aligned vs misaligned",
-            "",
-            f"`sum` pre-trained {setting.signal_steps} steps on the "
-            f"{100 * max(setting.levels):.0f}% set; at each checkpoint the first "
-            f"{setting.signal_clips} training clips' per-triplet gradients, materialised, "
-            "per variable. AUC > 0.5: aligned triplets have the higher cosine. Columns: "
-            "aligned vs triplets whose text only / audio only / both are wrong.",
-            "",
-        ]
-        for step in steps:
-            text += [f"### Step {step}", "", lib.signal_table(summary["signal"], step), ""]
-        combos = [(v, w) for v in setting.signal_variants for w in setting.signal_word_tables]
-        figures.append(
-            lib.signal_figure(
-                summary["signal"],
-                os.path.join(results_dir, "signal_auc_settings.png"),
-                [(v, w, d, "all") for v, w in combos for d in lib.DEFINITIONS],
-                f"Does cos(g_va, g_vt) mark misaligned triplets? All weights, "
-                f"{setting.signal_clips} training clips",
-            )
-        )
-        v, w = combos[0]
-        figures.append(
-            lib.signal_figure(
-                summary["signal"],
-                os.path.join(results_dir, "signal_auc_weights.png"),
-                [(v, w, d, f) for d in lib.DEFINITIONS for f in lib.FILTERS],
-                f"Which weights carry the signal? VATT-{'MA' if v == 'agnostic' else 'MS'}, "
-                f"{w} word table, {setting.signal_clips} training clips",
-            )
-        )
-        kinds_rows = []
-        last = steps[-1]
-        for key in sorted(summary["signal"]):
-            variant, words, definition, name, at = key.split("|")
-            if int(at) != last or name != "all":
-                continue
-            cells = summary["signal"][key]
-            kinds_rows.append(
-                f"| {variant} | {words} | {definition} | "
-                + " | ".join(lib.fmt(cells.get(k), 2) for k in lib.synthetic_kinds())
-                + " |"
-            )
-        text += [
-            f"### By misalignment kind (step {last}, all weights)",
-            "",
-            "| variant | word table | definition | " + " | ".join(lib.synthetic_kinds()) + " |",
-            "|" + " --- |" * (3 + len(lib.synthetic_kinds())),
-            *kinds_rows,
-            "",
-        ]
+        text += signal_text(signal, setting, results_dir, summary, figures)
     if effect:
-        summary["effect"] = lib.effect_summary(effect)
-        keys = list(summary["effect"])
-        main_rows = [k for k in keys if "(" not in k]
-        ablation_rows = [
-            k
-            for k in keys
-            if "(" in k
-            or (
-                k.endswith("|curriculum")
-                and k.startswith(f"{max(setting.levels)}|{setting.granularities[0]}|")
-            )
-        ]
-        ceiling = next((c["ceiling"] for c in summary["effect"].values() if c.get("ceiling")), None)
-        text += [
-            "## Training effect: held-out retrieval and probes",
-            "",
-            f"{setting.steps} steps per run, word table {setting.word_table}, VATT "
-            f"{setting.variant}; the same seeds (init and data order) for every method. Held "
-            f"out: {setting.test_clips} clean clips (retrieval, probe test), "
-            f"{setting.probe_train_clips} clean clips to fit the probes. Paired: method minus "
-            "`sum` at the same level, granularity and seed. Class-oracle ceiling of the "
-            "retrieval (a narration names only its class): "
-            + (", ".join(f"{k[4:]} {v:.1f}" for k, v in ceiling.items()) if ceiling else "n/a")
-            + ".",
-            "",
-            lib.effect_table(summary["effect"], main_rows),
-            "",
-        ]
-        if ablation_rows:
-            text += [
-                "## Table 2 ablation: curriculum (gamma_start, gamma_end)",
-                "",
-                lib.effect_table(summary["effect"], ablation_rows),
-                "",
-            ]
-        for column in ("t2v R@5", "t2v R@10"):
-            tag = column.split()[-1].replace("@", "")
-            figures.append(
-                lib.effect_figure(
-                    {k: summary["effect"][k] for k in main_rows},
-                    os.path.join(results_dir, f"effect_{tag}.png"),
-                    column,
-                    f"Does harmonization beat sum? Text-to-video {column.split()[-1]}, "
-                    f"{setting.test_clips} clean held-out clips, {setting.steps} steps",
-                )
-            )
+        text += effect_text(effect, setting, results_dir, summary, figures)
     if missing:
         text += [f"NOT RUN (no result): {len(missing)} runs: " + ", ".join(missing), ""]
     text += ["Figures: " + ", ".join(os.path.basename(p) for p in figures), ""]
@@ -454,7 +534,7 @@ def main(argv):
     del argv
     if FLAGS.worker_spec:
         with open(FLAGS.worker_spec) as f:
-            lib.execute(json.load(f))
+            worker.execute(json.load(f))
         return
     start = time.time()
     results_dir = os.path.abspath(FLAGS.results_dir)
@@ -462,8 +542,8 @@ def main(argv):
     setting = setting_from_flags()
     os.makedirs(results_dir, exist_ok=True)
     make_data(results_dir, setting)
-    runs = lib.plan(setting)
-    failed = run_all(runs, setting, results_dir)
+    runs = study.plan(setting)
+    failed = [] if FLAGS.tables_only else run_all(runs, setting, results_dir)
     write_outputs(runs, setting, results_dir, time.time() - start)
     if failed:
         raise SystemExit(f"{len(failed)} run(s) failed, see runs/<name>/log.txt: {failed}")

@@ -20,5 +20,5 @@ from vatt_gh.group_stats.algebra import (  # noqa: F401
     group_pairs,
 )
 from vatt_gh.group_stats.capture import Call, capture_layer_calls, owned_variables  # noqa: F401
-from vatt_gh.group_stats.top import TopForward  # noqa: F401
+from vatt_gh.group_stats.top import TopForward, top_variables  # noqa: F401
 from vatt_gh.group_stats.top import forward as top_forward  # noqa: F401

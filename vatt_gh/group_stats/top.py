@@ -67,6 +67,20 @@ def top_part(model, statistics: str):
     return layers, [e.blocks[-k] for e in encoders]
 
 
+def _module_ids(layers) -> set:
+    return {id(m) for layer in layers for m in [layer] + list(layer.submodules)}
+
+
+def top_variables(model, variables, statistics: str) -> List[tf.Variable]:
+    """The variables of S among `variables`, in their order (the ones `forward` puts in
+    `TopForward.top`)."""
+    in_top = _module_ids(top_part(model, statistics)[0])
+    refs = {
+        v.ref() for layer, vs in owned_variables(model).items() if id(layer) in in_top for v in vs
+    }
+    return [v for v in variables if v.ref() in refs]
+
+
 @dataclasses.dataclass
 class TopForward:
     """One forward; both losses' gradients through S only; the tape for the pass below S."""
@@ -108,7 +122,7 @@ def forward(loss_fn, variables, model, statistics: str) -> TopForward:
 
     loss_fn() -> (loss_va (B,), loss_vt (B,), aux): per-clip shares of the two losses."""
     layers, boundary_layers = top_part(model, statistics)
-    in_top = {id(m) for layer in layers for m in [layer] + list(layer.submodules)}
+    in_top = _module_ids(layers)
     coupling = [m.name for m in model.submodules if isinstance(m, COUPLING) and id(m) not in in_top]
     if coupling:
         raise ValueError(
