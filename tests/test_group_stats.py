@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from reference import flat_grads, np_update
-from toy import micro_vatt, random_batch
+from toy import flat_rows, loss_shares, micro_vatt, random_batch
 
-from vatt_gh import group_stats, losses
+from vatt_gh import group_stats
 from vatt_gh.harmonized_update import harmonized_update, own_loss_terms
 
 B = 4
@@ -25,12 +25,6 @@ B = 4
 def rel(got, want):
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     return np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30)
-
-
-def flat_rows(grads):
-    """[(G, *shape)] -> (G, P) float64."""
-    grads = [np.asarray(tf.convert_to_tensor(g), np.float64) for g in grads]
-    return np.concatenate([g.reshape(g.shape[0], -1) for g in grads], 1)
 
 
 def reference_update(f_va, f_vt, method, **kwargs):
@@ -216,14 +210,6 @@ def test_a_group_size_that_does_not_divide_the_batch_is_named(toy, plan):
 
 
 # -------------------------------------------------------------------------- micro VATT
-def vatt_loss_fn(vatt, batch, training=True):
-    def loss_fn():
-        out = vatt(batch, training=training)
-        _, l_va = losses.nce(out["video_va"], out["audio_va"], batch["audio_mask"])
-        _, l_vt = losses.mil_nce(out["video_vt"], out["text_vt"], batch["text_mask"])
-        return l_va / 3.0, l_vt / 4.0, None
-
-    return loss_fn
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +222,7 @@ def micro():
     vatt(batch, training=False)
     variables = vatt.trainable_variables
     g_va, g_vt, _ = group_stats.group_gradients(
-        vatt_loss_fn(vatt, batch), variables, vatt, 1, chunk_size=3
+        loss_shares(vatt, batch, 3.0, 4.0), variables, vatt, 1, chunk_size=3
     )
     return vatt, batch, variables, flat_rows(g_va), flat_rows(g_vt)
 
@@ -245,7 +231,7 @@ def test_materialised_reference_adds_up_to_the_full_gradient(micro):
     """The forward-path decomposition is complete: sum_g G_g = grad(sum_i loss_i)."""
     vatt, batch, variables, f_va, f_vt = micro
     with tf.GradientTape(persistent=True) as tape:
-        l_va, l_vt, _ = vatt_loss_fn(vatt, batch)()
+        l_va, l_vt, _ = loss_shares(vatt, batch, 3.0, 4.0)()
         s_va, s_vt = tf.reduce_sum(l_va), tf.reduce_sum(l_vt)
     shapes = [v.shape for v in variables]
     full = lambda s: flat_grads(
@@ -260,7 +246,7 @@ def test_materialised_reference_adds_up_to_the_full_gradient(micro):
 @pytest.mark.parametrize("mode", ["ghost", "direct"])
 def test_micro_vatt_stats_equal_materialised(micro, mode):
     vatt, batch, variables, f_va, f_vt = micro
-    dot, nva, nvt = stats_of(vatt_loss_fn(vatt, batch), variables, vatt, 1, mode)
+    dot, nva, nvt = stats_of(loss_shares(vatt, batch, 3.0, 4.0), variables, vatt, 1, mode)
     assert rel(dot, np.sum(f_va * f_vt, 1)) < 1e-4
     assert rel(nva, np.sum(f_va * f_va, 1)) < 1e-4
     assert rel(nvt, np.sum(f_vt * f_vt, 1)) < 1e-4
@@ -270,7 +256,7 @@ def test_groups_are_sums_of_their_clips(micro):
     """group:2's pair is the sum of its two clips' forward-path gradients."""
     vatt, batch, variables, f_va, f_vt = micro
     g_va, g_vt = f_va.reshape(2, 2, -1).sum(1), f_vt.reshape(2, 2, -1).sum(1)
-    dot, nva, nvt = stats_of(vatt_loss_fn(vatt, batch), variables, vatt, 2)
+    dot, nva, nvt = stats_of(loss_shares(vatt, batch, 3.0, 4.0), variables, vatt, 2)
     assert rel(dot, np.sum(g_va * g_vt, 1)) < 1e-4
     assert rel(nva, np.sum(g_va * g_va, 1)) < 1e-4
     assert rel(nvt, np.sum(g_vt * g_vt, 1)) < 1e-4
@@ -287,7 +273,7 @@ def test_micro_vatt_update_equals_materialised_weighted_sum(micro, method, plan)
         "gradvac": {"phi_hat": 0.2},
     }[method]
     update, stats, _ = harmonized_update(
-        vatt_loss_fn(vatt, batch), variables, vatt, *plan(method, "group:1", **kwargs)
+        loss_shares(vatt, batch, 3.0, 4.0), variables, vatt, *plan(method, "group:1", **kwargs)
     )
     want = reference_update(f_va, f_vt, method, **kwargs)
     scale = np.linalg.norm(f_va.sum(0) + f_vt.sum(0))
@@ -305,7 +291,7 @@ def test_word_embedding_update_stays_sparse(plan):
     variables = vatt.trainable_variables
     assert any(v is table for v in variables)
     update, _, _ = harmonized_update(
-        vatt_loss_fn(vatt, batch), variables, vatt, *plan("both", "group:1", gamma=-0.5)
+        loss_shares(vatt, batch, 3.0, 4.0), variables, vatt, *plan("both", "group:1", gamma=-0.5)
     )
     (row,) = [u for u, v in zip(update, variables) if v is table]
     assert isinstance(row, tf.IndexedSlices)
@@ -321,7 +307,7 @@ def test_interpolated_positions_equal_materialised():
     batch["audio"] = tf.concat([batch["audio"], batch["audio"][:, ::-1]], axis=1)  # 16 tokens
     vatt(batch, training=False)
     variables = vatt.trainable_variables
-    loss_fn = vatt_loss_fn(vatt, batch)
+    loss_fn = loss_shares(vatt, batch, 3.0, 4.0)
     g_va, g_vt, _ = group_stats.group_gradients(loss_fn, variables, vatt, 1)
     f_va, f_vt = flat_rows(g_va), flat_rows(g_vt)
     dot, nva, nvt = stats_of(loss_fn, variables, vatt, 1)
@@ -363,6 +349,6 @@ def test_with_coupling_the_two_definitions_differ(micro, plan):
     """Contrastive negatives: forward path ('group:1') != own loss terms ('example')."""
     vatt, batch, variables, f_va, f_vt = micro
     _, ref, _ = own_loss_terms(
-        vatt_loss_fn(vatt, batch), variables, *plan("sum", "example", chunk_size=2)
+        loss_shares(vatt, batch, 3.0, 4.0), variables, *plan("sum", "example", chunk_size=2)
     )
     assert rel(ref["dot"], np.sum(f_va * f_vt, 1)) > 1e-2

@@ -12,31 +12,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from reference import flat_grads, np_update
-from toy import micro_vatt, random_batch
+from toy import flat_rows, loss_shares, micro_vatt, random_batch
 
-from vatt_gh import group_stats, losses, trainer
+from vatt_gh import group_stats, trainer
 from vatt_gh.harmonize import Harmonization
 from vatt_gh.harmonized_update import harmonized_update
 
 B = 8
-
-
-def vatt_loss_fn(vatt, batch):
-    """The step's loss shares: random_batch(8) has 7 clips with audio and 8 with text, so the
-    divisors are the global valid counts `PretrainModel.loss_fn` uses."""
-
-    def loss_fn():
-        out = vatt(batch, training=True)
-        _, l_va = losses.nce(out["video_va"], out["audio_va"], batch["audio_mask"])
-        _, l_vt = losses.mil_nce(out["video_vt"], out["text_vt"], batch["text_mask"])
-        return l_va / 7.0, l_vt / 8.0, None
-
-    return loss_fn
-
-
-def rows(grads):
-    """[(G, *shape)] -> (G, P) float64."""
-    return np.concatenate([np.asarray(g, np.float64).reshape(g.shape[0], -1) for g in grads], 1)
+# loss shares: random_batch(8) has 7 clips with audio and 8 with text (the global valid counts)
 
 
 # S's variables by name, for the reference (not from vatt_gh.group_stats.top).
@@ -54,14 +37,16 @@ def materialised(num_layers, statistics):
     batch = random_batch(B, seed=1)
     vatt(batch, training=False)
     variables = vatt.trainable_variables
-    g_va, g_vt, _ = group_stats.group_gradients(vatt_loss_fn(vatt, batch), variables, vatt, 1)
+    g_va, g_vt, _ = group_stats.group_gradients(
+        loss_shares(vatt, batch, 7.0, 8.0), variables, vatt, 1
+    )
     in_s = np.concatenate(
         [
             np.full(int(np.prod(v.shape)), any(p in v.name for p in IN_S[statistics]))
             for v in variables
         ]
     )
-    return vatt, batch, variables, rows(g_va), rows(g_vt), in_s
+    return vatt, batch, variables, flat_rows(g_va), flat_rows(g_vt), in_s
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +102,12 @@ def test_update_is_the_per_group_formula_with_weights_from_s(
 
     h = Harmonization(method, f"group:{size}", statistics=statistics)
     update, stats, _ = harmonized_update(
-        vatt_loss_fn(vatt, batch), variables, vatt, h, kwargs.get("gamma"), kwargs.get("phi_hat")
+        loss_shares(vatt, batch, 7.0, 8.0),
+        variables,
+        vatt,
+        h,
+        kwargs.get("gamma"),
+        kwargs.get("phi_hat"),
     )
     got = flat_grads([tf.convert_to_tensor(u) for u in update], [v.shape for v in variables])
     scale = np.linalg.norm(g_va.sum(0) + g_vt.sum(0))
@@ -172,7 +162,10 @@ def test_heads_weights_differ_from_all_weights(micro):
     """'heads' and 'all' measure different cosines (so the test above can tell them apart)."""
     vatt, batch, variables, f_va, f_vt, in_head = micro
     _, stats, _ = harmonized_update(
-        vatt_loss_fn(vatt, batch), variables, vatt, Harmonization("realign", statistics="heads")
+        loss_shares(vatt, batch, 7.0, 8.0),
+        variables,
+        vatt,
+        Harmonization("realign", statistics="heads"),
     )
     all_cos = np.sum(f_va * f_vt, 1) / np.linalg.norm(f_va, axis=1) / np.linalg.norm(f_vt, axis=1)
     assert np.abs(stats["cosine"].numpy() - all_cos).max() > 1e-2
@@ -213,7 +206,7 @@ def test_more_top_layers_than_the_encoder_has_are_refused(micro):
     vatt, batch, variables, *_ = micro
     h = Harmonization("both", statistics="top:2")
     with pytest.raises(ValueError, match=r"the encoder 'encoder' has only 1 layers"):
-        harmonized_update(vatt_loss_fn(vatt, batch), variables, vatt, h, -0.3)
+        harmonized_update(loss_shares(vatt, batch, 7.0, 8.0), variables, vatt, h, -0.3)
 
 
 def test_tensorboard_says_which_statistics_a_run_uses(tmp_path):

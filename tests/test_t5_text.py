@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from reference import flat_grads
-from toy import micro_vatt, random_batch
+from toy import flat_rows, loss_shares, micro_vatt, random_batch
 
-from vatt_gh import group_stats, losses, trainer
+from vatt_gh import group_stats, trainer
 from vatt_gh.models import build_vatt
 from vatt_gh.models.presets import T5_SMALL, EncoderSize
 from vatt_gh.models.t5_text import (
@@ -218,22 +218,6 @@ def test_text_backbone_setting():
 # --- per-group statistics -------------------------------------------------------------------
 
 
-def ms_loss_fn(vatt, batch):
-    def loss_fn():
-        out = vatt(batch, training=True)
-        _, l_va = losses.nce(out["video_va"], out["audio_va"], batch["audio_mask"])
-        _, l_vt = losses.mil_nce(out["video_vt"], out["text_vt"], batch["text_mask"])
-        return l_va / 3.0, l_vt / 4.0, None
-
-    return loss_fn
-
-
-def rows(grads):
-    """[(G, *shape)] -> (G, P) float64."""
-    grads = [np.asarray(tf.convert_to_tensor(g), np.float64) for g in grads]
-    return np.concatenate([g.reshape(g.shape[0], -1) for g in grads], 1)
-
-
 def rel(got, want):
     return np.linalg.norm(np.asarray(got) - want) / max(np.linalg.norm(want), 1e-30)
 
@@ -250,14 +234,16 @@ def ms_micro():
         if "text_encoder" in v.name and ("scale" in v.name or "table" in v.name):
             v.assign(np.random.default_rng(3).normal(size=v.shape) * 0.5 + 1.0)
     variables = vatt.trainable_variables
-    g_va, g_vt, _ = group_stats.group_gradients(ms_loss_fn(vatt, batch), variables, vatt, 1)
+    g_va, g_vt, _ = group_stats.group_gradients(
+        loss_shares(vatt, batch, 3.0, 4.0), variables, vatt, 1
+    )
     return vatt, batch, variables, g_va, g_vt
 
 
 def test_ms_reference_adds_up_to_the_full_gradient(ms_micro):
     vatt, batch, variables, g_va, g_vt = ms_micro
     with tf.GradientTape(persistent=True) as tape:
-        l_va, l_vt, _ = ms_loss_fn(vatt, batch)()
+        l_va, l_vt, _ = loss_shares(vatt, batch, 3.0, 4.0)()
         s_va, s_vt = tf.reduce_sum(l_va), tf.reduce_sum(l_vt)
     shapes = [v.shape for v in variables]
     for g, s in ((g_va, s_va), (g_vt, s_vt)):
@@ -265,7 +251,7 @@ def test_ms_reference_adds_up_to_the_full_gradient(ms_micro):
         full = [
             tf.convert_to_tensor(t) for t in tape.gradient(s, variables, unconnected_gradients=zero)
         ]
-        assert rel(rows(g).sum(0), flat_grads(full, shapes)) < 1e-5
+        assert rel(flat_rows(g).sum(0), flat_grads(full, shapes)) < 1e-5
     table = [i for i, v in enumerate(variables) if "relative_position_bias" in v.name]
     assert len(table) == 1 and np.abs(np.asarray(g_vt[table[0]])).sum() > 0
 
@@ -275,13 +261,13 @@ def test_ms_group_stats_equal_per_group_autodiff(ms_micro, size):
     """group:size over every variable, and the T5 rules alone (the relative bias table, the
     RMS scales) against the fallback's per-group gradients summed over each group's clips."""
     vatt, batch, variables, g_va, g_vt = ms_micro
-    fwd = group_stats.forward(ms_loss_fn(vatt, batch), variables, vatt)
+    fwd = group_stats.forward(loss_shares(vatt, batch, 3.0, 4.0), variables, vatt)
     t5 = [i for i, v in enumerate(variables) if "text_encoder" in v.name and "kernel" not in v.name]
     assert len(t5) == 5  # (one layer) table, RMS scale, LayerNorm gamma, beta, final scale
     for subset in (list(range(len(variables))), t5):
         pairs = group_stats.group_pairs(fwd, [variables[i] for i in subset], size)
-        a = rows([g_va[i] for i in subset]).reshape(B // size, size, -1).sum(1)
-        b = rows([g_vt[i] for i in subset]).reshape(B // size, size, -1).sum(1)
+        a = flat_rows([g_va[i] for i in subset]).reshape(B // size, size, -1).sum(1)
+        b = flat_rows([g_vt[i] for i in subset]).reshape(B // size, size, -1).sum(1)
         assert rel(pairs.dot, np.sum(a * b, 1)) < 1e-4
         assert rel(pairs.nva, np.sum(a * a, 1)) < 1e-4
         assert rel(pairs.nvt, np.sum(b * b, 1)) < 1e-4
@@ -291,7 +277,7 @@ def test_heads_statistics_update_below_is_the_per_group_weighted_sum(ms_micro):
     """statistics='heads': one backward pass of the combined cotangents through the T5 tower
     gives sum_g alpha_g G_va,g + beta_g G_vt,g for every variable below the FAC head."""
     vatt, batch, variables, g_va, g_vt = ms_micro
-    top = group_stats.top_forward(ms_loss_fn(vatt, batch), variables, vatt, "heads")
+    top = group_stats.top_forward(loss_shares(vatt, batch, 3.0, 4.0), variables, vatt, "heads")
     alpha, beta = tf.constant([0.5, -1.0, 2.0, 0.25]), tf.constant([1.5, 0.75, -0.5, 3.0])
     got = top.update_below(alpha, beta)
     below = {v.ref() for v in top.below}
@@ -341,7 +327,9 @@ def test_top_k_statistics_refuse_the_t5_encoder():
     batch = random_batch(B, seed=1)
     vatt(batch, training=False)
     with pytest.raises(ValueError, match="statistics 'top:1'.*relative position bias"):
-        group_stats.top_forward(ms_loss_fn(vatt, batch), vatt.trainable_variables, vatt, "top:1")
+        group_stats.top_forward(
+            loss_shares(vatt, batch, 3.0, 4.0), vatt.trainable_variables, vatt, "top:1"
+        )
 
 
 # --- the train step -------------------------------------------------------------------------

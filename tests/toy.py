@@ -36,6 +36,25 @@ def random_batch(batch_size=4, num_texts=2, seed=0, preset="micro"):
     }
 
 
+def loss_shares(vatt, batch, va_count, vt_count, training=True):
+    """A loss_fn for group_stats / harmonized_update: each clip's NCE and MIL-NCE terms divided
+    by the global counts of clips with audio and with text (as `PretrainModel.loss_fn`)."""
+
+    def loss_fn():
+        out = vatt(batch, training=training)
+        _, l_va = losses.nce(out["video_va"], out["audio_va"], batch["audio_mask"])
+        _, l_vt = losses.mil_nce(out["video_vt"], out["text_vt"], batch["text_mask"])
+        return l_va / va_count, l_vt / vt_count, None
+
+    return loss_fn
+
+
+def flat_rows(grads):
+    """[(G, *shape)] per-group gradients -> (G, P) float64, one row per group."""
+    grads = [np.asarray(tf.convert_to_tensor(g), np.float64) for g in grads]
+    return np.concatenate([g.reshape(g.shape[0], -1) for g in grads], 1)
+
+
 def tape_group_gradients(vatt, batch, num_groups, temperature=0.07):
     """Reference: one full-batch forward, then one tape.gradient per group and per loss of that
     group's share of the global mean losses (docs/harmonization.md, written out directly).
