@@ -1,5 +1,9 @@
 """What the tools print: one-line errors, durations, progress lines and evaluation tables."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 import gin
@@ -24,6 +28,29 @@ def test_one_line_folds_gin_errors(clean_gin):
         "Configurable 'console_test_fn' doesn't have a parameter named 'b'. "
         "(in bindings string line 1: console_test_fn.b = 3)"
     )
+
+
+def test_sigusr1_prints_every_threads_stack_and_the_process_goes_on():
+    """A run that seems stuck: `kill -USR1 <pid>` says where each thread is, then it carries on."""
+    code = (
+        "import os, signal, threading, time\n"
+        "from vatt_gh import console\n"
+        "console.quiet()\n"
+        "def waiting_in_a_helper(): time.sleep(5)\n"
+        "threading.Thread(target=waiting_in_a_helper, daemon=True).start()\n"
+        "time.sleep(0.2)\n"
+        "os.kill(os.getpid(), signal.SIGUSR1)\n"
+        "time.sleep(0.2)\n"
+        "print('still running')\n"
+    )
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=repo)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode == 0 and proc.stdout == "still running\n", proc.stderr[-2000:]
+    assert "in waiting_in_a_helper" in proc.stderr  # the other thread's stack too
+    assert "Current thread" in proc.stderr
 
 
 def test_duration():

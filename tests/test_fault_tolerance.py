@@ -414,9 +414,24 @@ def _wait_until(path, procs, timeout=600):
     while not os.path.exists(path):
         alive = all(p.poll() is None for p in procs)
         if not alive or time.time() - t0 > timeout:
-            logs = "\n".join(_log_of(p)[-2000:] for p in procs)
-            raise AssertionError(f"{path} never appeared\n{logs}")
+            raise AssertionError(f"{path} never appeared\n{_stacks_and_logs(procs)}")
         time.sleep(0.05)
+
+
+def _exit_code(proc, timeout=300):
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"no exit in {timeout} s\n{_stacks_and_logs([proc])}") from None
+
+
+def _stacks_and_logs(procs):
+    """The end of each process's log, with the Python stacks of those still running (SIGUSR1)."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGUSR1)
+    time.sleep(3)
+    return "\n".join(f"--- pid {p.pid}, exit {p.poll()}:\n{_log_of(p)[-4000:]}" for p in procs)
 
 
 def test_sigterm_at_random_moments_always_exits_42_with_a_readable_checkpoint(tmp_path):
@@ -451,7 +466,7 @@ def test_sigterm_at_random_moments_always_exits_42_with_a_readable_checkpoint(tm
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
-            assert p.wait(timeout=300) == 42, _log_of(p)[-3000:]
+            assert _exit_code(p) == 42, _log_of(p)[-3000:]
         assert busy.returncode == 1 and "in use by another run" in busy.stderr, busy.stderr[-2000:]
 
         codes = []
@@ -462,7 +477,7 @@ def test_sigterm_at_random_moments_always_exits_42_with_a_readable_checkpoint(tm
             for p in procs:
                 p.send_signal(signal.SIGTERM)
             for d, p in zip(dirs, procs):
-                p.wait(timeout=300)
+                _exit_code(p)
                 stderr = _log_of(p)
                 codes.append(p.returncode)
                 assert p.returncode == 42, stderr[-3000:]

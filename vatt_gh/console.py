@@ -11,8 +11,12 @@ google.api_core Python-version FutureWarning (also in child processes, via PYTHO
 gensim's INFO progress lines, and absl INFO lines. Warnings and errors of
 vatt_gh's own (absl `logging.warning`) still show. `--verbose` shows all of it.
 No TensorFlow here: the C++ log level is read once, when TensorFlow loads.
+
+A run that seems stuck says where it is: `kill -USR1 <pid>` prints every Python thread's stack
+to its stderr and the run goes on (`quiet` installs it, with or without --verbose).
 """
 
+import faulthandler
 import logging as py_logging
 import os
 import shlex
@@ -46,8 +50,10 @@ def define_verbose_flag():
 def quiet(verbose: bool = False):
     """Silence TensorFlow's noise unless `verbose`; call before TensorFlow is imported.
 
-    TF_CPP_MIN_LOG_LEVEL set by the caller's environment is kept either way.
+    TF_CPP_MIN_LOG_LEVEL set by the caller's environment is kept either way. Also installs the
+    SIGUSR1 stack dump (module docstring).
     """
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     if verbose:
         absl_logging.set_verbosity(absl_logging.INFO)
         return
