@@ -11,7 +11,13 @@ import time
 import numpy as np
 import pytest
 from reference import flat_grads
-from test_fault_tolerance import EVERY, RUN, STEPS, final_state, max_difference, wait_for
+from test_fault_tolerance import (
+    RUN,
+    STEPS,
+    final_state,
+    max_difference,
+    wait_for_checkpoint,
+)
 from toy import micro_vatt, random_batch, tape_group_gradients
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,7 +118,7 @@ def uninterrupted_two_workers(tmp_path_factory):
 def test_stalled_worker_times_out_then_resume_is_exact(tmp_path, uninterrupted_two_workers):
     model_dir = str(tmp_path)
     chief, worker = start_workers(pretrain_cmd(model_dir))
-    wait_for(os.path.join(model_dir, "checkpoints", f"ckpt-{EVERY}.index"), chief, others=[worker])
+    wait_for_checkpoint(model_dir, chief, others=[worker])
     worker.send_signal(signal.SIGSTOP)  # stalled, not dead: only a timeout can tell
     t0 = time.time()
     _, chief_err = chief.communicate(timeout=TIMEOUT + 240)
