@@ -217,6 +217,55 @@ def test_eval_windows_central_caption_and_clip_ids(tmp_path, vocab):
     np.testing.assert_array_equal(b["label"].numpy(), [0, 1])
 
 
+def _gradient_jpeg(height, width, level):
+    """Red: the frame's level (its time); green: 8 x column; blue: 8 x row (lossless enough)."""
+    y, x = np.mgrid[0:height, 0:width]
+    image = np.stack([np.full_like(x, level), 8 * x, 8 * y], axis=-1).astype(np.uint8)
+    return tf.io.encode_jpeg(image, quality=100, chroma_downsampling=False).numpy()
+
+
+@pytest.mark.parametrize("height,width", [(8, 24), (24, 8), (8, 8)])
+def test_three_crops_per_window_start_centre_end_of_the_long_side(tmp_path, vocab, height, width):
+    """VATT's three-crop testing: views window-major (window w, crop c -> 3 w + c), each the
+    frame's box at the start, centre or end of its long side, with its window's audio."""
+    frames = [_gradient_jpeg(height, width, 20 + 10 * i) for i in range(20)]
+    wave = np.arange(2 * SR, dtype=np.float64) / SR  # 2 s: sample j holds its time
+    example = schema.make_sequence_example("c0", frames, wave, ["w1"], [0], audio_chunk=SR // 10)
+    path = write_shard(tmp_path / "c.tfrecord", [example])
+    cfg = EvalConfig(
+        file_pattern=path,
+        num_frames=4,
+        stride=2,
+        num_windows=2,
+        num_crops=3,
+        crop_size=8,
+        min_resize=8,
+        max_tokens=2,
+        vocab_path=vocab,
+    )
+    batch = next(iter(eval_dataset(cfg, 1)))
+    video, audio = batch["video"].numpy()[0], batch["audio"].numpy()[0]
+    assert video.shape == (6, 4, 8, 8, 3) and audio.shape == (6, 4 * 2 * 4800)
+    long_side = max(height, width)
+    starts = [0, (long_side - 8) // 2, long_side - 8]  # DMVR's multi_crop_image
+    for view in range(6):
+        window, crop = divmod(view, 3)
+        first = [0, 12][window]  # 2 windows evenly spaced over [0, 20 - 8]
+        for k in range(4):
+            full = tf.io.decode_jpeg(frames[first + 2 * k]).numpy().astype(np.float64)
+            if height >= width:
+                want = full[starts[crop] : starts[crop] + 8, :8]
+            else:
+                want = full[:8, starts[crop] : starts[crop] + 8]
+            np.testing.assert_allclose(video[view, k], want / 127.5 - 1.0, atol=1e-5)
+        np.testing.assert_allclose(audio[view, 0], first / 10.0, atol=1e-6)
+
+
+def test_crops_other_than_one_or_three_are_refused():
+    with pytest.raises(ValueError, match=r"EvalConfig.num_crops = 2: must be 1 .* or 3"):
+        EvalConfig(file_pattern="x", num_crops=2)
+
+
 def test_gin_reaches_every_setting(clean_gin):
     import gin
 

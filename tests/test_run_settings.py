@@ -113,3 +113,13 @@ def test_finetuning_at_lr_zero_is_refused():
         "(FinetuneConfig.train_steps), under 1% of the schedule's peak 0.0e+00: "
         "FinetuneConfig.warmup_steps = 2500 warms up over more steps than the run has."
     ), line
+
+
+def test_finetuning_with_two_test_crops_is_refused_before_training():
+    """A bad FinetuneConfig.eval_crops is found before any training (it is read at the end)."""
+    from vatt_gh import finetuning
+    from vatt_gh.evaluation.classifier import FinetuneConfig
+
+    config = FinetuneConfig(train_steps=20, warmup_steps=2, eval_crops=2)
+    with pytest.raises(ConfigError, match=r"^FinetuneConfig.eval_crops = 2: must be 1 .* or 3"):
+        finetuning.finetune("unused", "unused", "unused", "unused", 8, None, config=config)

@@ -12,8 +12,8 @@ vatt_gh/evaluation/classifier.py; change it with --gin_param, e.g.
 before training unless --allow_low_learning_rate). The run is pre-training's loop (vatt_gh/finetuning.py):
 it resumes exactly from --output_dir/checkpoints after a kill, and on SIGTERM saves at the next
 step then exits with code 42. Prints a progress line per summary; reports top-1 / top-5 with
-FinetuneConfig.eval_windows windows per test clip averaged, in --output_dir/metrics-<step>.json
-and TensorBoard (--output_dir/train, --output_dir/eval).
+FinetuneConfig.eval_windows windows x eval_crops crops (VATT's 4 x 3) per test clip averaged, in
+--output_dir/metrics-<step>.json and TensorBoard (--output_dir/train, --output_dir/eval).
 """
 
 from absl import app, flags

@@ -7,7 +7,7 @@ The recipe, the classifier and its train step are vatt_gh/evaluation/classifier.
 `loop.train`, the loop of pre-training: exact resume after a kill (checkpoint, random generators
 and the input position), SIGTERM pre-emption (exit code 42), the unreadable-checkpoint fallback,
 host-side summaries, rejected-record totals, progress lines. After training the test clips are
-scored (top-1 / top-5, `eval_windows` windows per clip averaged) into
+scored (top-1 / top-5, `eval_windows` windows x `eval_crops` crops per clip averaged) into
 <output_dir>/metrics-<step>.json and TensorBoard scalars under <output_dir>/eval.
 """
 
@@ -20,7 +20,7 @@ from absl import logging
 
 from vatt_gh import cluster, configs, console, loop, provision, run_lock
 from vatt_gh.data import text as text_lib
-from vatt_gh.data.configs import EvalConfig, PretrainConfig, SourceConfig
+from vatt_gh.data.configs import EvalConfig, PretrainConfig, SourceConfig, check_num_crops
 from vatt_gh.data.eval_input import eval_dataset
 from vatt_gh.errors import ConfigError
 from vatt_gh.evaluation import features, results
@@ -112,7 +112,7 @@ def finetune(
             ),
         )
         eval_config = features.eval_config_for_run(
-            test_pattern, vocab, num_windows=config.eval_windows
+            test_pattern, vocab, num_windows=config.eval_windows, num_crops=config.eval_crops
         )
         metrics = evaluate_classifier(model, eval_dataset(eval_config, config.eval_batch_size))
         metrics.update(step=trained.step, start_step=trained.start)
@@ -132,6 +132,10 @@ def _check(config: FinetuneConfig, strategy, allow_low_learning_rate: bool):
         config.warmup_steps,
         allow_low_learning_rate,
     )
+    try:
+        check_num_crops(config.eval_crops, "FinetuneConfig.eval_crops")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if config.global_batch_size % strategy.num_replicas_in_sync:
         raise ConfigError(
             f"FinetuneConfig.global_batch_size={config.global_batch_size} "

@@ -84,6 +84,27 @@ def crop_box(
     return tf.stack([y, x, box_h, box_w])
 
 
+def spatial_crops(box: tf.Tensor, image_shape: tf.Tensor, num_crops: int) -> tf.Tensor:
+    """The test-time crops of an evaluation `box` (`crop_box` without a seed), int32 (C, 4).
+
+    1: the central box. 3: VATT's three-crop testing (DMVR's `multi_crop_image`): the same box
+    at the start, the centre and the end of the frame's long side (the height when the frame
+    is square or portrait), centred on the short side, which it spans when `min_resize` equals
+    `crop_size` (VATT's evaluation setting).
+    """
+    if num_crops == 1:
+        return box[None]
+    if num_crops != 3:
+        raise ValueError(f"num_crops = {num_crops}: must be 1 or 3")
+    y, x, box_h, box_w = tf.unstack(box)
+    height, width = image_shape[0], image_shape[1]
+    along = lambda size, side: tf.stack([0, (size - side) // 2, size - side])
+    vertical = height >= width
+    ys = tf.where(vertical, along(height, box_h), tf.fill([3], y))
+    xs = tf.where(vertical, tf.fill([3], x), along(width, box_w))
+    return tf.stack([ys, xs, tf.fill([3], box_h), tf.fill([3], box_w)], axis=1)
+
+
 def decode_crop_frames(jpegs: tf.Tensor, box: tf.Tensor) -> tf.Tensor:
     """string (M,) JPEGs -> uint8 (M, side, side, 3), decoding only the crop window."""
     return tf.map_fn(

@@ -140,7 +140,7 @@ def finish(
     """augment: frames -> [-1, 1] clip(s), narrations -> token ids + mask; drops bookkeeping."""
     aug_seed, caption_seed = tf.unstack(tf.random.experimental.stateless_split(example["seed"], 2))
     if spec.audio_only:  # an empty placeholder: no frames
-        video = tf.zeros([spec.num_windows, 0, spec.crop_size, spec.crop_size, 3], tf.float32)
+        video = tf.zeros([spec.num_views, 0, spec.crop_size, spec.crop_size, 3], tf.float32)
     else:
         video = augment.resize_frames(example["frames"], spec.crop_size)  # (W, T, H, W, 3)
     if spec.training:
@@ -154,7 +154,7 @@ def finish(
         audio = example["audio"]  # (W, S)
     video = augment.to_symmetric(video)
     size = [0 if spec.audio_only else spec.num_frames, spec.crop_size, spec.crop_size, 3]
-    video = tf.ensure_shape(video, size if spec.training else [spec.num_windows] + size)
+    video = tf.ensure_shape(video, size if spec.training else [spec.num_views] + size)
     captions, text_mask = select_captions(
         example["captions"], num_captions, caption_seed if spec.training else None
     )

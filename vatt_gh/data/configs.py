@@ -146,7 +146,10 @@ class PretrainConfig:
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation input: central crops, `num_windows` evenly spaced windows, no shuffling.
+    """Evaluation input: `num_windows` evenly spaced windows x `num_crops` crops, no shuffling.
+
+    num_crops: 1, the central crop; 3, VATT's three crops along the frame's long side (its
+    Kinetics fine-tuning test). The views are stacked window-major on axis 1 (NW * NC).
 
     audio_only: read the audio alone (ESC50's records have no frames): the windows are spaced
     over the waveform's length, 'video' is an empty placeholder (B, NW, 0, H, W, 3), and a record
@@ -158,6 +161,7 @@ class EvalConfig:
     stride: int = 1
     num_frames: int = 32
     num_windows: int = 4
+    num_crops: int = 1
     crop_size: int = 224
     min_resize: int = 224  # VATT: the frame size (the central crop spans the short side)
     sample_rate: int = schema.SAMPLE_RATE
@@ -186,6 +190,16 @@ class EvalConfig:
                 ("num_windows", INT, 1, None, False),
             ),
         )
+        check_num_crops(self.num_crops, "EvalConfig.num_crops")
+
+
+def check_num_crops(value, name: str) -> None:
+    """Crops per evaluation window: 1 (the central crop) or 3 (VATT's three-crop testing)."""
+    if value not in (1, 3) or isinstance(value, bool):
+        raise ValueError(
+            f"{name} = {value!r}: must be 1 (the central crop) or 3 (VATT's three crops "
+            "along the long side)"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,6 +221,12 @@ class ClipSpec:
     max_audio_amplitude: float = MAX_AUDIO_AMPLITUDE
     scale_jitter_prob: float = 1.0
     audio_only: bool = False  # evaluation only: the time line is the waveform's
+    num_crops: int = 1  # evaluation only: crops per window (EvalConfig.num_crops)
+
+    @property
+    def num_views(self) -> int:
+        """Windows x crops: the clips one record yields (1 in training)."""
+        return self.num_windows * self.num_crops
 
 
 def audio_samples_for(num_frames: int, stride: int, fps: float, sample_rate: int) -> int:
@@ -259,7 +279,8 @@ def source_specs(config: PretrainConfig) -> List[ClipSpec]:
 
 
 def eval_spec(config: EvalConfig) -> ClipSpec:
-    """The ClipSpec of the evaluation path: `num_windows` central windows, no jitter."""
+    """The ClipSpec of the evaluation path: `num_windows` windows x `num_crops` crops, no
+    jitter; one crop when the audio is read alone (there are no frames to crop)."""
     return ClipSpec(
         fps=config.fps,
         stride=config.stride,
@@ -277,4 +298,5 @@ def eval_spec(config: EvalConfig) -> ClipSpec:
         max_frame_pixels=config.max_frame_pixels,
         max_audio_amplitude=config.max_audio_amplitude,
         audio_only=config.audio_only,
+        num_crops=1 if config.audio_only else config.num_crops,
     )

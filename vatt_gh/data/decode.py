@@ -33,7 +33,7 @@ from vatt_gh.data.rejects import (
 
 
 def _empty_clip(spec: ClipSpec, reason: int) -> dict:
-    w = spec.num_windows
+    w = spec.num_views
     return {
         "frames": tf.zeros([w, spec.num_frames, 0, 0, 3], tf.uint8),
         "audio": tf.zeros([w, spec.audio_samples], tf.float32),
@@ -113,10 +113,11 @@ def decode(serialized: tf.Tensor, seed: tf.Tensor, spec: ClipSpec) -> dict:
 
     def decode_branch():
         if spec.audio_only:
-            frames = tf.zeros([spec.num_windows, spec.num_frames, 0, 0, 3], tf.uint8)
+            frames = tf.zeros([spec.num_views, spec.num_frames, 0, 0, 3], tf.uint8)
             return frames, cut_audio()
+        image_shape = tf.image.extract_jpeg_shape(parsed["frames"][0])
         box = augment.crop_box(
-            tf.image.extract_jpeg_shape(parsed["frames"][0]),
+            image_shape,
             spec.crop_size,
             spec.min_resize,
             spec.scale_jitter,
@@ -124,9 +125,14 @@ def decode(serialized: tf.Tensor, seed: tf.Tensor, spec: ClipSpec) -> dict:
             spec.scale_jitter_prob,
         )
         idx = augment.frame_indices(offsets, spec.num_frames, spec.stride, num_stored)  # (W, T)
-        frames = augment.decode_crop_frames(tf.gather(parsed["frames"], tf.reshape(idx, [-1])), box)
-        frames = tf.reshape(frames, [spec.num_windows, spec.num_frames, box[2], box[3], 3])
-        return frames, cut_audio()
+        jpegs = tf.gather(parsed["frames"], tf.reshape(idx, [-1]))
+        shape = [spec.num_windows, spec.num_frames, box[2], box[3], 3]
+        crops = [  # (W, T, h, w, 3) each; views window-major: window i, crop c -> i * C + c
+            tf.reshape(augment.decode_crop_frames(jpegs, crop), shape)
+            for crop in tf.unstack(augment.spatial_crops(box, image_shape, spec.num_crops))
+        ]
+        frames = tf.reshape(tf.stack(crops, axis=1), [spec.num_views, *shape[1:]])
+        return frames, tf.repeat(cut_audio(), spec.num_crops, axis=0)
 
     def cut_audio():
         padded = tf.pad(audio, [[0, spec.audio_samples]])
@@ -136,15 +142,15 @@ def decode(serialized: tf.Tensor, seed: tf.Tensor, spec: ClipSpec) -> dict:
 
     def skip_branch():
         return (
-            tf.zeros([spec.num_windows, spec.num_frames, 0, 0, 3], tf.uint8),
-            tf.zeros([spec.num_windows, spec.audio_samples], tf.float32),
+            tf.zeros([spec.num_views, spec.num_frames, 0, 0, 3], tf.uint8),
+            tf.zeros([spec.num_views, spec.audio_samples], tf.float32),
         )
 
     frames, audio_cut = tf.cond(reason == OK, decode_branch, skip_branch)
     labels = tf.cast(parsed["labels"], tf.int32)
     return {
-        "frames": tf.ensure_shape(frames, [spec.num_windows, spec.num_frames, None, None, 3]),
-        "audio": tf.ensure_shape(audio_cut, [spec.num_windows, spec.audio_samples]),
+        "frames": tf.ensure_shape(frames, [spec.num_views, spec.num_frames, None, None, 3]),
+        "audio": tf.ensure_shape(audio_cut, [spec.num_views, spec.audio_samples]),
         "has_audio": has_audio,
         "captions": parsed["captions"],
         "label": tf.cond(tf.size(labels) > 0, lambda: labels[0], lambda: tf.constant(-1)),

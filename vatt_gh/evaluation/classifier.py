@@ -4,8 +4,9 @@ The VATT recipe (VATT code, `configs/experiment.py` Finetune): SGD with momentum
 0.005 with 2.5k linear warm-up steps then cosine decay over 100k steps, gradients of the backbone
 clipped to global norm 0.75 (the classifier's are not clipped), label smoothing 0.1. The backbone
 runs in training mode, with DropToken off (`drop_token`, below). Training clips use the pre-training augmentation
-(random window, scale jitter, crop, flip, colour jitter); test clips are scored on `eval_windows`
-evenly spaced windows (central crop), their softmax probabilities averaged.
+(random window, scale jitter, crop, flip, colour jitter); test clips are scored as VATT scores
+them, on `eval_windows` (4) evenly spaced windows x `eval_crops` (3) crops along the long side,
+the softmax probabilities of the 12 views averaged.
 
     classifier = VideoClassifier(model.vatt, num_classes)
     train_fn = make_train_step(classifier, finetune_optimizer(config), config, strategy)
@@ -47,6 +48,7 @@ class FinetuneConfig:
     # held top-1 at 47% where every token gives 100%).
     drop_token: bool = False
     eval_windows: int = 4
+    eval_crops: int = 3  # VATT: 3 crops per window; 1 = the central crop (EvalConfig.num_crops)
     eval_batch_size: int = 8
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
@@ -173,7 +175,7 @@ def make_train_step(model: VideoClassifier, optimizer, config: FinetuneConfig, s
 
 
 def evaluate_classifier(model: VideoClassifier, dataset: tf.data.Dataset) -> Dict[str, float]:
-    """Top-1 / top-5 (percent) with each clip's window probabilities averaged."""
+    """Top-1 / top-5 (percent) with each clip's view (window x crop) probabilities averaged."""
 
     @tf.function(reduce_retracing=True)
     def probabilities(video):  # (B, W, T, H, W', 3)

@@ -63,8 +63,8 @@ def triplet_cosines(
     Returns arrays over clips: 'clip_id' (str), 'cosine', 'dot', 'norm_va', 'norm_vt', 'label',
     'aligned_va', 'aligned_vt', 'audio_mask', 'text_count' (narrations used).
     """
-    if config.num_windows != 1:
-        raise ValueError("triplet_cosines needs EvalConfig.num_windows = 1")
+    if config.num_windows != 1 or config.num_crops != 1:
+        raise ValueError("triplet_cosines needs EvalConfig.num_windows = 1 and num_crops = 1")
     if granularity not in ("example", "group:1"):
         raise ValueError(f"granularity {granularity!r}: choose 'group:1' or 'example'")
     stats_fn = tf.function(lambda data: model.gradient_stats(data, granularity=granularity))
